@@ -1,0 +1,117 @@
+// TensorSet: the params and states of one optimizer, checked once and kept
+// alive here; each step checks only the new grads, then runs without the GIL.
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "buffers.hpp"
+#include "gradstep/optim.hpp"
+#include "register.hpp"
+
+namespace py = pybind11;
+
+namespace gradstep::bindings {
+namespace {
+
+std::string indexed(const std::string& name, std::size_t i) {
+  return name + "[" + std::to_string(i) + "]";
+}
+
+class PyTensorSet {
+ public:
+  PyTensorSet(const py::sequence& params, const std::vector<std::optional<py::sequence>>& states,
+              const std::vector<std::string>& state_names) {
+    if (states.size() > 3 || state_names.size() != states.size())
+      throw py::value_error("states: at most 3 state lists, each with a name");
+    const std::size_t n = params.size();
+    std::vector<TensorView> views(n);
+    unsigned mask = 0;
+    params_.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      py::array p = view_array(params[i], indexed("params", i));
+      views[i].dtype = check_buffer(p, indexed("params", i), true);
+      views[i].param = p.mutable_data();
+      views[i].size = static_cast<std::size_t>(p.size());
+      params_.push_back(std::move(p));
+    }
+    for (std::size_t s = 0; s < states.size(); ++s) {
+      if (!states[s]) continue;
+      mask |= 1u << s;
+      const py::sequence& list = *states[s];
+      if (list.size() != n)
+        throw py::value_error("state '" + state_names[s] + "' has " + std::to_string(list.size()) +
+                              " buffers for " + std::to_string(n) + " params");
+      for (std::size_t i = 0; i < n; ++i) {
+        const std::string what = "state '" + state_names[s] + "'" + "[" + std::to_string(i) + "]";
+        py::array a = view_array(list[i], what);
+        check_buffer(a, what, true);
+        check_same_layout(a, params_[i], what, indexed("params", i));
+        views[i].state[s] = a.mutable_data();
+        kept_.push_back(std::move(a));
+      }
+    }
+    set_ = std::make_unique<TensorSet>(views.data(), n, mask);
+  }
+
+  std::size_t size() const { return params_.size(); }
+
+  template <class Options>
+  void step(const py::sequence& grads, const Options& options, std::int64_t step) {
+    const std::size_t n = params_.size();
+    if (grads.size() != n)
+      throw py::value_error("grads: got " + std::to_string(grads.size()) + " for " + std::to_string(n) +
+                            " params");
+    std::vector<const void*> ptrs(n);
+    std::vector<py::array> views;  // keeps DLPack/buffer views alive during the step
+    for (std::size_t i = 0; i < n; ++i) {
+      py::handle obj = grads[i];
+      py::array g = view_array(obj, indexed("grads", i));
+      check_buffer(g, indexed("grads", i), false);
+      check_same_layout(g, params_[i], indexed("grads", i), indexed("params", i));
+      ptrs[i] = g.data();
+      if (!obj.is(g)) views.push_back(std::move(g));
+    }
+    // The step reads and writes only buffers this object keeps alive (and the
+    // grads held by `grads`/`views`), so Python may run meanwhile.
+    py::gil_scoped_release release;
+    // One step at a time per set: a second thread waits instead of racing.
+    std::lock_guard<std::mutex> lock(mutex_);
+    set_->set_grads(ptrs.data());
+    set_->step(options, step);
+  }
+
+ private:
+  std::vector<py::array> params_;
+  std::vector<py::array> kept_;
+  std::unique_ptr<TensorSet> set_;
+  std::mutex mutex_;
+};
+
+}  // namespace
+
+void register_tensor_set(py::module_& m) {
+  m.def(
+      "view_array",
+      [](py::handle obj, const std::string& what) {
+        py::array a = view_array(obj, what);
+        check_buffer(a, what, true);
+        return a;
+      },
+      py::arg("obj"), py::arg("what"),
+      "A writeable float32/float64 C-contiguous numpy view of obj, without copying.");
+  py::class_<PyTensorSet>(m, "TensorSet")
+      .def(py::init<const py::sequence&, const std::vector<std::optional<py::sequence>>&,
+                    const std::vector<std::string>&>(),
+           py::arg("params"), py::arg("states"), py::arg("state_names"))
+      .def("__len__", &PyTensorSet::size)
+      .def("step", &PyTensorSet::step<SgdOptions>, py::arg("grads"), py::arg("options"), py::arg("step"))
+      .def("step", &PyTensorSet::step<AdagradOptions>, py::arg("grads"), py::arg("options"), py::arg("step"))
+      .def("step", &PyTensorSet::step<AdadeltaOptions>, py::arg("grads"), py::arg("options"), py::arg("step"))
+      .def("step", &PyTensorSet::step<RmspropOptions>, py::arg("grads"), py::arg("options"), py::arg("step"))
+      .def("step", &PyTensorSet::step<AdamOptions>, py::arg("grads"), py::arg("options"), py::arg("step"));
+}
+
+}  // namespace gradstep::bindings

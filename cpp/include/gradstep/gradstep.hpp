@@ -1,0 +1,5 @@
+// Umbrella header for the gradstep C++ core.
+#pragma once
+
+#include "gradstep/isa.hpp"
+#include "gradstep/optim.hpp"

@@ -1,0 +1,123 @@
+// gradstep public C++ API: optimizer steps over lists of contiguous buffers.
+// Plain structs and functions, no Python. Every function that takes buffers
+// validates all of them (and the options) before writing to any, and reports
+// bad input by throwing std::invalid_argument.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace gradstep {
+
+enum class DType : std::uint8_t { f32, f64 };
+
+// One parameter tensor: its buffer, its gradient and up to three state buffers
+// of the same dtype and length. Which state slot holds what is fixed per
+// optimizer (see the *Options structs); unused slots are nullptr.
+struct TensorView {
+  void* param = nullptr;
+  const void* grad = nullptr;
+  void* state[3] = {nullptr, nullptr, nullptr};
+  std::size_t size = 0;
+  DType dtype = DType::f32;
+};
+
+// Defaults and semantics are torch.optim's. `maximize` negates the gradient.
+// State slots: [0] momentum_buffer (only when momentum != 0).
+struct SgdOptions {
+  double lr = 1e-3, momentum = 0.0, dampening = 0.0, weight_decay = 0.0;
+  bool nesterov = false, maximize = false;
+};
+// State slots: [0] sum (initialised by the caller to initial_accumulator_value).
+struct AdagradOptions {
+  double lr = 1e-2, lr_decay = 0.0, weight_decay = 0.0, eps = 1e-10;
+  bool maximize = false;
+};
+// State slots: [0] square_avg, [1] acc_delta.
+struct AdadeltaOptions {
+  double lr = 1.0, rho = 0.9, eps = 1e-6, weight_decay = 0.0;
+  bool maximize = false;
+};
+// State slots: [0] square_avg, [1] momentum_buffer (momentum > 0), [2] grad_avg (centered).
+struct RmspropOptions {
+  double lr = 1e-2, alpha = 0.99, eps = 1e-8, weight_decay = 0.0, momentum = 0.0;
+  bool centered = false, maximize = false;
+};
+// Adam and AdamW (decoupled_weight_decay). State slots: [0] exp_avg,
+// [1] exp_avg_sq, [2] max_exp_avg_sq (amsgrad).
+struct AdamOptions {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+  bool amsgrad = false, decoupled_weight_decay = false, maximize = false;
+};
+
+// Throw std::invalid_argument naming the offending option (torch's names).
+void validate(const SgdOptions&);
+void validate(const AdagradOptions&);
+void validate(const AdadeltaOptions&);
+void validate(const RmspropOptions&);
+void validate(const AdamOptions&);
+
+// Bit i is set when an optimizer with these options uses state slot i.
+unsigned state_mask(const SgdOptions&);
+unsigned state_mask(const AdagradOptions&);
+unsigned state_mask(const AdadeltaOptions&);
+unsigned state_mask(const RmspropOptions&);
+unsigned state_mask(const AdamOptions&);
+
+// A list of tensors whose params and states stay in place from step to step;
+// only the gradient pointers change. Everything about the params and states
+// is checked once, at construction; set_grads checks only the new grads, in
+// O(log n) each, so a step over many tensors costs no per-step validation.
+class TensorSet {
+ public:
+  // Checks: known dtype, non-null param and every state in slot_mask, and no
+  // written buffer (param, state) overlapping any other buffer. Grads may be
+  // null here (then set_grads must come before the first step).
+  TensorSet(const TensorView* tensors, std::size_t count, unsigned slot_mask);
+
+  std::size_t size() const { return tensors_.size(); }
+  const TensorView& operator[](std::size_t i) const { return tensors_[i]; }
+
+  // One gradient pointer per tensor (same length and dtype as its param).
+  // All are checked before any is taken: on error the set is unchanged.
+  void set_grads(const void* const* grads);
+
+  // One update of every tensor. `step` is the 1-based number of this update
+  // (torch's state["step"] after its increment): it drives Adam's bias
+  // correction, Adagrad's lr_decay and SGD's first-step momentum buffer.
+  // The options' lr is the rate of this update. Options are validated first;
+  // on any error nothing is written.
+  void step(const SgdOptions&, std::int64_t step) const;
+  void step(const AdagradOptions&, std::int64_t step) const;
+  void step(const AdadeltaOptions&, std::int64_t step) const;
+  void step(const RmspropOptions&, std::int64_t step) const;
+  void step(const AdamOptions&, std::int64_t step) const;
+
+  struct Span {
+    const char* lo;
+    const char* hi;
+  };
+  struct Chunk {
+    std::size_t tensor, begin, end;
+  };
+
+ private:
+  template <class Options, class Kernel>
+  void run(const Options&, Kernel, std::int64_t step) const;
+
+  std::vector<TensorView> tensors_;
+  std::vector<Span> written_;  // sorted, disjoint byte ranges of params and states
+  std::vector<Chunk> chunks_;
+  unsigned slot_mask_;
+  bool have_grads_ = false;
+};
+
+// Convenience for callers without a persistent set: validate everything, step once.
+template <class Options>
+void step(const Options& options, const TensorView* tensors, std::size_t count, std::int64_t step) {
+  TensorSet set(tensors, count, state_mask(options));
+  set.step(options, step);
+}
+
+}  // namespace gradstep

@@ -1,0 +1,59 @@
+// Adam, AdamW and AMSGrad: torch.optim.Adam / AdamW (single-tensor path).
+//   p     *= 1 - lr * weight_decay                 (AdamW: decoupled decay)
+//   g      = ±grad + weight_decay * p               (Adam: L2 decay)
+//   m      = lerp(m, g, 1 - beta1)
+//   v      = beta2 * v + (1 - beta2) * g * g
+//   vmax   = max(vmax, v)                           (amsgrad; v below means vmax)
+//   denom  = sqrt(v) / sqrt(1 - beta2^step) + eps
+//   p     -= lr / (1 - beta1^step) * m / denom
+// eps is added after the bias correction of v, as torch does.
+
+template <class T, bool kL2, bool kAmsgrad>
+void adam_range(const TensorView& t, std::size_t begin, std::size_t end, const AdamOptions& o,
+                Lerp m_lerp, double param_scale, double neg_step_size, double bc2_sqrt) {
+  T* __restrict p = param_of<T>(t);
+  const T* __restrict g = grad_of<T>(t);
+  T* __restrict m = state_of<T>(t, 0);
+  T* __restrict v = state_of<T>(t, 1);
+  T* __restrict vmax = state_of<T>(t, 2);
+  const T sign = o.maximize ? T(-1) : T(1);
+  const T scale = T(param_scale), wd = T(o.weight_decay);
+  const T m_coeff = T(m_lerp.coeff);
+  const bool m_from_end = m_lerp.from_end;
+  const T beta2 = T(o.beta2), one_minus_beta2 = T(1.0 - o.beta2);
+  const T bc2 = T(bc2_sqrt), eps = T(o.eps), neg_step = T(neg_step_size);
+  for (std::size_t i = begin; i < end; ++i) {
+    const T pi = p[i] * scale;  // exact (x * 1) unless AdamW decays
+    T gi = sign * g[i];
+    if (kL2) gi = gi + wd * pi;
+    const T mi = lerp(m[i], gi, m_from_end, m_coeff);
+    m[i] = mi;
+    T vi = v[i] * beta2 + one_minus_beta2 * gi * gi;
+    v[i] = vi;
+    if (kAmsgrad) {
+      vi = maximum_nan(vmax[i], vi);
+      vmax[i] = vi;
+    }
+    const T denom = sqrt_(vi) / bc2 + eps;
+    p[i] = pi + neg_step * (mi / denom);
+  }
+}
+
+void adam_chunks(const AdamOptions& o, const detail::Job& job, std::size_t first, std::size_t last) {
+  const double step = double(job.step);
+  const double bc1 = 1.0 - __builtin_pow(o.beta1, step);
+  const double bc2_sqrt = __builtin_sqrt(1.0 - __builtin_pow(o.beta2, step));
+  const double neg_step_size = -(o.lr / bc1);
+  const bool decoupled = o.decoupled_weight_decay && o.weight_decay != 0.0;
+  const double param_scale = decoupled ? 1.0 - o.lr * o.weight_decay : 1.0;
+  const Lerp m_lerp = lerp_weight(1.0 - o.beta1);
+  const bool l2 = !o.decoupled_weight_decay && o.weight_decay != 0.0;
+  for_each_chunk(job, first, last, [&](auto* type, const TensorView& t, std::size_t b, std::size_t e) {
+    using T = std::remove_pointer_t<decltype(type)>;
+    with_flag(l2, [&](auto l2f) {
+      with_flag(o.amsgrad, [&](auto ams) {
+        adam_range<T, l2f.value, ams.value>(t, b, e, o, m_lerp, param_scale, neg_step_size, bc2_sqrt);
+      });
+    });
+  });
+}

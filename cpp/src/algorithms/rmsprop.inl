@@ -1,0 +1,58 @@
+// RMSprop: torch.optim.RMSprop.
+//   g    = ±grad + weight_decay * p
+//   sq   = alpha * sq + (1 - alpha) * g * g
+//   ga   = lerp(ga, g, 1 - alpha)                 (centered)
+//   avg  = sqrt(sq - ga * ga) + eps   (centered)   or  sqrt(sq) + eps
+//   buf  = momentum * buf + g / avg,  p -= lr * buf   (momentum > 0)
+//   p   -= lr * g / avg                              (otherwise)
+
+template <class T, bool kL2, bool kMomentum, bool kCentered>
+void rmsprop_range(const TensorView& t, std::size_t begin, std::size_t end, const RmspropOptions& o,
+                   Lerp ga_lerp) {
+  T* __restrict p = param_of<T>(t);
+  const T* __restrict g = grad_of<T>(t);
+  T* __restrict sq = state_of<T>(t, 0);
+  T* __restrict buf = state_of<T>(t, 1);
+  T* __restrict ga = state_of<T>(t, 2);
+  const T sign = o.maximize ? T(-1) : T(1);
+  const T wd = T(o.weight_decay), alpha = T(o.alpha), one_minus_alpha = T(1.0 - o.alpha);
+  const T eps = T(o.eps), mom = T(o.momentum), neg_lr = T(-o.lr);
+  const T ga_coeff = T(ga_lerp.coeff);
+  const bool ga_from_end = ga_lerp.from_end;
+  for (std::size_t i = begin; i < end; ++i) {
+    T gi = sign * g[i];
+    if (kL2) gi = gi + wd * p[i];
+    const T s = sq[i] * alpha + one_minus_alpha * gi * gi;
+    sq[i] = s;
+    T avg;
+    if (kCentered) {
+      const T a = lerp(ga[i], gi, ga_from_end, ga_coeff);
+      ga[i] = a;
+      avg = sqrt_(s + T(-1) * a * a) + eps;
+    } else {
+      avg = sqrt_(s) + eps;
+    }
+    if (kMomentum) {
+      const T b = buf[i] * mom + gi / avg;
+      buf[i] = b;
+      p[i] = p[i] + neg_lr * b;
+    } else {
+      p[i] = p[i] + neg_lr * (gi / avg);
+    }
+  }
+}
+
+void rmsprop_chunks(const RmspropOptions& o, const detail::Job& job, std::size_t first,
+                    std::size_t last) {
+  const Lerp ga_lerp = lerp_weight(1.0 - o.alpha);
+  for_each_chunk(job, first, last, [&](auto* type, const TensorView& t, std::size_t b, std::size_t e) {
+    using T = std::remove_pointer_t<decltype(type)>;
+    with_flag(o.weight_decay != 0.0, [&](auto l2) {
+      with_flag(o.momentum > 0.0, [&](auto mom) {
+        with_flag(o.centered, [&](auto centered) {
+          rmsprop_range<T, l2.value, mom.value, centered.value>(t, b, e, o, ga_lerp);
+        });
+      });
+    });
+  });
+}

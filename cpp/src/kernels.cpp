@@ -1,0 +1,37 @@
+// The update kernels, written once and compiled once per ISA target. CMake
+// builds this file several times with different -m flags and defines
+// GRADSTEP_TARGET to the target's name; everything lives in
+// gradstep::<target>, so no symbol compiled with wide-vector flags can be
+// picked by the linker for another target (the ODR pitfall of per-ISA builds).
+//
+// Only headers that define no inline functions are included here, and math is
+// done with compiler builtins, for the same reason.
+//
+// Bit-identity across targets: the loops are plain element-wise IEEE
+// arithmetic (+, -, *, /, sqrt are correctly rounded in every SIMD width) and
+// the build passes -ffp-contract=off, so no target fuses a multiply-add that
+// another does not. Coefficients are computed in double per call, identically
+// on every target, then rounded once to the element type.
+#include <type_traits>
+
+#include "kernel_table.hpp"
+
+#ifndef GRADSTEP_TARGET
+#error "GRADSTEP_TARGET must name the ISA target this file is compiled for"
+#endif
+
+namespace gradstep::GRADSTEP_TARGET {
+namespace {
+#include "algorithms/common.inl"
+#include "algorithms/sgd.inl"
+#include "algorithms/adagrad.inl"
+#include "algorithms/adadelta.inl"
+#include "algorithms/rmsprop.inl"
+#include "algorithms/adam.inl"
+}  // namespace
+
+detail::KernelTable kernel_table() {
+  return {&sgd_chunks, &adagrad_chunks, &adadelta_chunks, &rmsprop_chunks, &adam_chunks};
+}
+
+}  // namespace gradstep::GRADSTEP_TARGET

@@ -1,0 +1,171 @@
+// The ISA-independent half of every step: validate options and buffers, cut
+// the work into chunks, and run the active target's kernel over them.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <iterator>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "dispatch.hpp"
+#include "gradstep/optim.hpp"
+#include "threading.hpp"
+
+namespace gradstep {
+namespace {
+
+[[noreturn]] void fail(const char* name, const char* rule, double value) {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "%s must be %s, got %.17g", name, rule, value);
+  throw std::invalid_argument(buf);
+}
+
+void require_nonneg(const char* name, double value) {
+  if (!std::isfinite(value) || value < 0.0) fail(name, "a finite number >= 0", value);
+}
+void require_unit(const char* name, double value, bool closed) {
+  const bool ok = std::isfinite(value) && value >= 0.0 && (closed ? value <= 1.0 : value < 1.0);
+  if (!ok) fail(name, closed ? "in [0, 1]" : "in [0, 1)", value);
+}
+
+// Elements per chunk: large enough that per-chunk overhead vanishes, small
+// enough that threads can share a single large tensor evenly.
+constexpr std::size_t kChunkElems = 1u << 15;
+
+std::size_t bytes_of(const TensorView& v) { return v.size * (v.dtype == DType::f32 ? 4 : 8); }
+
+std::string tensor_error(std::size_t t, const char* what) {
+  return "tensor " + std::to_string(t) + ": " + what;
+}
+
+}  // namespace
+
+void validate(const SgdOptions& o) {
+  require_nonneg("lr", o.lr);
+  require_nonneg("momentum", o.momentum);
+  require_unit("dampening", o.dampening, true);
+  require_nonneg("weight_decay", o.weight_decay);
+  if (o.nesterov && (o.momentum <= 0.0 || o.dampening != 0.0))
+    throw std::invalid_argument("nesterov requires momentum > 0 and dampening = 0");
+}
+void validate(const AdagradOptions& o) {
+  require_nonneg("lr", o.lr);
+  require_nonneg("lr_decay", o.lr_decay);
+  require_nonneg("weight_decay", o.weight_decay);
+  require_nonneg("eps", o.eps);
+}
+void validate(const AdadeltaOptions& o) {
+  require_nonneg("lr", o.lr);
+  require_unit("rho", o.rho, true);
+  require_nonneg("eps", o.eps);
+  require_nonneg("weight_decay", o.weight_decay);
+}
+void validate(const RmspropOptions& o) {
+  require_nonneg("lr", o.lr);
+  require_nonneg("alpha", o.alpha);
+  require_nonneg("eps", o.eps);
+  require_nonneg("weight_decay", o.weight_decay);
+  require_nonneg("momentum", o.momentum);
+}
+void validate(const AdamOptions& o) {
+  require_nonneg("lr", o.lr);
+  require_unit("betas[0]", o.beta1, false);
+  require_unit("betas[1]", o.beta2, false);
+  require_nonneg("eps", o.eps);
+  require_nonneg("weight_decay", o.weight_decay);
+}
+
+unsigned state_mask(const SgdOptions& o) { return o.momentum != 0.0 ? 1u : 0u; }
+unsigned state_mask(const AdagradOptions&) { return 1u; }
+unsigned state_mask(const AdadeltaOptions&) { return 3u; }
+unsigned state_mask(const RmspropOptions& o) {
+  return 1u | (o.momentum > 0.0 ? 2u : 0u) | (o.centered ? 4u : 0u);
+}
+unsigned state_mask(const AdamOptions& o) { return 3u | (o.amsgrad ? 4u : 0u); }
+
+TensorSet::TensorSet(const TensorView* tensors, std::size_t count, unsigned slot_mask)
+    : slot_mask_(slot_mask) {
+  if (count > 0 && tensors == nullptr) throw std::invalid_argument("tensors is null");
+  tensors_.assign(tensors, tensors + count);
+  struct Owned {
+    Span span;
+    std::size_t tensor;
+  };
+  std::vector<Owned> owned;
+  for (std::size_t t = 0; t < count; ++t) {
+    const TensorView& v = tensors_[t];
+    if (v.dtype != DType::f32 && v.dtype != DType::f64)
+      throw std::invalid_argument(tensor_error(t, "unknown dtype"));
+    if (v.size == 0) continue;
+    auto add = [&](const void* p, const char* what) {
+      if (p == nullptr) throw std::invalid_argument(tensor_error(t, what));
+      const char* c = static_cast<const char*>(p);
+      owned.push_back({{c, c + bytes_of(v)}, t});
+    };
+    add(v.param, "param is null");
+    for (int s = 0; s < 3; ++s)
+      if (slot_mask & (1u << s)) add(v.state[s], "a state buffer the optimizer needs is null");
+  }
+  std::sort(owned.begin(), owned.end(),
+            [](const Owned& a, const Owned& b) { return a.span.lo < b.span.lo; });
+  for (std::size_t i = 1; i < owned.size(); ++i)
+    if (owned[i].span.lo < owned[i - 1].span.hi)
+      throw std::invalid_argument("buffers of tensor " + std::to_string(owned[i - 1].tensor) +
+                                  " and tensor " + std::to_string(owned[i].tensor) +
+                                  " overlap (a param or state aliases another)");
+  written_.reserve(owned.size());
+  for (const Owned& o : owned) written_.push_back(o.span);
+  for (std::size_t t = 0; t < count; ++t)
+    for (std::size_t b = 0; b < tensors_[t].size; b += kChunkElems)
+      chunks_.push_back({t, b, std::min(tensors_[t].size, b + kChunkElems)});
+  std::vector<const void*> grads(count);
+  bool have_grads = true;
+  for (std::size_t t = 0; t < count; ++t) {
+    grads[t] = tensors_[t].grad;
+    have_grads = have_grads && (grads[t] != nullptr || tensors_[t].size == 0);
+  }
+  if (have_grads) set_grads(grads.data());
+}
+
+void TensorSet::set_grads(const void* const* grads) {
+  for (std::size_t t = 0; t < tensors_.size(); ++t) {
+    if (tensors_[t].size == 0) continue;
+    const char* lo = static_cast<const char*>(grads[t]);
+    if (lo == nullptr) throw std::invalid_argument(tensor_error(t, "grad is null"));
+    const char* hi = lo + bytes_of(tensors_[t]);
+    // The last written span starting before hi is the only one that can overlap.
+    auto it = std::lower_bound(written_.begin(), written_.end(), hi,
+                               [](const Span& s, const char* p) { return s.lo < p; });
+    if (it != written_.begin() && std::prev(it)->hi > lo)
+      throw std::invalid_argument(tensor_error(t, "grad overlaps a param or state buffer"));
+  }
+  for (std::size_t t = 0; t < tensors_.size(); ++t) tensors_[t].grad = grads[t];
+  have_grads_ = true;
+}
+
+template <class Options, class Kernel>
+void TensorSet::run(const Options& o, Kernel kernel, std::int64_t step) const {
+  validate(o);
+  if (step < 1) throw std::invalid_argument("step must be >= 1 (the 1-based number of this update)");
+  if (!have_grads_) throw std::invalid_argument("no gradients set: call set_grads first");
+  if ((state_mask(o) & ~slot_mask_) != 0)
+    throw std::invalid_argument("these options need state buffers the tensor set was built without");
+  const detail::Job job{tensors_.data(), chunks_.data(), step};
+  detail::parallel_chunks(chunks_.data(), chunks_.size(),
+                          [&](std::size_t first, std::size_t last) { kernel(o, job, first, last); });
+}
+
+void TensorSet::step(const SgdOptions& o, std::int64_t k) const { run(o, detail::kernels().sgd, k); }
+void TensorSet::step(const AdagradOptions& o, std::int64_t k) const {
+  run(o, detail::kernels().adagrad, k);
+}
+void TensorSet::step(const AdadeltaOptions& o, std::int64_t k) const {
+  run(o, detail::kernels().adadelta, k);
+}
+void TensorSet::step(const RmspropOptions& o, std::int64_t k) const {
+  run(o, detail::kernels().rmsprop, k);
+}
+void TensorSet::step(const AdamOptions& o, std::int64_t k) const { run(o, detail::kernels().adam, k); }
+
+}  // namespace gradstep

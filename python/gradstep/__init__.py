@@ -1,0 +1,24 @@
+"""gradstep: SIMD optimizer steps and learning-rate schedules in C++."""
+
+from __future__ import annotations
+
+from gradstep import kernels
+from gradstep._core import available_isas, get_num_threads, isa, set_isa, set_num_threads
+from gradstep.optim import SGD, Adadelta, Adagrad, Adam, AdamW, Optimizer, RMSprop
+
+__all__ = [
+    "SGD",
+    "Adadelta",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "Optimizer",
+    "RMSprop",
+    "available_isas",
+    "get_num_threads",
+    "isa",
+    "kernels",
+    "set_isa",
+    "set_num_threads",
+]
+__version__ = "0.1.0"

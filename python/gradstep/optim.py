@@ -1,0 +1,375 @@
+"""Optimizers over lists of numpy buffers, updated in place by the C++ core.
+
+Names, defaults and update equations follow torch.optim. Each optimizer keeps
+its parameters and states in a C++ TensorSet (checked once); ``step(grads)``
+is one call into C++ that updates every tensor with the GIL released.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar, Union
+
+import numpy as np
+
+from gradstep import _core
+
+LearningRate = Union[float, Callable[[int], float]]
+
+
+def _real(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
+def _pair(name: str, value: Any) -> tuple[float, float]:
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name} must be a pair of numbers, got {value!r}")
+    return _real(f"{name}[0]", value[0]), _real(f"{name}[1]", value[1])
+
+
+class Optimizer:
+    """Base class: owns params, states and the C++ TensorSet that steps them."""
+
+    _options_type: ClassVar[type]
+    # Names of the state slots, in the C++ core's slot order (torch's names).
+    _state_names: ClassVar[tuple[str, ...]]
+
+    def __init__(self, params: Iterable[Any], lr: LearningRate, **options: Any) -> None:
+        self.params: list[np.ndarray] = [
+            _core.view_array(p, f"params[{i}]") for i, p in enumerate(params)
+        ]
+        self._options = self._options_type()
+        for name, value in options.items():
+            setattr(self._options, name, value)
+        self._lr: LearningRate = 0.0
+        self.lr = lr  # validates
+        self._options.validate()
+        self._step_count = 0
+        mask = self._options.state_mask
+        self.state: dict[str, list[np.ndarray]] = {
+            name: [np.full_like(p, self._initial_state(name)) for p in self.params]
+            for slot, name in enumerate(self._state_names)
+            if mask & (1 << slot)
+        }
+        self._set = _core.TensorSet(
+            self.params,
+            [self.state.get(name) for name in self._state_names],
+            list(self._state_names),
+        )
+
+    def _initial_state(self, name: str) -> float:
+        return 0.0
+
+    # -- learning rate -------------------------------------------------------
+    @property
+    def lr(self) -> float:
+        """The learning rate the next step will use."""
+        return self._lr_at(self._step_count)
+
+    @lr.setter
+    def lr(self, value: LearningRate) -> None:
+        if callable(value):
+            self._lr = value
+            return
+        rate = _real("lr", value)
+        if not math.isfinite(rate) or rate < 0:
+            raise ValueError(f"lr must be a finite number >= 0, got {rate!r}")
+        self._lr = rate
+
+    def _lr_at(self, k: int) -> float:
+        if callable(self._lr):
+            rate = _real("lr(step)", self._lr(k))
+            if not math.isfinite(rate) or rate < 0:
+                raise ValueError(f"lr({k}) returned {rate!r}; it must be a finite number >= 0")
+            return rate
+        return self._lr
+
+    @property
+    def step_count(self) -> int:
+        """Number of steps taken so far."""
+        return self._step_count
+
+    # -- stepping ------------------------------------------------------------
+    def step(self, grads: Sequence[Any]) -> None:
+        """Update every parameter in place from its gradient (one C++ call)."""
+        self._options.lr = self._lr_at(self._step_count)
+        self._set.step(grads, self._options, self._step_count + 1)
+        self._step_count += 1
+
+    # -- checkpoints ---------------------------------------------------------
+    def hyperparameters(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain numbers and numpy arrays (copies); no pickle needed to store it."""
+        return {
+            "optimizer": type(self).__name__,
+            "step": self._step_count,
+            "lr": self._lr if not callable(self._lr) else None,
+            "hyperparameters": self.hyperparameters(),
+            "state": {name: [a.copy() for a in arrays] for name, arrays in self.state.items()},
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore a state_dict from an optimizer of the same kind and shapes.
+
+        Everything is checked before anything is written; the states are
+        copied into the existing buffers, which stay where they are.
+        """
+        name = state_dict.get("optimizer")
+        if name != type(self).__name__:
+            raise ValueError(f"state_dict is for {name!r}, not {type(self).__name__!r}")
+        step = state_dict.get("step")
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise ValueError(f"state_dict['step'] must be an integer >= 0, got {step!r}")
+        hyper = state_dict.get("hyperparameters")
+        if hyper != self.hyperparameters():
+            raise ValueError(
+                "state_dict hyperparameters differ from this optimizer's: "
+                f"{hyper!r} != {self.hyperparameters()!r}"
+            )
+        states = state_dict.get("state")
+        if not isinstance(states, dict) or set(states) != set(self.state):
+            raise ValueError(
+                f"state_dict['state'] must have the buffers {sorted(self.state)}, "
+                f"got {sorted(states) if isinstance(states, dict) else states!r}"
+            )
+        for key, arrays in states.items():
+            mine = self.state[key]
+            if len(arrays) != len(mine):
+                raise ValueError(f"state '{key}': {len(arrays)} buffers for {len(mine)} params")
+            for i, (src, dst) in enumerate(zip(arrays, mine)):
+                src = np.asarray(src)
+                if src.shape != dst.shape or src.dtype != dst.dtype:
+                    raise ValueError(
+                        f"state '{key}'[{i}]: {src.dtype}{list(src.shape)} does not match "
+                        f"{dst.dtype}{list(dst.shape)}"
+                    )
+        lr = state_dict.get("lr")
+        if lr is not None:
+            self.lr = lr
+        for key, arrays in states.items():
+            for src, dst in zip(arrays, self.state[key]):
+                np.copyto(dst, src)
+        self._step_count = int(step)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
+        return f"{type(self).__name__}({len(self.params)} tensors, lr={self._lr!r}, {args})"
+
+
+class SGD(Optimizer):
+    """torch.optim.SGD: momentum, dampening, Nesterov, L2 weight decay, maximize."""
+
+    _options_type = _core.SgdOptions
+    _state_names = ("momentum_buffer",)
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: LearningRate = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+    ) -> None:
+        super().__init__(
+            params,
+            lr,
+            momentum=_real("momentum", momentum),
+            dampening=_real("dampening", dampening),
+            weight_decay=_real("weight_decay", weight_decay),
+            nesterov=bool(nesterov),
+            maximize=bool(maximize),
+        )
+
+    def hyperparameters(self) -> dict[str, Any]:
+        o = self._options
+        return dict(
+            momentum=o.momentum,
+            dampening=o.dampening,
+            weight_decay=o.weight_decay,
+            nesterov=o.nesterov,
+            maximize=o.maximize,
+        )
+
+
+class Adagrad(Optimizer):
+    """torch.optim.Adagrad: lr_decay, weight_decay, initial_accumulator_value, eps."""
+
+    _options_type = _core.AdagradOptions
+    _state_names = ("sum",)
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: LearningRate = 1e-2,
+        lr_decay: float = 0.0,
+        weight_decay: float = 0.0,
+        initial_accumulator_value: float = 0.0,
+        eps: float = 1e-10,
+        *,
+        maximize: bool = False,
+    ) -> None:
+        init = _real("initial_accumulator_value", initial_accumulator_value)
+        if not math.isfinite(init) or init < 0:
+            raise ValueError(f"initial_accumulator_value must be a finite number >= 0, got {init!r}")
+        self.initial_accumulator_value = init
+        super().__init__(
+            params,
+            lr,
+            lr_decay=_real("lr_decay", lr_decay),
+            weight_decay=_real("weight_decay", weight_decay),
+            eps=_real("eps", eps),
+            maximize=bool(maximize),
+        )
+
+    def _initial_state(self, name: str) -> float:
+        return self.initial_accumulator_value
+
+    def hyperparameters(self) -> dict[str, Any]:
+        o = self._options
+        return dict(
+            lr_decay=o.lr_decay,
+            weight_decay=o.weight_decay,
+            initial_accumulator_value=self.initial_accumulator_value,
+            eps=o.eps,
+            maximize=o.maximize,
+        )
+
+
+class Adadelta(Optimizer):
+    """torch.optim.Adadelta: rho, eps, weight_decay; lr scales the delta."""
+
+    _options_type = _core.AdadeltaOptions
+    _state_names = ("square_avg", "acc_delta")
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: LearningRate = 1.0,
+        rho: float = 0.9,
+        eps: float = 1e-6,
+        weight_decay: float = 0.0,
+        *,
+        maximize: bool = False,
+    ) -> None:
+        super().__init__(
+            params,
+            lr,
+            rho=_real("rho", rho),
+            eps=_real("eps", eps),
+            weight_decay=_real("weight_decay", weight_decay),
+            maximize=bool(maximize),
+        )
+
+    def hyperparameters(self) -> dict[str, Any]:
+        o = self._options
+        return dict(rho=o.rho, eps=o.eps, weight_decay=o.weight_decay, maximize=o.maximize)
+
+
+class RMSprop(Optimizer):
+    """torch.optim.RMSprop: alpha, eps, weight_decay, momentum, centered."""
+
+    _options_type = _core.RmspropOptions
+    _state_names = ("square_avg", "momentum_buffer", "grad_avg")
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: LearningRate = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+        *,
+        maximize: bool = False,
+    ) -> None:
+        super().__init__(
+            params,
+            lr,
+            alpha=_real("alpha", alpha),
+            eps=_real("eps", eps),
+            weight_decay=_real("weight_decay", weight_decay),
+            momentum=_real("momentum", momentum),
+            centered=bool(centered),
+            maximize=bool(maximize),
+        )
+
+    def hyperparameters(self) -> dict[str, Any]:
+        o = self._options
+        return dict(
+            alpha=o.alpha,
+            eps=o.eps,
+            weight_decay=o.weight_decay,
+            momentum=o.momentum,
+            centered=o.centered,
+            maximize=o.maximize,
+        )
+
+
+class Adam(Optimizer):
+    """torch.optim.Adam: betas, eps, L2 weight_decay, amsgrad."""
+
+    _options_type = _core.AdamOptions
+    _state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    _decoupled: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: LearningRate = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+    ) -> None:
+        beta1, beta2 = _pair("betas", betas)
+        super().__init__(
+            params,
+            lr,
+            beta1=beta1,
+            beta2=beta2,
+            eps=_real("eps", eps),
+            weight_decay=_real("weight_decay", weight_decay),
+            amsgrad=bool(amsgrad),
+            maximize=bool(maximize),
+            decoupled_weight_decay=self._decoupled,
+        )
+
+    def hyperparameters(self) -> dict[str, Any]:
+        o = self._options
+        return dict(
+            betas=(o.beta1, o.beta2),
+            eps=o.eps,
+            weight_decay=o.weight_decay,
+            amsgrad=o.amsgrad,
+            maximize=o.maximize,
+        )
+
+
+class AdamW(Adam):
+    """torch.optim.AdamW: Adam with decoupled weight decay (default 1e-2)."""
+
+    _decoupled = True
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: LearningRate = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+    ) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize)
