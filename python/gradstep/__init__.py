@@ -15,6 +15,7 @@ __all__ = [
     "Optimizer",
     "RMSprop",
     "available_isas",
+    "cmake_dir",
     "get_num_threads",
     "isa",
     "kernels",
@@ -22,3 +23,13 @@ __all__ = [
     "set_num_threads",
 ]
 __version__ = "0.1.0"
+
+
+def cmake_dir() -> str:
+    """The folder holding gradstepConfig.cmake, for C++ trainers that link the core.
+
+    ``cmake -Dgradstep_DIR=$(python -c "import gradstep; print(gradstep.cmake_dir())")``
+    """
+    from pathlib import Path
+
+    return str(Path(__file__).parent / "lib" / "cmake" / "gradstep")
