@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gradstep import kernels
 from gradstep._core import available_isas, get_num_threads, isa, set_isa, set_num_threads
+from gradstep.checkpoint import CheckpointError, load, save
 from gradstep.optim import SGD, Adadelta, Adagrad, Adam, AdamW, Optimizer, RMSprop
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "Adagrad",
     "Adam",
     "AdamW",
+    "CheckpointError",
     "Optimizer",
     "RMSprop",
     "available_isas",
@@ -19,6 +21,8 @@ __all__ = [
     "get_num_threads",
     "isa",
     "kernels",
+    "load",
+    "save",
     "set_isa",
     "set_num_threads",
 ]

@@ -8,6 +8,7 @@ is one call into C++ that updates every tensor with the GIL released.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar, Union
 
@@ -48,6 +49,9 @@ class Optimizer:
         self.lr = lr  # validates
         self._options.validate()
         self._step_count = 0
+        # One step at a time: the step number, the options and the buffers
+        # must not be shared by two steps in flight from different threads.
+        self._lock = threading.Lock()
         mask = self._options.state_mask
         self.state: dict[str, list[np.ndarray]] = {
             name: [np.full_like(p, self._initial_state(name)) for p in self.params]
@@ -95,9 +99,10 @@ class Optimizer:
     # -- stepping ------------------------------------------------------------
     def step(self, grads: Sequence[Any]) -> None:
         """Update every parameter in place from its gradient (one C++ call)."""
-        self._options.lr = self._lr_at(self._step_count)
-        self._set.step(grads, self._options, self._step_count + 1)
-        self._step_count += 1
+        with self._lock:
+            self._options.lr = self._lr_at(self._step_count)
+            self._set.step(grads, self._options, self._step_count + 1)
+            self._step_count += 1
 
     # -- checkpoints ---------------------------------------------------------
     def hyperparameters(self) -> dict[str, Any]:
