@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from gradstep import kernels
+from gradstep import kernels, schedules
 from gradstep._core import available_isas, get_num_threads, isa, set_isa, set_num_threads
 from gradstep.checkpoint import CheckpointError, load, save
 from gradstep.optim import SGD, Adadelta, Adagrad, Adam, AdamW, Optimizer, RMSprop
+from gradstep.plateau import ReduceLROnPlateau
+from gradstep.plotting import plot_schedules
 
 __all__ = [
     "SGD",
@@ -16,13 +18,16 @@ __all__ = [
     "CheckpointError",
     "Optimizer",
     "RMSprop",
+    "ReduceLROnPlateau",
     "available_isas",
     "cmake_dir",
     "get_num_threads",
     "isa",
     "kernels",
     "load",
+    "plot_schedules",
     "save",
+    "schedules",
     "set_isa",
     "set_num_threads",
 ]

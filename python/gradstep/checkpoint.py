@@ -86,8 +86,10 @@ def save(optimizer: Any, path: PathLike) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     try:
+        payload: dict[str, Any] = {"__meta__": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
+        payload.update(arrays)
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+            np.savez(f, **payload)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -163,6 +165,8 @@ def load(path: PathLike, params: Iterable[Any]) -> Any:
         hyper["betas"] = tuple(hyper["betas"])
     sd["hyperparameters"] = hyper
     lr = sd.get("lr")
+    if isinstance(lr, dict):
+        lr = gradstep.schedules.from_dict(lr)
     optimizer = cls(list(params), lr=0.0 if lr is None else lr, **hyper)
     optimizer.load_state_dict(sd)
     return optimizer
