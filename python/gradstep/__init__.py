@@ -5,7 +5,7 @@ from __future__ import annotations
 from gradstep import kernels, schedules
 from gradstep._core import available_isas, get_num_threads, isa, set_isa, set_num_threads
 from gradstep.checkpoint import CheckpointError, load, save
-from gradstep.optim import SGD, Adadelta, Adagrad, Adam, AdamW, Optimizer, RMSprop
+from gradstep.optim import SGD, Adadelta, Adagrad, Adam, AdamW, Optimizer, RMSprop, StepResult
 from gradstep.plateau import ReduceLROnPlateau
 from gradstep.plotting import plot_schedules
 
@@ -19,6 +19,7 @@ __all__ = [
     "Optimizer",
     "RMSprop",
     "ReduceLROnPlateau",
+    "StepResult",
     "available_isas",
     "cmake_dir",
     "get_num_threads",

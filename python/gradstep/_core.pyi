@@ -61,7 +61,9 @@ class TensorSet:
         schedule: Schedule | None = None,
         lr_scale: float = 1.0,
         min_lr: float = 0.0,
-    ) -> None: ...
+        skip_nonfinite: bool = False,
+        max_grad_norm: float = 0.0,
+    ) -> tuple[bool, bool, float | None]: ...
 
 class Schedule:
     def at(self, step: int) -> float: ...
