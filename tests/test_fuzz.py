@@ -167,3 +167,105 @@ def test_kernel_functions_agree_across_isas(n, dtype, amsgrad):
         finally:
             gs.set_isa(before)
     assert len(set(results)) == 1
+
+
+# ---- schedules ------------------------------------------------------------------------
+
+rate = st.floats(1e-6, 10.0)
+count = st.integers(1, 500)
+
+
+@st.composite
+def any_schedule(draw, depth=0):
+    S = gs.schedules
+    kinds = ["constant", "step", "multistep", "exponential", "exponential_rate", "exponential_decay",
+             "inverse_time", "time_based", "polynomial", "linear", "cosine", "cosine_restarts",
+             "cyclic", "one_cycle", "piecewise_constant"]
+    if depth < 2:
+        kinds += ["warmup", "sequence"]
+    kind = draw(st.sampled_from(kinds))
+    if kind == "constant":
+        return S.constant(draw(rate))
+    if kind == "step":
+        return S.step(draw(rate), draw(count), draw(st.floats(0.0, 1.0)))
+    if kind == "multistep":
+        return S.multistep(draw(rate), sorted(draw(st.lists(st.integers(0, 1000), max_size=5))),
+                           draw(st.floats(0.0, 1.0)))
+    if kind == "exponential":
+        return S.exponential(draw(rate), draw(st.floats(0.5, 1.0)))
+    if kind == "exponential_rate":
+        return S.exponential(draw(rate), rate=draw(st.floats(0.0, 1.0)))
+    if kind == "exponential_decay":
+        return S.exponential_decay(draw(rate), draw(st.floats(0.01, 1.0)), draw(count), draw(st.booleans()))
+    if kind == "inverse_time":
+        return S.inverse_time(draw(rate), draw(st.floats(0.0, 10.0)), draw(count), draw(st.booleans()))
+    if kind == "time_based":
+        return S.time_based(draw(rate), draw(st.floats(0.0, 1.0)))
+    if kind == "polynomial":
+        return S.polynomial(draw(rate), draw(count), draw(st.floats(0.1, 5.0)), 0.0)
+    if kind == "linear":
+        return S.linear(draw(rate), draw(rate), draw(count))
+    if kind == "cosine":
+        return S.cosine(draw(rate), draw(count), 0.0)
+    if kind == "cosine_restarts":
+        return S.cosine_restarts(draw(rate), draw(count), draw(st.integers(1, 3)), 0.0)
+    if kind == "cyclic":
+        lo = draw(rate)
+        return S.cyclic(lo, lo * draw(st.floats(1.0, 100.0)), draw(count), None,
+                        draw(st.sampled_from(["triangular", "triangular2", "exp_range"])),
+                        draw(st.floats(0.9, 1.0)))
+    if kind == "one_cycle":
+        three = draw(st.booleans())  # three phases need pct_start < 1/2 to leave room
+        return S.one_cycle(draw(rate), draw(st.integers(20, 500)),
+                           draw(st.floats(0.1, 0.45 if three else 0.9)),
+                           draw(st.sampled_from(["cos", "linear"])), three_phase=three)
+    if kind == "piecewise_constant":
+        bounds = sorted(set(draw(st.lists(st.integers(1, 1000), max_size=4))))
+        return S.piecewise_constant(bounds, [draw(rate) for _ in range(len(bounds) + 1)])
+    if kind == "warmup":
+        return S.warmup(draw(any_schedule(depth + 1)), draw(count), draw(st.floats(0.0, 1e-3)))
+    parts = draw(st.lists(any_schedule(depth + 1), min_size=1, max_size=3))
+    bounds = sorted(set(draw(st.lists(st.integers(1, 1000), min_size=len(parts) - 1,
+                                      max_size=len(parts) - 1, unique=True))))
+    if len(bounds) != len(parts) - 1:
+        bounds = list(range(1, len(parts)))
+    return S.sequence(parts, bounds)
+
+
+steps_arrays = hnp.arrays(np.int64, st.integers(0, 40), elements=st.integers(0, 10**6))
+
+
+@given(any_schedule(), steps_arrays)
+def test_any_schedule_is_finite_nonnegative_and_vectorized_equals_scalar(schedule, steps):
+    values = schedule(steps)
+    assert values.shape == steps.shape
+    assert np.all(np.isfinite(values)) and np.all(values >= 0)
+    for k, v in zip(steps.tolist(), values.tolist()):
+        assert schedule(k) == v
+
+
+@given(any_schedule(), steps_arrays)
+def test_any_schedule_survives_json(schedule, steps):
+    import json
+
+    again = gs.schedules.from_dict(json.loads(json.dumps(schedule.to_dict())))
+    assert again == schedule
+    assert np.array_equal(again(steps), schedule(steps))
+
+
+@given(st.sampled_from(["step_size", "milestones", "mode", "pct_start", "negative step", "nan lr",
+                        "total_steps", "boundaries"]))
+def test_any_bad_schedule_parameter_is_a_value_error(which):
+    S = gs.schedules
+    bad = {
+        "step_size": lambda: S.step(0.1, 0),
+        "milestones": lambda: S.multistep(0.1, [5, 3]),
+        "mode": lambda: S.cyclic(0.1, 1.0, mode="sawtooth"),
+        "pct_start": lambda: S.one_cycle(0.1, 100, pct_start=1.0),
+        "negative step": lambda: S.cosine(0.1, 100)(-1),
+        "nan lr": lambda: S.constant(math.nan),
+        "total_steps": lambda: S.cosine(0.1, 0),
+        "boundaries": lambda: S.piecewise_constant([10, 5], [1.0, 0.5, 0.1]),
+    }[which]
+    with pytest.raises(ValueError):
+        bad()
