@@ -57,13 +57,12 @@ class TensorSet:
         grads: Sequence[Any],
         options: _Options,
         step: int,
-        *,
         schedule: Schedule | None = None,
         lr_scale: float = 1.0,
         min_lr: float = 0.0,
         skip_nonfinite: bool = False,
         max_grad_norm: float = 0.0,
-    ) -> tuple[bool, bool, float | None]: ...
+    ) -> tuple[bool, bool, float | None, float]: ...
 
 class Schedule:
     def at(self, step: int) -> float: ...

@@ -152,18 +152,20 @@ class Optimizer:
         """
         with self._lock:
             k = self._step_count
-            schedule = self._lr._core if isinstance(self._lr, Schedule) else None
-            if schedule is None:
-                self._options.lr = self._lr_at(k)
-            found_inf, skipped, norm = self._set.step(
-                grads, self._options, k + 1, schedule=schedule, lr_scale=self._lr_scale,
-                min_lr=self._min_lr, skip_nonfinite=self.skip_nonfinite,
-                max_grad_norm=self.max_grad_norm or 0.0,
+            base = self._lr
+            if isinstance(base, Schedule):
+                schedule = base._core  # evaluated in C++, inside the step call
+            else:
+                schedule = None
+                self._options.lr = base if base.__class__ is float else self._lr_at(k)
+            # Positional arguments: keyword matching costs more than a small step.
+            found_inf, skipped, norm, lr = self._set.step(
+                grads, self._options, k + 1, schedule, self._lr_scale, self._min_lr,
+                self.skip_nonfinite, self.max_grad_norm or 0.0,
             )
-            lr = float(_core.plateau_rate(self._lr_at(k), self._lr_scale, self._min_lr))
             if not skipped:
-                self._step_count += 1
-            return StepResult(found_inf=found_inf, skipped=skipped, grad_norm=norm, lr=lr)
+                self._step_count = k + 1
+            return StepResult(found_inf, skipped, norm, lr)
 
     # -- checkpoints ---------------------------------------------------------
     def hyperparameters(self) -> dict[str, Any]:
