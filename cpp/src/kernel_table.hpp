@@ -29,6 +29,11 @@ struct GradStats {
 };
 using GradStatsFn = void (*)(const Job&, std::size_t first, std::size_t last, GradStats* out);
 
+// The bandwidth probe's only option: which state slots it streams.
+struct StreamOptions {
+  unsigned slot_mask;
+};
+
 // Each entry updates chunks [first, last) of the job.
 template <class Options>
 using KernelFn = void (*)(const Options&, const Job&, std::size_t first, std::size_t last);
@@ -40,6 +45,7 @@ struct KernelTable {
   KernelFn<RmspropOptions> rmsprop;
   KernelFn<AdamOptions> adam;
   GradStatsFn grad_stats;
+  KernelFn<StreamOptions> stream;
 };
 
 }  // namespace gradstep::detail

@@ -29,11 +29,12 @@ namespace {
 #include "algorithms/rmsprop.inl"
 #include "algorithms/adam.inl"
 #include "algorithms/grad_stats.inl"
+#include "algorithms/stream.inl"
 }  // namespace
 
 detail::KernelTable kernel_table() {
-  return {&sgd_chunks,     &adagrad_chunks, &adadelta_chunks,
-          &rmsprop_chunks, &adam_chunks,    &grad_stats_chunks};
+  return {&sgd_chunks,     &adagrad_chunks, &adadelta_chunks,   &rmsprop_chunks,
+          &adam_chunks,    &grad_stats_chunks, &stream_chunks};
 }
 
 }  // namespace gradstep::GRADSTEP_TARGET

@@ -29,9 +29,25 @@ void require_unit(const char* name, double value, bool closed) {
   if (!ok) fail(name, closed ? "in [0, 1]" : "in [0, 1)", value);
 }
 
-// Elements per chunk: large enough that per-chunk overhead vanishes, small
-// enough that threads can share a single large tensor evenly.
-constexpr std::size_t kChunkElems = 1u << 15;
+// The smallest step, in elements, that is shared with the thread pool; below
+// it the step runs on the calling thread, because handing blocks to another
+// core costs more than it saves. The cheaper an optimizer's element, the
+// larger its threshold. Measured on a 2-core Zen3 with bench/threshold.py
+// (which needs a build with -DGRADSTEP_PARALLEL_MIN=0 to see both sides).
+#ifdef GRADSTEP_PARALLEL_MIN
+constexpr std::size_t kParallelMinSgd = GRADSTEP_PARALLEL_MIN;
+constexpr std::size_t kParallelMinAdagrad = GRADSTEP_PARALLEL_MIN;
+constexpr std::size_t kParallelMinAdadelta = GRADSTEP_PARALLEL_MIN;
+constexpr std::size_t kParallelMinRmsprop = GRADSTEP_PARALLEL_MIN;
+constexpr std::size_t kParallelMinAdam = GRADSTEP_PARALLEL_MIN;
+#else
+constexpr std::size_t kParallelMinSgd = 1u << 15;
+constexpr std::size_t kParallelMinAdagrad = 1u << 14;
+constexpr std::size_t kParallelMinAdadelta = 1u << 14;
+constexpr std::size_t kParallelMinRmsprop = 1u << 15;
+constexpr std::size_t kParallelMinAdam = 1u << 14;
+#endif
+constexpr std::size_t kParallelMinStream = kParallelMinSgd;
 
 std::size_t bytes_of(const TensorView& v) { return v.size * (v.dtype == DType::f32 ? 4 : 8); }
 
@@ -116,21 +132,23 @@ TensorSet::TensorSet(const TensorView* tensors, std::size_t count, unsigned slot
                                   " overlap (a param or state aliases another)");
   written_.reserve(owned.size());
   for (const Owned& o : owned) written_.push_back(o.span);
-  for (std::size_t t = 0; t < count; ++t)
-    for (std::size_t b = 0; b < tensors_[t].size; b += kChunkElems)
-      chunks_.push_back({t, b, std::min(tensors_[t].size, b + kChunkElems)});
+  std::vector<std::size_t> sizes(count);
+  for (std::size_t t = 0; t < count; ++t) sizes[t] = tensors_[t].size;
+  plan_ = detail::plan_work(sizes.data(), count);
   std::vector<const void*> grads(count);
   bool have_grads = true;
   for (std::size_t t = 0; t < count; ++t) {
     grads[t] = tensors_[t].grad;
     have_grads = have_grads && (grads[t] != nullptr || tensors_[t].size == 0);
   }
+  // Grads given here are checked like any others; none counts as checked yet.
+  for (TensorView& v : tensors_) v.grad = nullptr;
   if (have_grads) set_grads(grads.data());
 }
 
 void TensorSet::set_grads(const void* const* grads) {
   for (std::size_t t = 0; t < tensors_.size(); ++t) {
-    if (tensors_[t].size == 0) continue;
+    if (tensors_[t].size == 0 || grads[t] == tensors_[t].grad) continue;  // checked when set
     const char* lo = static_cast<const char*>(grads[t]);
     if (lo == nullptr) throw std::invalid_argument(tensor_error(t, "grad is null"));
     const char* hi = lo + bytes_of(tensors_[t]);
@@ -144,23 +162,30 @@ void TensorSet::set_grads(const void* const* grads) {
   have_grads_ = true;
 }
 
+namespace {
+// -1 makes every kernel ascend (maximize); the bandwidth probe has no sign.
+template <class Options>
+double grad_sign(const Options& o) {
+  return o.maximize ? -1.0 : 1.0;
+}
+double grad_sign(const detail::StreamOptions&) { return 1.0; }
+}  // namespace
+
 template <class Options, class Kernel>
-StepReport TensorSet::run(const Options& o, Kernel kernel, std::int64_t step, const StepControl& control) const {
-  validate(o);
+StepReport TensorSet::run(const Options& o, Kernel kernel, std::int64_t step, const StepControl& control,
+                          std::size_t min_parallel) const {
   if (step < 1) throw std::invalid_argument("step must be >= 1 (the 1-based number of this update)");
   if (!(control.max_grad_norm >= 0.0) || std::isinf(control.max_grad_norm))
     fail("max_grad_norm", "a finite number >= 0 (0 = no clipping)", control.max_grad_norm);
   if (!have_grads_) throw std::invalid_argument("no gradients set: call set_grads first");
-  if ((state_mask(o) & ~slot_mask_) != 0)
-    throw std::invalid_argument("these options need state buffers the tensor set was built without");
-  detail::Job job{tensors_.data(), chunks_.data(), step, o.maximize ? -1.0 : 1.0};
+  detail::Job job{tensors_.data(), plan_.chunks.data(), step, grad_sign(o)};
   StepReport report;
   if (control.skip_nonfinite || control.max_grad_norm > 0.0) {
     // A pass over the gradients alone, before anything is written, so that a
     // non-finite step can leave every buffer as it was.
-    std::vector<detail::GradStats> stats(chunks_.size());
+    std::vector<detail::GradStats> stats(plan_.chunks.size());
     const auto stats_kernel = detail::kernels().grad_stats;
-    detail::parallel_chunks(chunks_.data(), chunks_.size(), [&](std::size_t first, std::size_t last) {
+    detail::parallel_chunks(plan_, min_parallel, [&](std::size_t first, std::size_t last) {
       stats_kernel(job, first, last, stats.data());
     });
     double sum_squares = 0.0, nonfinite = 0.0;
@@ -181,25 +206,44 @@ StepReport TensorSet::run(const Options& o, Kernel kernel, std::int64_t step, co
       job.grad_scale *= coeff;
     }
   }
-  detail::parallel_chunks(chunks_.data(), chunks_.size(),
+  detail::parallel_chunks(plan_, min_parallel,
                           [&](std::size_t first, std::size_t last) { kernel(o, job, first, last); });
   return report;
 }
 
+namespace {
+// Options checks shared by every optimizer's step.
+template <class Options>
+void check_step_options(const Options& o, unsigned slot_mask) {
+  validate(o);
+  if ((state_mask(o) & ~slot_mask) != 0)
+    throw std::invalid_argument("these options need state buffers the tensor set was built without");
+}
+}  // namespace
+
 StepReport TensorSet::step(const SgdOptions& o, std::int64_t k, const StepControl& c) const {
-  return run(o, detail::kernels().sgd, k, c);
+  check_step_options(o, slot_mask_);
+  return run(o, detail::kernels().sgd, k, c, kParallelMinSgd);
 }
 StepReport TensorSet::step(const AdagradOptions& o, std::int64_t k, const StepControl& c) const {
-  return run(o, detail::kernels().adagrad, k, c);
+  check_step_options(o, slot_mask_);
+  return run(o, detail::kernels().adagrad, k, c, kParallelMinAdagrad);
 }
 StepReport TensorSet::step(const AdadeltaOptions& o, std::int64_t k, const StepControl& c) const {
-  return run(o, detail::kernels().adadelta, k, c);
+  check_step_options(o, slot_mask_);
+  return run(o, detail::kernels().adadelta, k, c, kParallelMinAdadelta);
 }
 StepReport TensorSet::step(const RmspropOptions& o, std::int64_t k, const StepControl& c) const {
-  return run(o, detail::kernels().rmsprop, k, c);
+  check_step_options(o, slot_mask_);
+  return run(o, detail::kernels().rmsprop, k, c, kParallelMinRmsprop);
 }
 StepReport TensorSet::step(const AdamOptions& o, std::int64_t k, const StepControl& c) const {
-  return run(o, detail::kernels().adam, k, c);
+  check_step_options(o, slot_mask_);
+  return run(o, detail::kernels().adam, k, c, kParallelMinAdam);
+}
+void TensorSet::stream() const {
+  const detail::StreamOptions probe{slot_mask_};
+  run(probe, detail::kernels().stream, 1, StepControl{}, kParallelMinStream);
 }
 
 }  // namespace gradstep

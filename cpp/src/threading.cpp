@@ -1,19 +1,350 @@
+// A small persistent thread pool for large steps.
+//
+// Why not OpenMP: torch ships its own libgomp, and two OpenMP runtimes in one
+// process each keep a team of threads that spin for milliseconds after every
+// parallel region (torch's spin ~10 ms on the 2-core test machine), so
+// alternating torch ops and gradstep steps would put two spinning teams on
+// the same cores. This pool polls briefly after a step, yielding its core to
+// any other thread that wants it, then parks. (Measurements: README,
+// Performance section.)
+//
+// How a step runs: the caller publishes the job (a generation number packed
+// with a block cursor in one 64-bit atomic), and then claims blocks itself
+// like any worker. Blocks are claimed one at a time with a compare-and-swap
+// that also checks the generation, so a worker that arrives late just finds
+// fewer (or no) blocks left instead of stalling the caller, and a worker that
+// oversleeps a whole job can never claim a block of the next one. The caller
+// returns once every block is done; a worker touches the job's context only
+// between a successful claim and its "done" increment, so the caller's stack
+// stays valid for it.
+//
+// Waking a parked worker is a futex syscall that costs the caller ~16 us on
+// the test VM (an IPI to a halted vCPU), more than a mid-sized step, and the
+// worker then needs tens of microseconds more to get going. So the caller
+// wakes parked workers only when that pays: for steps large enough, or when
+// steps come back to back (the previous one ended under 1 ms ago), since the
+// woken workers then stay awake for the steps that follow. Otherwise a step
+// uses whichever workers are still polling, if any, and the caller does the
+// rest.
+//
+// Results do not depend on which thread runs which block: the kernels are
+// element-wise, so any split gives bit-identical output.
 #include "threading.hpp"
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "gradstep/isa.hpp"
 
+#if defined(__linux__)
+#include <pthread.h>
+#include <sched.h>
+#endif
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 namespace gradstep {
 namespace {
-std::atomic<int> g_threads{1};
+
+// More worker threads than this is a typo, not a machine.
+constexpr int kMaxThreads = 1024;
+
+using Micros = std::chrono::microseconds;
+// A worker polls this long after its last block before parking: long enough
+// that back-to-back steps (a benchmark, a loop over micro-batches) find it
+// awake, short enough that it does not hold a core from torch's threads for
+// the forward and backward passes that follow a step. Past kHotSpin it polls
+// with sched_yield, so it gives way to any other thread wanting its core.
+constexpr Micros kSpin{50};
+constexpr Micros kHotSpin{5};
+// A step that starts within this time of the previous one's end counts as
+// back to back and wakes parked workers whatever its size.
+constexpr Micros kBackToBack{1000};
+// The caller spins this long for the workers' last blocks, then sleeps, so
+// that a worker preempted mid-block (say by torch's spinning threads) can
+// run on the caller's core.
+constexpr Micros kCallerSpin{200};
+// Steps of at least this many times their min_parallel wake parked workers:
+// there, the caller's ~16 us for the wake-up is a small part of the step.
+constexpr std::size_t kWakeFactor = 32;
+
+void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#else
+  std::this_thread::yield();
+#endif
 }
 
-void set_num_threads(int n) { g_threads.store(n < 1 ? 1 : n); }
-int num_threads() { return g_threads.load(); }
+// Positive integer at the start of an environment variable (OMP_NUM_THREADS
+// may be a list, "4,2": the first entry is the outer level), or 0.
+int env_threads(const char* name) {
+  const char* s = std::getenv(name);
+  if (s == nullptr || *s == '\0') return 0;
+  char* end = nullptr;
+  const long n = std::strtol(s, &end, 10);
+  if (end == s || (*end != '\0' && *end != ',') || n < 1) return 0;
+  return static_cast<int>(std::min<long>(n, kMaxThreads));
+}
 
-void detail::run_slices(const Chunk*, std::size_t count, SliceFn fn, void* ctx) {
-  if (count > 0) fn(ctx, 0, count);
+int cpus_available() {
+#if defined(__linux__)
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+#endif
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+// GRADSTEP_NUM_THREADS, else OMP_NUM_THREADS, else the CPUs this process may
+// run on (its affinity mask, which taskset, cgroup cpusets and torch's
+// launchers set; not the machine's core count). Invalid values are ignored.
+int default_threads() {
+  if (int n = env_threads("GRADSTEP_NUM_THREADS")) return n;
+  if (int n = env_threads("OMP_NUM_THREADS")) return n;
+  return cpus_available();
+}
+
+std::atomic<int>& threads_slot() {
+  static std::atomic<int> slot{default_threads()};
+  return slot;
+}
+
+class Pool {
+ public:
+  Pool() = default;
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+
+  // Runs the plan on the caller plus up to threads-1 workers; parked workers
+  // are woken only if the step has at least `wake_min` elements. Only one
+  // job at a time: a second caller (another Python thread stepping another
+  // set) runs its step alone instead of waiting or adding threads.
+  void run(const detail::WorkPlan& plan, int threads, std::size_t wake_min, detail::SliceFn fn,
+           void* ctx) {
+    const std::size_t all = plan.chunks.size();
+    std::unique_lock<std::mutex> lock(run_mutex_, std::try_to_lock);
+    if (!lock.owns_lock()) return fn(ctx, 0, all);
+    resize(threads - 1);
+    const auto now = std::chrono::steady_clock::now();
+    const bool wake = plan.elements >= wake_min || now - last_end_ < kBackToBack;
+    struct Stamp {  // records this step's end, however it returns
+      Pool& pool;
+      ~Stamp() { pool.last_end_ = std::chrono::steady_clock::now(); }
+    } stamp{*this};
+    // seq_cst, paired with the worker's sleepers_ increment (see wait_for_job).
+    if (!wake && sleepers_.load() == static_cast<int>(workers_.size())) return fn(ctx, 0, all);
+    fn_.store(fn, std::memory_order_relaxed);
+    ctx_.store(ctx, std::memory_order_relaxed);
+    starts_.store(plan.block_starts.data(), std::memory_order_relaxed);
+    const auto blocks = static_cast<std::uint32_t>(plan.blocks());
+    blocks_.store(blocks, std::memory_order_release);
+    done_.store(0, std::memory_order_relaxed);
+    const std::uint32_t gen = ++generation_;
+    // seq_cst, paired with the worker's sleepers_ increment: either the
+    // worker sees this generation before it parks, or we see it parked.
+    cursor_.store(std::uint64_t(gen) << 32);
+    if (wake && sleepers_.load() > 0) {
+      { std::lock_guard<std::mutex> park(park_mutex_); }
+      park_cv_.notify_all();
+    }
+    work(gen);
+    wait_done(blocks);
+    // Close the job before the next one rewrites blocks_: a worker that read
+    // this generation's cursor but not yet blocks_ must fail its claim.
+    cursor_.store((std::uint64_t(gen) << 32) | kClosed, std::memory_order_release);
+  }
+
+ private:
+  static constexpr std::uint32_t kClosed = 0xffffffffu;
+  static std::uint32_t generation_of(std::uint64_t cursor) { return std::uint32_t(cursor >> 32); }
+
+  // Claims and runs blocks of job `gen` until none are left.
+  void work(std::uint32_t gen) {
+    std::uint64_t cur = cursor_.load(std::memory_order_acquire);
+    for (;;) {
+      if (generation_of(cur) != gen) return;
+      const std::uint32_t block = std::uint32_t(cur);
+      // acquire: a blocks_ value of a later job implies we see its close too,
+      // so the claim below fails instead of taking a block of the wrong job.
+      if (block >= blocks_.load(std::memory_order_acquire)) return;
+      if (!cursor_.compare_exchange_weak(cur, cur + 1, std::memory_order_acq_rel,
+                                         std::memory_order_acquire))
+        continue;
+      const std::size_t* starts = starts_.load(std::memory_order_relaxed);
+      fn_.load(std::memory_order_relaxed)(ctx_.load(std::memory_order_relaxed), starts[block],
+                                          starts[block + 1]);
+      // seq_cst, paired with caller_sleeps_: either the caller sees this
+      // block done before it sleeps, or we see it asleep and wake it.
+      if (done_.fetch_add(1) + 1 == blocks_.load(std::memory_order_relaxed) && caller_sleeps_.load()) {
+        { std::lock_guard<std::mutex> lock(done_mutex_); }
+        done_cv_.notify_one();
+      }
+      cur = cursor_.load(std::memory_order_acquire);
+    }
+  }
+
+  void wait_done(std::uint32_t blocks) {
+    const auto start = std::chrono::steady_clock::now();
+    for (int spins = 0; done_.load(std::memory_order_acquire) != blocks; ++spins) {
+      cpu_relax();
+      if ((spins & 63) == 63 && std::chrono::steady_clock::now() - start > kCallerSpin) {
+        std::unique_lock<std::mutex> lock(done_mutex_);
+        caller_sleeps_.store(true);
+        done_cv_.wait(lock, [&] { return done_.load() == blocks; });
+        caller_sleeps_.store(false);
+        return;
+      }
+    }
+  }
+
+  void worker_loop() {
+    std::uint32_t seen = generation_of(cursor_.load());
+    for (;;) {
+      const std::uint32_t gen = wait_for_job(seen);
+      if (stop_.load(std::memory_order_acquire)) return;
+      seen = gen;
+      work(gen);
+    }
+  }
+
+  // Polls (kHotSpin spinning, then yielding) for kSpin, then parks; returns
+  // the new generation once there is one (or on stop).
+  std::uint32_t wait_for_job(std::uint32_t seen) {
+    const auto start = std::chrono::steady_clock::now();
+    for (int spins = 0;; ++spins) {
+      const std::uint32_t gen = generation_of(cursor_.load(std::memory_order_acquire));
+      if (gen != seen || stop_.load(std::memory_order_relaxed)) return gen;
+      if ((spins & 63) == 63) {
+        const auto waited = std::chrono::steady_clock::now() - start;
+        if (waited > kSpin) break;
+        if (waited > kHotSpin) {
+          std::this_thread::yield();
+          continue;
+        }
+      }
+      cpu_relax();
+    }
+    std::unique_lock<std::mutex> park(park_mutex_);
+    sleepers_.fetch_add(1);
+    std::uint32_t gen = seen;
+    park_cv_.wait(park, [&] {
+      gen = generation_of(cursor_.load());
+      return gen != seen || stop_.load();
+    });
+    sleepers_.fetch_sub(1);
+    return gen;
+  }
+
+  // Called with run_mutex_ held.
+  void resize(int workers) {
+    if (static_cast<int>(workers_.size()) == workers) return;
+    if (!workers_.empty()) {
+      {
+        std::lock_guard<std::mutex> park(park_mutex_);
+        stop_.store(true);
+      }
+      park_cv_.notify_all();
+      for (std::thread& t : workers_) t.join();
+      workers_.clear();
+      stop_.store(false);
+    }
+    for (int i = 0; i < workers; ++i) workers_.emplace_back([this] { worker_loop(); });
+  }
+
+  std::mutex run_mutex_;
+  std::vector<std::thread> workers_;
+  // Written under run_mutex_:
+  std::uint32_t generation_ = 0;
+  std::chrono::steady_clock::time_point last_end_{};
+
+  // The current job, published by the release of cursor_.
+  std::atomic<detail::SliceFn> fn_{nullptr};
+  std::atomic<void*> ctx_{nullptr};
+  std::atomic<const std::size_t*> starts_{nullptr};
+  std::atomic<std::uint32_t> blocks_{0};
+  alignas(64) std::atomic<std::uint64_t> cursor_{0};  // generation << 32 | next block
+  alignas(64) std::atomic<std::uint32_t> done_{0};
+  alignas(64) std::atomic<int> sleepers_{0};
+  std::atomic<bool> stop_{false};
+  std::mutex park_mutex_;
+  std::condition_variable park_cv_;
+  std::atomic<bool> caller_sleeps_{false};
+  std::mutex done_mutex_;
+  std::condition_variable done_cv_;
+};
+
+// The pool is created on first use and never destroyed: joining workers from
+// a static destructor at interpreter exit is fragile, and parked threads cost
+// nothing. A forked child has none of the parent's threads (and perhaps a
+// locked mutex), so it forgets the parent's pool and builds its own.
+std::atomic<Pool*> g_pool{nullptr};
+
+Pool& pool() {
+  Pool* p = g_pool.load(std::memory_order_acquire);
+  if (p != nullptr) return *p;
+#if defined(__linux__)
+  static const int registered =
+      pthread_atfork(nullptr, nullptr, [] { g_pool.store(nullptr, std::memory_order_relaxed); });
+  (void)registered;
+#endif
+  Pool* fresh = new Pool;
+  if (g_pool.compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) return *fresh;
+  delete fresh;  // another thread won the race; it has no threads yet
+  return *p;
+}
+
+}  // namespace
+
+void set_num_threads(int n) {
+  if (n < 1 || n > kMaxThreads)
+    throw std::invalid_argument("number of threads must be in [1, " + std::to_string(kMaxThreads) +
+                                "], got " + std::to_string(n));
+  threads_slot().store(n);
+}
+int num_threads() { return threads_slot().load(); }
+
+detail::WorkPlan detail::plan_work(const std::size_t* sizes, std::size_t count) {
+  WorkPlan plan;
+  for (std::size_t t = 0; t < count; ++t) {
+    for (std::size_t b = 0; b < sizes[t]; b += kChunkElems)
+      plan.chunks.push_back({t, b, std::min(sizes[t], b + kChunkElems)});
+    plan.elements += sizes[t];
+  }
+  // About 4 blocks per thread (at least 16), so that a late or preempted
+  // thread leaves others something to take, within [one chunk, 64K elements]
+  // so that claiming (one atomic per block) stays negligible.
+  const std::size_t parts = std::size_t(std::max(16, 4 * num_threads()));
+  const std::size_t target =
+      std::clamp<std::size_t>(plan.elements / parts, kChunkElems, std::size_t(1) << 16);
+  std::size_t in_block = 0;
+  for (std::size_t c = 0; c < plan.chunks.size(); ++c) {
+    if (in_block == 0) plan.block_starts.push_back(c);
+    in_block += plan.chunks[c].end - plan.chunks[c].begin;
+    if (in_block >= target) in_block = 0;
+  }
+  plan.block_starts.push_back(plan.chunks.size());
+  if (plan.chunks.empty()) plan.block_starts.clear();
+  return plan;
+}
+
+void detail::run_plan(const WorkPlan& plan, std::size_t min_parallel, SliceFn fn, void* ctx) {
+  if (plan.chunks.empty()) return;
+  const int threads = num_threads();
+  if (threads <= 1 || plan.elements < min_parallel || plan.blocks() < 2) {
+    fn(ctx, 0, plan.chunks.size());
+    return;
+  }
+  pool().run(plan, threads, min_parallel * kWakeFactor, fn, ctx);
 }
 
 }  // namespace gradstep

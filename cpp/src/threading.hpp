@@ -3,23 +3,39 @@
 
 #include <cstddef>
 #include <type_traits>
+#include <vector>
 
 #include "kernel_table.hpp"
 
 namespace gradstep::detail {
 
+// Largest chunk, in elements: one tensor's range, the unit a kernel call takes.
+constexpr std::size_t kChunkElems = 1u << 13;
+
+// The chunks of a list of tensors, grouped into blocks: runs of consecutive
+// chunks of about equal element count (many small tensors share a block, a
+// large tensor spans many). A block is the unit a thread claims, so threads
+// balance by element count, not by tensor.
+using WorkPlan = TensorSet::Plan;
+
+// Plans tensors of the given sizes (zero-sized ones get no chunk).
+WorkPlan plan_work(const std::size_t* sizes, std::size_t count);
+
 using SliceFn = void (*)(void* ctx, std::size_t first, std::size_t last);
 
-// Calls fn(ctx, first, last) on disjoint slices covering [0, count) of the
-// chunks, from the calling thread and, for large steps, pool workers; returns
-// when all are done. Slices are balanced by element count.
-void run_slices(const Chunk* chunks, std::size_t count, SliceFn fn, void* ctx);
+// Calls fn(ctx, first, last) on disjoint chunk ranges covering the whole plan
+// and returns when all are done. Steps of fewer than `min_parallel` elements
+// run on the calling thread alone; larger ones are shared between the caller
+// and the pool's workers (num_threads() - 1 of them), block by block: the
+// workers still polling after a recent step, and, for steps several times
+// larger than min_parallel, parked ones too, woken for the occasion.
+void run_plan(const WorkPlan& plan, std::size_t min_parallel, SliceFn fn, void* ctx);
 
 template <class F>
-void parallel_chunks(const Chunk* chunks, std::size_t count, F&& f) {
+void parallel_chunks(const WorkPlan& plan, std::size_t min_parallel, F&& f) {
   using Fn = std::remove_reference_t<F>;
-  run_slices(
-      chunks, count,
+  run_plan(
+      plan, min_parallel,
       [](void* ctx, std::size_t first, std::size_t last) { (*static_cast<Fn*>(ctx))(first, last); },
       const_cast<void*>(static_cast<const void*>(&f)));
 }

@@ -83,8 +83,10 @@ struct StepReport {
 
 // A list of tensors whose params and states stay in place from step to step;
 // only the gradient pointers change. Everything about the params and states
-// is checked once, at construction; set_grads checks only the new grads, in
-// O(log n) each, so a step over many tensors costs no per-step validation.
+// is checked once, at construction; set_grads checks only new grad pointers,
+// in O(log n) each, so a step over many tensors costs no per-step validation.
+// Large steps are shared between the calling thread and a worker pool
+// (num_threads() in total); results are bit-identical for any thread count.
 class TensorSet {
  public:
   // Checks: known dtype, non-null param and every state in slot_mask, and no
@@ -96,7 +98,10 @@ class TensorSet {
   const TensorView& operator[](std::size_t i) const { return tensors_[i]; }
 
   // One gradient pointer per tensor (same length and dtype as its param).
-  // All are checked before any is taken: on error the set is unchanged.
+  // All are checked before any is taken: on error the set is unchanged. A
+  // pointer equal to the one already set for that tensor was checked then
+  // (params and states never move), so passing the same grads again costs
+  // one comparison per tensor.
   void set_grads(const void* const* grads);
 
   // One update of every tensor. `step` is the 1-based number of this update
@@ -112,6 +117,13 @@ class TensorSet {
   StepReport step(const RmspropOptions&, std::int64_t step, const StepControl& control = {}) const;
   StepReport step(const AdamOptions&, std::int64_t step, const StepControl& control = {}) const;
 
+  // A memory-bandwidth probe with this set's access pattern and threading:
+  // reads grad, param and the states of the slot mask, writes param and
+  // states back, with two flops per written element. `gradstep bench` times
+  // it as the roof an optimizer step over the same buffers could reach.
+  // Overwrites the params and states (with finite values).
+  void stream() const;
+
   struct Span {
     const char* lo;
     const char* hi;
@@ -119,14 +131,23 @@ class TensorSet {
   struct Chunk {
     std::size_t tensor, begin, end;
   };
+  // Chunks grouped into blocks of about equal element count: the unit of
+  // work a thread claims (see cpp/src/threading.hpp).
+  struct Plan {
+    std::vector<Chunk> chunks;
+    std::vector<std::size_t> block_starts;  // block b is chunks [starts[b], starts[b + 1])
+    std::size_t elements = 0;
+    std::size_t blocks() const { return block_starts.empty() ? 0 : block_starts.size() - 1; }
+  };
 
  private:
   template <class Options, class Kernel>
-  StepReport run(const Options&, Kernel, std::int64_t step, const StepControl&) const;
+  StepReport run(const Options&, Kernel, std::int64_t step, const StepControl&,
+                 std::size_t min_parallel) const;
 
   std::vector<TensorView> tensors_;
   std::vector<Span> written_;  // sorted, disjoint byte ranges of params and states
-  std::vector<Chunk> chunks_;
+  Plan plan_;
   unsigned slot_mask_;
   bool have_grads_ = false;
 };
