@@ -5,6 +5,7 @@ from __future__ import annotations
 from gradstep import kernels
 from gradstep._core import available_isas, get_num_threads, isa, set_isa, set_num_threads
 from gradstep.optim import SGD, Adadelta, Adagrad, Adam, AdamW, Optimizer, RMSprop
+from gradstep.ranges import LearningRateRange, LearningRateWarning, recommended_range
 
 __all__ = [
     "SGD",
@@ -12,12 +13,15 @@ __all__ = [
     "Adagrad",
     "Adam",
     "AdamW",
+    "LearningRateRange",
+    "LearningRateWarning",
     "Optimizer",
     "RMSprop",
     "available_isas",
     "get_num_threads",
     "isa",
     "kernels",
+    "recommended_range",
     "set_isa",
     "set_num_threads",
 ]

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Union
 import numpy as np
 
 from gradstep import _core
+from gradstep.ranges import check_learning_rate
 
 LearningRate = Union[float, Callable[[int], float]]
 
@@ -59,6 +60,7 @@ class Optimizer:
             [self.state.get(name) for name in self._state_names],
             list(self._state_names),
         )
+        check_learning_rate(self)
 
     def _initial_state(self, name: str) -> float:
         return 0.0
