@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gradstep import kernels
 from gradstep._core import available_isas, get_num_threads, isa, set_isa, set_num_threads
+from gradstep.lr_finder import LRFinderResult, lr_find
 from gradstep.optim import SGD, Adadelta, Adagrad, Adam, AdamW, Optimizer, RMSprop
 from gradstep.ranges import LearningRateRange, LearningRateWarning, recommended_range
 
@@ -13,6 +14,7 @@ __all__ = [
     "Adagrad",
     "Adam",
     "AdamW",
+    "LRFinderResult",
     "LearningRateRange",
     "LearningRateWarning",
     "Optimizer",
@@ -21,6 +23,7 @@ __all__ = [
     "get_num_threads",
     "isa",
     "kernels",
+    "lr_find",
     "recommended_range",
     "set_isa",
     "set_num_threads",
