@@ -7,5 +7,6 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "gradstep C++ core: SIMD optimizer kernels and learning-rate schedules";
   gradstep::bindings::register_isa(m);
   gradstep::bindings::register_options(m);
+  gradstep::bindings::register_schedules(m);
   gradstep::bindings::register_tensor_set(m);
 }

@@ -9,6 +9,7 @@
 
 #include "buffers.hpp"
 #include "gradstep/optim.hpp"
+#include "gradstep/schedule.hpp"
 #include "register.hpp"
 
 namespace py = pybind11;
@@ -58,8 +59,13 @@ class PyTensorSet {
 
   std::size_t size() const { return params_.size(); }
 
+  // `step` is 1-based; the rate is that of update step - 1: schedule's value
+  // there when one is given, else options.lr, then scaled by a plateau.
   template <class Options>
-  void step(const py::sequence& grads, const Options& options, std::int64_t step) {
+  void step(const py::sequence& grads, const Options& options, std::int64_t step, const Schedule* schedule,
+            double lr_scale, double min_lr) {
+    Options scheduled = options;
+    scheduled.lr = plateau_rate(schedule ? (*schedule)(step - 1) : options.lr, lr_scale, min_lr);
     const std::size_t n = params_.size();
     if (grads.size() != n)
       throw py::value_error("grads: got " + std::to_string(grads.size()) + " for " + std::to_string(n) +
@@ -80,7 +86,7 @@ class PyTensorSet {
     // One step at a time per set: a second thread waits instead of racing.
     std::lock_guard<std::mutex> lock(mutex_);
     set_->set_grads(ptrs.data());
-    set_->step(options, step);
+    set_->step(scheduled, step);
   }
 
  private:
@@ -89,6 +95,12 @@ class PyTensorSet {
   std::unique_ptr<TensorSet> set_;
   std::mutex mutex_;
 };
+
+template <class Options>
+void def_step(py::class_<PyTensorSet>& cls) {
+  cls.def("step", &PyTensorSet::step<Options>, py::arg("grads"), py::arg("options"), py::arg("step"), py::kw_only(),
+          py::arg("schedule") = py::none(), py::arg("lr_scale") = 1.0, py::arg("min_lr") = 0.0);
+}
 
 }  // namespace
 
@@ -102,16 +114,16 @@ void register_tensor_set(py::module_& m) {
       },
       py::arg("obj"), py::arg("what"),
       "A writeable float32/float64 C-contiguous numpy view of obj, without copying.");
-  py::class_<PyTensorSet>(m, "TensorSet")
-      .def(py::init<const py::sequence&, const std::vector<std::optional<py::sequence>>&,
-                    const std::vector<std::string>&>(),
-           py::arg("params"), py::arg("states"), py::arg("state_names"))
-      .def("__len__", &PyTensorSet::size)
-      .def("step", &PyTensorSet::step<SgdOptions>, py::arg("grads"), py::arg("options"), py::arg("step"))
-      .def("step", &PyTensorSet::step<AdagradOptions>, py::arg("grads"), py::arg("options"), py::arg("step"))
-      .def("step", &PyTensorSet::step<AdadeltaOptions>, py::arg("grads"), py::arg("options"), py::arg("step"))
-      .def("step", &PyTensorSet::step<RmspropOptions>, py::arg("grads"), py::arg("options"), py::arg("step"))
-      .def("step", &PyTensorSet::step<AdamOptions>, py::arg("grads"), py::arg("options"), py::arg("step"));
+  py::class_<PyTensorSet> cls(m, "TensorSet");
+  cls.def(py::init<const py::sequence&, const std::vector<std::optional<py::sequence>>&,
+                   const std::vector<std::string>&>(),
+          py::arg("params"), py::arg("states"), py::arg("state_names"))
+      .def("__len__", &PyTensorSet::size);
+  def_step<SgdOptions>(cls);
+  def_step<AdagradOptions>(cls);
+  def_step<AdadeltaOptions>(cls);
+  def_step<RmspropOptions>(cls);
+  def_step<AdamOptions>(cls);
 }
 
 }  // namespace gradstep::bindings

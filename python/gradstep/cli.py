@@ -10,6 +10,7 @@ from collections.abc import Sequence
 # name -> (module, help). Each module defines add_arguments(parser) and run(args) -> int.
 SUBCOMMANDS = {
     "demo": ("gradstep.demo", "train a small MLP on the digits data set with several rates"),
+    "plot-schedule": ("gradstep.plotting", "plot learning-rate schedules to a PNG"),
 }
 
 

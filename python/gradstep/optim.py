@@ -3,6 +3,11 @@
 Names, defaults and update equations follow torch.optim. Each optimizer keeps
 its parameters and states in a C++ TensorSet (checked once); ``step(grads)``
 is one call into C++ that updates every tensor with the GIL released.
+
+``lr`` is a number, a schedule from ``gradstep.schedules`` (evaluated in C++
+inside the step call), or any Python callable of the 0-based step (the slow
+path: one Python call per step, not serializable). A ReduceLROnPlateau scales
+whichever it is (``lr_scale``, floored at its ``min_lr``).
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ import numpy as np
 
 from gradstep import _core
 from gradstep.ranges import check_learning_rate
+from gradstep.schedules import Schedule, from_dict
 
-LearningRate = Union[float, Callable[[int], float]]
+LearningRate = Union[float, Schedule, Callable[[int], float]]
 
 
 def _real(name: str, value: Any) -> float:
@@ -47,6 +53,10 @@ class Optimizer:
             setattr(self._options, name, value)
         self._lr: LearningRate = 0.0
         self.lr = lr  # validates
+        # Set by ReduceLROnPlateau: the rate used is
+        # plateau_rate(base rate, _lr_scale, _min_lr), computed in C++.
+        self._lr_scale = 1.0
+        self._min_lr = 0.0
         self._options.validate()
         self._step_count = 0
         mask = self._options.state_mask
@@ -68,12 +78,12 @@ class Optimizer:
     # -- learning rate -------------------------------------------------------
     @property
     def lr(self) -> float:
-        """The learning rate the next step will use."""
-        return self._lr_at(self._step_count)
+        """The learning rate the next step will use (any plateau scaling applied)."""
+        return float(_core.plateau_rate(self._lr_at(self._step_count), self._lr_scale, self._min_lr))
 
     @lr.setter
     def lr(self, value: LearningRate) -> None:
-        if callable(value):
+        if isinstance(value, Schedule) or callable(value):
             self._lr = value
             return
         rate = _real("lr", value)
@@ -82,12 +92,30 @@ class Optimizer:
         self._lr = rate
 
     def _lr_at(self, k: int) -> float:
+        """The base rate of update k, before plateau scaling."""
+        if isinstance(self._lr, Schedule):
+            return float(self._lr(k))
         if callable(self._lr):
             rate = _real("lr(step)", self._lr(k))
             if not math.isfinite(rate) or rate < 0:
                 raise ValueError(f"lr({k}) returned {rate!r}; it must be a finite number >= 0")
             return rate
         return self._lr
+
+    @property
+    def schedule(self) -> LearningRate:
+        """The base rate as given: a number, a schedule or a callable."""
+        return self._lr
+
+    @property
+    def lr_scale(self) -> float:
+        """The factor a ReduceLROnPlateau has applied to the base rate so far (1.0 if none)."""
+        return self._lr_scale
+
+    def _set_plateau(self, lr_scale: float, min_lr: float) -> None:
+        _core.plateau_rate(0.0, lr_scale, min_lr)  # validates both
+        self._lr_scale = float(lr_scale)
+        self._min_lr = float(min_lr)
 
     @property
     def step_count(self) -> int:
@@ -97,8 +125,14 @@ class Optimizer:
     # -- stepping ------------------------------------------------------------
     def step(self, grads: Sequence[Any]) -> None:
         """Update every parameter in place from its gradient (one C++ call)."""
-        self._options.lr = self._lr_at(self._step_count)
-        self._set.step(grads, self._options, self._step_count + 1)
+        k = self._step_count
+        if isinstance(self._lr, Schedule):
+            self._set.step(
+                grads, self._options, k + 1, schedule=self._lr._core, lr_scale=self._lr_scale, min_lr=self._min_lr
+            )
+        else:
+            self._options.lr = self._lr_at(k)
+            self._set.step(grads, self._options, k + 1, lr_scale=self._lr_scale, min_lr=self._min_lr)
         self._step_count += 1
 
     # -- checkpoints ---------------------------------------------------------
@@ -106,11 +140,21 @@ class Optimizer:
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
-        """Plain numbers and numpy arrays (copies); no pickle needed to store it."""
+        """Plain numbers, dicts and numpy arrays (copies); no pickle needed to store it.
+
+        A schedule is stored as its ``to_dict()``; a Python callable lr as None
+        (load_state_dict then keeps the loading optimizer's own lr).
+        """
+        if isinstance(self._lr, Schedule):
+            lr: Any = self._lr.to_dict()
+        else:
+            lr = None if callable(self._lr) else self._lr
         return {
             "optimizer": type(self).__name__,
             "step": self._step_count,
-            "lr": self._lr if not callable(self._lr) else None,
+            "lr": lr,
+            "lr_scale": self._lr_scale,
+            "min_lr": self._min_lr,
             "hyperparameters": self.hyperparameters(),
             "state": {name: [a.copy() for a in arrays] for name, arrays in self.state.items()},
         }
@@ -151,8 +195,15 @@ class Optimizer:
                         f"{dst.dtype}{list(dst.shape)}"
                     )
         lr = state_dict.get("lr")
+        if isinstance(lr, dict):
+            lr = from_dict(lr)
+        # Absent in state_dicts saved before plateau support: no scaling.
+        lr_scale = state_dict.get("lr_scale", 1.0)
+        min_lr = state_dict.get("min_lr", 0.0)
+        _core.plateau_rate(0.0, _real("lr_scale", lr_scale), _real("min_lr", min_lr))  # validates
         if lr is not None:
             self.lr = lr
+        self._set_plateau(lr_scale, min_lr)
         for key, arrays in states.items():
             for src, dst in zip(arrays, self.state[key]):
                 np.copyto(dst, src)

@@ -3,3 +3,4 @@
 
 #include "gradstep/isa.hpp"
 #include "gradstep/optim.hpp"
+#include "gradstep/schedule.hpp"

@@ -1,0 +1,148 @@
+"""Plot learning-rate schedules to a PNG.
+
+Each schedule is given as an expression over the gradstep.schedules
+factories, e.g. 'warmup(cosine(0.1, total_steps=900), steps=100)', or as the
+JSON of Schedule.to_dict(). Expressions are parsed, not evaluated: only
+factory calls and literal numbers, strings and lists are accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from gradstep import schedules as _schedules
+from gradstep.schedules import Schedule
+
+ScheduleLike = Union[Schedule, Callable[[int], float]]
+
+
+def _rates(schedule: ScheduleLike, steps: int) -> np.ndarray:
+    if isinstance(schedule, Schedule):
+        return np.asarray(schedule(np.arange(steps)), dtype=np.float64)
+    if callable(schedule):  # slow path: one Python call per step
+        return np.array([float(schedule(k)) for k in range(steps)], dtype=np.float64)
+    raise TypeError(f"expected a schedule or a callable of the step, got {type(schedule).__name__}")
+
+
+def plot_schedules(
+    schedules: Union[Mapping[str, ScheduleLike], Sequence[ScheduleLike], ScheduleLike],
+    steps: int,
+    path: Union[str, Path],
+    *,
+    log_y: bool = False,
+    title: str | None = None,
+) -> Path:
+    """Write a PNG plotting each schedule's rate over steps 0 .. steps-1; returns the path.
+
+    ``schedules`` is a dict label -> schedule, a list (labelled by repr) or one
+    schedule. Python callables of the step are accepted too (slow path).
+    """
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if isinstance(schedules, Mapping):
+        items = [(str(label), s) for label, s in schedules.items()]
+    elif isinstance(schedules, Sequence) and not isinstance(schedules, str):
+        items = [(repr(s), s) for s in schedules]
+    else:
+        items = [(repr(schedules), schedules)]  # type: ignore[list-item]
+    if not items:
+        raise ValueError("schedules is empty: nothing to plot")
+    curves = [(label, _rates(s, int(steps))) for label, s in items]
+
+    # The object-oriented API with an explicit Agg canvas: no pyplot, so no
+    # global backend switch and no GUI, whatever the caller has set up.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4.5), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    x = np.arange(int(steps))
+    for label, y in curves:
+        ax.plot(x, y, label=label if len(label) <= 80 else label[:77] + "...")
+    ax.set_xlabel("step")
+    ax.set_ylabel("learning rate")
+    if log_y:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    out = Path(path)
+    fig.savefig(out, format="png")
+    return out
+
+
+# ---- parsing schedule expressions for the command line ----------------------
+
+
+def _literal(node: ast.AST) -> Any:
+    if isinstance(node, ast.Call):
+        if not isinstance(node.func, ast.Name) or node.func.id not in _schedules.FACTORIES:
+            raise ValueError(f"only gradstep.schedules factories may be called, not {ast.unparse(node.func)!r}")
+        if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
+            raise ValueError("*args and **kwargs are not accepted in a schedule expression")
+        args = [_literal(a) for a in node.args]
+        kwargs = {k.arg: _literal(k.value) for k in node.keywords if k.arg is not None}
+        return _schedules.FACTORIES[node.func.id](*args, **kwargs)
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool, type(None))):
+        return node.value
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [_literal(e) for e in node.elts]
+    if (
+        isinstance(node, ast.UnaryOp)
+        and isinstance(node.op, (ast.USub, ast.UAdd))
+        and isinstance(node.operand, ast.Constant)
+        and isinstance(node.operand.value, (int, float))
+        and not isinstance(node.operand.value, bool)
+    ):
+        return -node.operand.value if isinstance(node.op, ast.USub) else node.operand.value
+    raise ValueError(f"not allowed in a schedule expression: {ast.unparse(node)!r}")
+
+
+def parse_schedule(text: str) -> Schedule:
+    """A schedule from 'factory(args...)' (literal arguments only) or from to_dict() JSON."""
+    text = text.strip()
+    if text.startswith("{"):
+        return _schedules.from_dict(json.loads(text))
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError as e:
+        raise ValueError(f"cannot parse schedule expression {text!r}: {e.msg}") from e
+    result = _literal(tree.body)
+    if not isinstance(result, Schedule):
+        raise ValueError(f"{text!r} is not a schedule expression")
+    return result
+
+
+# ---- the `gradstep plot-schedule` subcommand ---------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "schedules",
+        nargs="+",
+        metavar="SCHEDULE",
+        help="e.g. 'cosine(0.1, total_steps=1000)' or the JSON of Schedule.to_dict()",
+    )
+    parser.add_argument("--steps", type=int, required=True, help="number of steps to plot")
+    parser.add_argument("--out", default="schedules.png", help="PNG file to write (default: %(default)s)")
+    parser.add_argument("--log", action="store_true", help="logarithmic rate axis")
+    parser.add_argument("--title", default=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        curves = {text: parse_schedule(text) for text in args.schedules}
+    except ValueError as e:
+        raise SystemExit(f"gradstep plot-schedule: {e}") from e
+    path = plot_schedules(curves, args.steps, args.out, log_y=args.log, title=args.title)
+    print(path)
+    return 0
