@@ -300,3 +300,17 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     assert ax.get_xscale() == "log"
     labels = [line.get_label() for line in ax.get_lines()]
     assert any(label.startswith("valley") for label in labels)
+
+
+def test_a_plateau_scale_neither_shrinks_the_test_rates_nor_is_lost() -> None:
+    x, opt, step = quadratic(4.0)  # its step function asserts opt.lr == the test's rate
+    schedule = gs.schedules.cosine(0.05, total_steps=100)
+    opt.lr = schedule
+    plateau = gs.ReduceLROnPlateau(opt, factor=0.5, patience=0, min_lr=1e-4)
+    plateau.step(1.0)
+    plateau.step(2.0)  # no improvement: the rate is halved
+    assert opt.lr_scale == 0.5
+    result = gs.lr_find(opt, step, start_lr=1e-3, end_lr=1.0, num_steps=20, progress=False)
+    assert len(result.lrs) == 20
+    assert opt.schedule is schedule and opt.lr_scale == 0.5 and opt.lr == 0.025
+    assert (x == 1.0).all()

@@ -259,7 +259,8 @@ def lr_find(
 
     With ``restore=True`` (the default) the parameters (values copied back into
     the same arrays), the optimizer's state buffers, step count and learning rate
-    are restored exactly, even if ``step_fn`` raises. Anything else ``step_fn``
+    are restored exactly, even if ``step_fn`` raises. The rate and any
+    ReduceLROnPlateau scaling are always restored. Anything else ``step_fn``
     changes (a data iterator, a random generator) is the caller's to reset.
 
     ``progress``: None shows a tqdm bar on a terminal for runs of 50+ steps,
@@ -277,7 +278,9 @@ def lr_find(
 
     saved_params = [p.copy() for p in optimizer.params] if restore else []
     saved_state = optimizer.state_dict() if restore else None
-    saved_lr = optimizer._lr
+    # The rate is set directly: a ReduceLROnPlateau's scaling must not shrink it.
+    saved_lr, saved_plateau = optimizer._lr, (optimizer._lr_scale, optimizer._min_lr)
+    optimizer._set_plateau(1.0, 0.0)
 
     losses: list[float] = []
     smoothed: list[float] = []
@@ -312,7 +315,8 @@ def lr_find(
                 np.copyto(param, saved)
             assert saved_state is not None
             optimizer.load_state_dict(saved_state)
-        optimizer.lr = saved_lr
+        optimizer.lr = saved_lr  # the very object (a schedule comes back from its dict as a copy)
+        optimizer._set_plateau(*saved_plateau)
 
     n = len(losses)
     return LRFinderResult(
