@@ -160,24 +160,25 @@ class LRFinderResult:
         if ax is None:
             ax = fig.add_subplot()
         shown = np.isfinite(self.losses)
-        ax.plot(self.lrs[shown], self.losses[shown], color="0.75", lw=1, label="loss")
-        ax.plot(self.lrs[shown], self.smoothed_losses[shown], color="C0", lw=2, label="smoothed")
+        ax.plot(self.lrs[shown], self.losses[shown], color="0.7", lw=1, label="loss")
+        ax.plot(self.lrs[shown], self.smoothed_losses[shown], color="k", lw=2, label="smoothed")
         lrs, losses = self.usable()
-        markers = {"steepest": ("C3", "o"), "valley": ("C2", "s"), "minimum": ("C1", "^")}
+        markers = {"steepest": ("C3", "o"), "valley": ("C4", "s"), "minimum": ("C5", "^")}
         for method, value in self.suggestions.items():
             if value is None:
                 continue
             color, marker = markers[method]
-            y = float(np.interp(np.log(value), np.log(lrs), losses)) if len(lrs) else np.nan
+            y = float(np.interp(np.log(value), np.log(lrs), losses))
             ax.plot([value], [y], marker=marker, color=color, ls="none", ms=8,
                     label=f"{method}: {value:.2g}")
         ax.set_xscale("log" if np.all(self.lrs > 0) else "linear")
         ax.set_xlabel("learning rate")
         ax.set_ylabel("loss")
-        values = self.smoothed_losses[np.isfinite(self.smoothed_losses)]
-        if len(values):  # raw spikes of a diverging tail would flatten the curve
-            low, high = float(values.min()), float(values.max())
-            pad = 0.08 * (high - low) or 0.1 * abs(high) or 1.0
+        smooth = self.smoothed_losses[np.isfinite(self.smoothed_losses)]
+        if len(smooth):  # up to the smoothed curve's top: raw spikes would flatten it
+            low = float(min(smooth.min(), self.losses[shown].min()))
+            high = float(smooth.max())
+            pad = 0.05 * (high - low) or 0.1 * abs(high) or 1.0
             ax.set_ylim(low - pad, high + pad)
         ax.set_title(title or "learning-rate range test")
         ax.legend(fontsize=8)
