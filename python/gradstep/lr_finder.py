@@ -175,9 +175,10 @@ class LRFinderResult:
         ax.set_xlabel("learning rate")
         ax.set_ylabel("loss")
         smooth = self.smoothed_losses[np.isfinite(self.smoothed_losses)]
-        if len(smooth):  # up to the smoothed curve's top: raw spikes would flatten it
+        if len(smooth):  # a diverging tail (and raw spikes) would flatten the curve: cut it
             low = float(min(smooth.min(), self.losses[shown].min()))
-            high = float(smooth.max())
+            descent = smooth[: int(np.argmin(smooth)) + 1]
+            high = float(max(descent.max(), min(smooth.max(), 1.5 * smooth[0])))
             pad = 0.05 * (high - low) or 0.1 * abs(high) or 1.0
             ax.set_ylim(low - pad, high + pad)
         ax.set_title(title or "learning-rate range test")
