@@ -105,3 +105,17 @@ def test_mlp_gradients_match_finite_differences() -> None:
             down = model.evaluate(x, y)[0]
             param[idx] = saved
             assert (up - down) / (2 * h) == pytest.approx(grad[idx], abs=1e-7)
+
+
+def test_readme_setup_commands_and_example() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert '    pip install ".[demo]" && gradstep demo\n' in readme
+    assert '    pip install ".[test]" torch==2.13.0 && python -m pytest\n' in readme
+    assert "![" in readme and (Path(__file__).parents[1] / "docs" / "demo.png").is_file()
+    example = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    assert len([line for line in example.splitlines() if line.strip()]) <= 12
+    namespace: dict = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    losses, x, y, w, b = (namespace[k] for k in ("losses", "x", "y", "w", "b"))
+    assert losses[-1] < 0.2 * losses[0]
+    assert np.mean((x @ w + b > 0) == (y > 0)) > 0.95
