@@ -61,9 +61,10 @@ class PyTensorSet {
 
   // `step` is 1-based; the rate is that of update step - 1: schedule's value
   // there when one is given, else options.lr, then scaled by a plateau.
+  // Returns (found_inf, skipped, grad_norm or None, the learning rate used).
   template <class Options>
-  void step(const py::sequence& grads, const Options& options, std::int64_t step, const Schedule* schedule,
-            double lr_scale, double min_lr) {
+  py::tuple step(const py::sequence& grads, const Options& options, std::int64_t step, const Schedule* schedule,
+                 double lr_scale, double min_lr, bool skip_nonfinite, double max_grad_norm) {
     Options scheduled = options;
     scheduled.lr = plateau_rate(schedule ? (*schedule)(step - 1) : options.lr, lr_scale, min_lr);
     const std::size_t n = params_.size();
@@ -80,13 +81,19 @@ class PyTensorSet {
       ptrs[i] = g.data();
       if (!obj.is(g)) views.push_back(std::move(g));
     }
-    // The step reads and writes only buffers this object keeps alive (and the
-    // grads held by `grads`/`views`), so Python may run meanwhile.
-    py::gil_scoped_release release;
-    // One step at a time per set: a second thread waits instead of racing.
-    std::lock_guard<std::mutex> lock(mutex_);
-    set_->set_grads(ptrs.data());
-    set_->step(scheduled, step);
+    StepReport report;
+    {
+      // The step reads and writes only buffers this object keeps alive (and
+      // the grads held by `grads`/`views`), so Python may run meanwhile.
+      py::gil_scoped_release release;
+      // One step at a time per set: a second thread waits instead of racing.
+      std::lock_guard<std::mutex> lock(mutex_);
+      set_->set_grads(ptrs.data());
+      report = set_->step(scheduled, step, StepControl{skip_nonfinite, max_grad_norm});
+    }
+    return py::make_tuple(report.found_inf, report.skipped,
+                          report.grad_norm < 0 ? py::object(py::none()) : py::float_(report.grad_norm),
+                          scheduled.lr);
   }
 
  private:
@@ -96,10 +103,22 @@ class PyTensorSet {
   std::mutex mutex_;
 };
 
-template <class Options>
-void def_step(py::class_<PyTensorSet>& cls) {
-  cls.def("step", &PyTensorSet::step<Options>, py::arg("grads"), py::arg("options"), py::arg("step"), py::kw_only(),
-          py::arg("schedule") = py::none(), py::arg("lr_scale") = 1.0, py::arg("min_lr") = 0.0);
+// One entry point for every optimizer, all arguments positional: pybind11's
+// overload resolution and keyword matching cost microseconds per call, more
+// than the whole kernel for a small tensor.
+py::tuple step_any(PyTensorSet& set, const py::sequence& grads, py::handle options, std::int64_t step,
+                   py::handle schedule, double lr_scale, double min_lr, bool skip_nonfinite,
+                   double max_grad_norm) {
+  const Schedule* sched = schedule.is_none() ? nullptr : &schedule.cast<const Schedule&>();
+  auto run = [&](const auto& o) {
+    return set.step(grads, o, step, sched, lr_scale, min_lr, skip_nonfinite, max_grad_norm);
+  };
+  if (py::isinstance<AdamOptions>(options)) return run(options.cast<const AdamOptions&>());
+  if (py::isinstance<SgdOptions>(options)) return run(options.cast<const SgdOptions&>());
+  if (py::isinstance<AdagradOptions>(options)) return run(options.cast<const AdagradOptions&>());
+  if (py::isinstance<AdadeltaOptions>(options)) return run(options.cast<const AdadeltaOptions&>());
+  if (py::isinstance<RmspropOptions>(options)) return run(options.cast<const RmspropOptions&>());
+  throw py::type_error("options must be one of the gradstep._core *Options classes");
 }
 
 }  // namespace
@@ -119,11 +138,10 @@ void register_tensor_set(py::module_& m) {
                    const std::vector<std::string>&>(),
           py::arg("params"), py::arg("states"), py::arg("state_names"))
       .def("__len__", &PyTensorSet::size);
-  def_step<SgdOptions>(cls);
-  def_step<AdagradOptions>(cls);
-  def_step<AdadeltaOptions>(cls);
-  def_step<RmspropOptions>(cls);
-  def_step<AdamOptions>(cls);
+  cls.def("step", &step_any, py::arg("grads"), py::arg("options"), py::arg("step"),
+          py::arg("schedule") = py::none(), py::arg("lr_scale") = 1.0, py::arg("min_lr") = 0.0,
+          py::arg("skip_nonfinite") = false, py::arg("max_grad_norm") = 0.0,
+          "One update; returns (found_inf, skipped, grad_norm or None, lr). Pass arguments by position.");
 }
 
 }  // namespace gradstep::bindings

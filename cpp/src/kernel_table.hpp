@@ -17,8 +17,17 @@ using Chunk = TensorSet::Chunk;
 struct Job {
   const TensorView* tensors;
   const Chunk* chunks;
-  std::int64_t step;  // 1-based number of this update
+  std::int64_t step;   // 1-based number of this update
+  double grad_scale;   // every gradient is multiplied by this: -1 to maximize, times a clipping factor
 };
+
+// Per-chunk gradient statistics, combined by the driver in chunk order so the
+// result does not depend on how chunks were spread over threads.
+struct GradStats {
+  double sum_squares;
+  double nonfinite;  // NaN if the chunk holds a NaN or an infinity, else 0
+};
+using GradStatsFn = void (*)(const Job&, std::size_t first, std::size_t last, GradStats* out);
 
 // Each entry updates chunks [first, last) of the job.
 template <class Options>
@@ -30,6 +39,7 @@ struct KernelTable {
   KernelFn<AdadeltaOptions> adadelta;
   KernelFn<RmspropOptions> rmsprop;
   KernelFn<AdamOptions> adam;
+  GradStatsFn grad_stats;
 };
 
 }  // namespace gradstep::detail

@@ -28,10 +28,12 @@ namespace {
 #include "algorithms/adadelta.inl"
 #include "algorithms/rmsprop.inl"
 #include "algorithms/adam.inl"
+#include "algorithms/grad_stats.inl"
 }  // namespace
 
 detail::KernelTable kernel_table() {
-  return {&sgd_chunks, &adagrad_chunks, &adadelta_chunks, &rmsprop_chunks, &adam_chunks};
+  return {&sgd_chunks,     &adagrad_chunks, &adadelta_chunks,
+          &rmsprop_chunks, &adam_chunks,    &grad_stats_chunks};
 }
 
 }  // namespace gradstep::GRADSTEP_TARGET

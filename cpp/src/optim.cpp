@@ -145,27 +145,61 @@ void TensorSet::set_grads(const void* const* grads) {
 }
 
 template <class Options, class Kernel>
-void TensorSet::run(const Options& o, Kernel kernel, std::int64_t step) const {
+StepReport TensorSet::run(const Options& o, Kernel kernel, std::int64_t step, const StepControl& control) const {
   validate(o);
   if (step < 1) throw std::invalid_argument("step must be >= 1 (the 1-based number of this update)");
+  if (!(control.max_grad_norm >= 0.0) || std::isinf(control.max_grad_norm))
+    fail("max_grad_norm", "a finite number >= 0 (0 = no clipping)", control.max_grad_norm);
   if (!have_grads_) throw std::invalid_argument("no gradients set: call set_grads first");
   if ((state_mask(o) & ~slot_mask_) != 0)
     throw std::invalid_argument("these options need state buffers the tensor set was built without");
-  const detail::Job job{tensors_.data(), chunks_.data(), step};
+  detail::Job job{tensors_.data(), chunks_.data(), step, o.maximize ? -1.0 : 1.0};
+  StepReport report;
+  if (control.skip_nonfinite || control.max_grad_norm > 0.0) {
+    // A pass over the gradients alone, before anything is written, so that a
+    // non-finite step can leave every buffer as it was.
+    std::vector<detail::GradStats> stats(chunks_.size());
+    const auto stats_kernel = detail::kernels().grad_stats;
+    detail::parallel_chunks(chunks_.data(), chunks_.size(), [&](std::size_t first, std::size_t last) {
+      stats_kernel(job, first, last, stats.data());
+    });
+    double sum_squares = 0.0, nonfinite = 0.0;
+    for (const detail::GradStats& s : stats) {  // chunk order: independent of threading
+      sum_squares += s.sum_squares;
+      nonfinite += s.nonfinite;
+    }
+    report.grad_norm = std::sqrt(sum_squares);
+    report.found_inf = std::isnan(nonfinite);
+    if (report.found_inf && control.skip_nonfinite) {
+      report.skipped = true;
+      return report;
+    }
+    if (control.max_grad_norm > 0.0) {
+      // torch: clamp(max_norm / (norm + 1e-6), max=1); a NaN norm stays NaN.
+      double coeff = control.max_grad_norm / (report.grad_norm + 1e-6);
+      if (coeff > 1.0) coeff = 1.0;
+      job.grad_scale *= coeff;
+    }
+  }
   detail::parallel_chunks(chunks_.data(), chunks_.size(),
                           [&](std::size_t first, std::size_t last) { kernel(o, job, first, last); });
+  return report;
 }
 
-void TensorSet::step(const SgdOptions& o, std::int64_t k) const { run(o, detail::kernels().sgd, k); }
-void TensorSet::step(const AdagradOptions& o, std::int64_t k) const {
-  run(o, detail::kernels().adagrad, k);
+StepReport TensorSet::step(const SgdOptions& o, std::int64_t k, const StepControl& c) const {
+  return run(o, detail::kernels().sgd, k, c);
 }
-void TensorSet::step(const AdadeltaOptions& o, std::int64_t k) const {
-  run(o, detail::kernels().adadelta, k);
+StepReport TensorSet::step(const AdagradOptions& o, std::int64_t k, const StepControl& c) const {
+  return run(o, detail::kernels().adagrad, k, c);
 }
-void TensorSet::step(const RmspropOptions& o, std::int64_t k) const {
-  run(o, detail::kernels().rmsprop, k);
+StepReport TensorSet::step(const AdadeltaOptions& o, std::int64_t k, const StepControl& c) const {
+  return run(o, detail::kernels().adadelta, k, c);
 }
-void TensorSet::step(const AdamOptions& o, std::int64_t k) const { run(o, detail::kernels().adam, k); }
+StepReport TensorSet::step(const RmspropOptions& o, std::int64_t k, const StepControl& c) const {
+  return run(o, detail::kernels().rmsprop, k, c);
+}
+StepReport TensorSet::step(const AdamOptions& o, std::int64_t k, const StepControl& c) const {
+  return run(o, detail::kernels().adam, k, c);
+}
 
 }  // namespace gradstep

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from gradstep import kernels, schedules
 from gradstep._core import available_isas, get_num_threads, isa, set_isa, set_num_threads
+from gradstep.checkpoint import CheckpointError, load, save
 from gradstep.lr_finder import LRFinderResult, lr_find
-from gradstep.optim import SGD, Adadelta, Adagrad, Adam, AdamW, Optimizer, RMSprop
+from gradstep.optim import SGD, Adadelta, Adagrad, Adam, AdamW, Optimizer, RMSprop, StepResult
 from gradstep.plateau import ReduceLROnPlateau
 from gradstep.plotting import plot_schedules
 from gradstep.ranges import LearningRateRange, LearningRateWarning, recommended_range
@@ -16,21 +17,36 @@ __all__ = [
     "Adagrad",
     "Adam",
     "AdamW",
+    "CheckpointError",
     "LRFinderResult",
     "LearningRateRange",
     "LearningRateWarning",
     "Optimizer",
     "RMSprop",
     "ReduceLROnPlateau",
+    "StepResult",
     "available_isas",
+    "cmake_dir",
     "get_num_threads",
     "isa",
     "kernels",
+    "load",
     "lr_find",
     "plot_schedules",
     "recommended_range",
+    "save",
     "schedules",
     "set_isa",
     "set_num_threads",
 ]
 __version__ = "0.1.0"
+
+
+def cmake_dir() -> str:
+    """The folder holding gradstepConfig.cmake, for C++ trainers that link the core.
+
+    ``cmake -Dgradstep_DIR=$(python -c "import gradstep; print(gradstep.cmake_dir())")``
+    """
+    from pathlib import Path
+
+    return str(Path(__file__).parent / "lib" / "cmake" / "gradstep")

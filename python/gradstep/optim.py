@@ -13,14 +13,24 @@ whichever it is (``lr_scale``, floored at its ``min_lr``).
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar, NamedTuple, Optional, Union
 
 import numpy as np
 
 from gradstep import _core
 from gradstep.ranges import check_learning_rate
 from gradstep.schedules import Schedule, from_dict
+
+class StepResult(NamedTuple):
+    """What a step did."""
+
+    found_inf: bool  # a gradient held NaN or inf (checked when skip_nonfinite or max_grad_norm is set)
+    skipped: bool  # found_inf with skip_nonfinite: nothing changed, step_count not advanced
+    grad_norm: Optional[float]  # global L2 norm of the gradients, when max_grad_norm or skip_nonfinite is set
+    lr: float  # the learning rate of this step
+
 
 LearningRate = Union[float, Schedule, Callable[[int], float]]
 
@@ -44,7 +54,14 @@ class Optimizer:
     # Names of the state slots, in the C++ core's slot order (torch's names).
     _state_names: ClassVar[tuple[str, ...]]
 
-    def __init__(self, params: Iterable[Any], lr: LearningRate, **options: Any) -> None:
+    def __init__(self, params: Iterable[Any], lr: LearningRate, *, skip_nonfinite: bool = False,
+                 max_grad_norm: float | None = None, **options: Any) -> None:
+        self.skip_nonfinite = bool(skip_nonfinite)
+        if max_grad_norm is not None:
+            max_grad_norm = _real("max_grad_norm", max_grad_norm)
+            if not math.isfinite(max_grad_norm) or max_grad_norm <= 0:
+                raise ValueError(f"max_grad_norm must be a finite number > 0 or None, got {max_grad_norm!r}")
+        self.max_grad_norm: float | None = max_grad_norm
         self.params: list[np.ndarray] = [
             _core.view_array(p, f"params[{i}]") for i, p in enumerate(params)
         ]
@@ -59,6 +76,9 @@ class Optimizer:
         self._min_lr = 0.0
         self._options.validate()
         self._step_count = 0
+        # One step at a time: the step number, the options and the buffers
+        # must not be shared by two steps in flight from different threads.
+        self._lock = threading.Lock()
         mask = self._options.state_mask
         self.state: dict[str, list[np.ndarray]] = {
             name: [np.full_like(p, self._initial_state(name)) for p in self.params]
@@ -123,20 +143,39 @@ class Optimizer:
         return self._step_count
 
     # -- stepping ------------------------------------------------------------
-    def step(self, grads: Sequence[Any]) -> None:
-        """Update every parameter in place from its gradient (one C++ call)."""
-        k = self._step_count
-        if isinstance(self._lr, Schedule):
-            self._set.step(
-                grads, self._options, k + 1, schedule=self._lr._core, lr_scale=self._lr_scale, min_lr=self._min_lr
+    def step(self, grads: Sequence[Any]) -> StepResult:
+        """Update every parameter in place from its gradient (one C++ call).
+
+        With ``skip_nonfinite=True`` a step whose gradients hold NaN or inf
+        changes nothing and is not counted (``result.skipped``); with
+        ``max_grad_norm`` the gradients are scaled as by
+        ``torch.nn.utils.clip_grad_norm_`` (without modifying them) and
+        ``result.grad_norm`` is their global norm before clipping.
+        """
+        with self._lock:
+            k = self._step_count
+            base = self._lr
+            if isinstance(base, Schedule):
+                schedule = base._core  # evaluated in C++, inside the step call
+            else:
+                schedule = None
+                self._options.lr = base if base.__class__ is float else self._lr_at(k)
+            # Positional arguments: keyword matching costs more than a small step.
+            found_inf, skipped, norm, lr = self._set.step(
+                grads, self._options, k + 1, schedule, self._lr_scale, self._min_lr,
+                self.skip_nonfinite, self.max_grad_norm or 0.0,
             )
-        else:
-            self._options.lr = self._lr_at(k)
-            self._set.step(grads, self._options, k + 1, lr_scale=self._lr_scale, min_lr=self._min_lr)
-        self._step_count += 1
+            if not skipped:
+                self._step_count = k + 1
+            return StepResult(found_inf, skipped, norm, lr)
 
     # -- checkpoints ---------------------------------------------------------
     def hyperparameters(self) -> dict[str, Any]:
+        """Every constructor argument but params and lr, as plain values."""
+        return {**self._update_hyperparameters(), "skip_nonfinite": self.skip_nonfinite,
+                "max_grad_norm": self.max_grad_norm}
+
+    def _update_hyperparameters(self) -> dict[str, Any]:
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
@@ -230,6 +269,8 @@ class SGD(Optimizer):
         nesterov: bool = False,
         *,
         maximize: bool = False,
+        skip_nonfinite: bool = False,
+        max_grad_norm: float | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -239,9 +280,11 @@ class SGD(Optimizer):
             weight_decay=_real("weight_decay", weight_decay),
             nesterov=bool(nesterov),
             maximize=bool(maximize),
+            skip_nonfinite=skip_nonfinite,
+            max_grad_norm=max_grad_norm,
         )
 
-    def hyperparameters(self) -> dict[str, Any]:
+    def _update_hyperparameters(self) -> dict[str, Any]:
         o = self._options
         return dict(
             momentum=o.momentum,
@@ -268,6 +311,8 @@ class Adagrad(Optimizer):
         eps: float = 1e-10,
         *,
         maximize: bool = False,
+        skip_nonfinite: bool = False,
+        max_grad_norm: float | None = None,
     ) -> None:
         init = _real("initial_accumulator_value", initial_accumulator_value)
         if not math.isfinite(init) or init < 0:
@@ -280,12 +325,14 @@ class Adagrad(Optimizer):
             weight_decay=_real("weight_decay", weight_decay),
             eps=_real("eps", eps),
             maximize=bool(maximize),
+            skip_nonfinite=skip_nonfinite,
+            max_grad_norm=max_grad_norm,
         )
 
     def _initial_state(self, name: str) -> float:
         return self.initial_accumulator_value
 
-    def hyperparameters(self) -> dict[str, Any]:
+    def _update_hyperparameters(self) -> dict[str, Any]:
         o = self._options
         return dict(
             lr_decay=o.lr_decay,
@@ -311,6 +358,8 @@ class Adadelta(Optimizer):
         weight_decay: float = 0.0,
         *,
         maximize: bool = False,
+        skip_nonfinite: bool = False,
+        max_grad_norm: float | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -319,9 +368,11 @@ class Adadelta(Optimizer):
             eps=_real("eps", eps),
             weight_decay=_real("weight_decay", weight_decay),
             maximize=bool(maximize),
+            skip_nonfinite=skip_nonfinite,
+            max_grad_norm=max_grad_norm,
         )
 
-    def hyperparameters(self) -> dict[str, Any]:
+    def _update_hyperparameters(self) -> dict[str, Any]:
         o = self._options
         return dict(rho=o.rho, eps=o.eps, weight_decay=o.weight_decay, maximize=o.maximize)
 
@@ -343,6 +394,8 @@ class RMSprop(Optimizer):
         centered: bool = False,
         *,
         maximize: bool = False,
+        skip_nonfinite: bool = False,
+        max_grad_norm: float | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -353,9 +406,11 @@ class RMSprop(Optimizer):
             momentum=_real("momentum", momentum),
             centered=bool(centered),
             maximize=bool(maximize),
+            skip_nonfinite=skip_nonfinite,
+            max_grad_norm=max_grad_norm,
         )
 
-    def hyperparameters(self) -> dict[str, Any]:
+    def _update_hyperparameters(self) -> dict[str, Any]:
         o = self._options
         return dict(
             alpha=o.alpha,
@@ -384,6 +439,8 @@ class Adam(Optimizer):
         amsgrad: bool = False,
         *,
         maximize: bool = False,
+        skip_nonfinite: bool = False,
+        max_grad_norm: float | None = None,
     ) -> None:
         beta1, beta2 = _pair("betas", betas)
         super().__init__(
@@ -396,9 +453,11 @@ class Adam(Optimizer):
             amsgrad=bool(amsgrad),
             maximize=bool(maximize),
             decoupled_weight_decay=self._decoupled,
+            skip_nonfinite=skip_nonfinite,
+            max_grad_norm=max_grad_norm,
         )
 
-    def hyperparameters(self) -> dict[str, Any]:
+    def _update_hyperparameters(self) -> dict[str, Any]:
         o = self._options
         return dict(
             betas=(o.beta1, o.beta2),
@@ -424,5 +483,8 @@ class AdamW(Adam):
         amsgrad: bool = False,
         *,
         maximize: bool = False,
+        skip_nonfinite: bool = False,
+        max_grad_norm: float | None = None,
     ) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize)
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+                         skip_nonfinite=skip_nonfinite, max_grad_norm=max_grad_norm)

@@ -65,6 +65,22 @@ unsigned state_mask(const AdadeltaOptions&);
 unsigned state_mask(const RmspropOptions&);
 unsigned state_mask(const AdamOptions&);
 
+// Safeguards applied to a whole step (both off by default, as in torch).
+struct StepControl {
+  // A step whose gradients hold a NaN or an infinity changes nothing: no
+  // param, no state, and the caller should not count it as a step.
+  bool skip_nonfinite = false;
+  // > 0: scale every gradient by min(1, max_grad_norm / (norm + 1e-6)), where
+  // norm is the L2 norm over all gradients (torch.nn.utils.clip_grad_norm_).
+  double max_grad_norm = 0.0;
+};
+
+struct StepReport {
+  bool found_inf = false;  // a gradient held NaN or inf (checked only when asked)
+  bool skipped = false;    // found_inf with skip_nonfinite: nothing was written
+  double grad_norm = -1.0; // global L2 norm of the gradients; -1 when not computed
+};
+
 // A list of tensors whose params and states stay in place from step to step;
 // only the gradient pointers change. Everything about the params and states
 // is checked once, at construction; set_grads checks only the new grads, in
@@ -87,12 +103,14 @@ class TensorSet {
   // (torch's state["step"] after its increment): it drives Adam's bias
   // correction, Adagrad's lr_decay and SGD's first-step momentum buffer.
   // The options' lr is the rate of this update. Options are validated first;
-  // on any error nothing is written.
-  void step(const SgdOptions&, std::int64_t step) const;
-  void step(const AdagradOptions&, std::int64_t step) const;
-  void step(const AdadeltaOptions&, std::int64_t step) const;
-  void step(const RmspropOptions&, std::int64_t step) const;
-  void step(const AdamOptions&, std::int64_t step) const;
+  // on any error nothing is written. The gradient norm and the non-finite
+  // check are computed only when `control` asks for them (one extra read of
+  // the gradients, before anything is written).
+  StepReport step(const SgdOptions&, std::int64_t step, const StepControl& control = {}) const;
+  StepReport step(const AdagradOptions&, std::int64_t step, const StepControl& control = {}) const;
+  StepReport step(const AdadeltaOptions&, std::int64_t step, const StepControl& control = {}) const;
+  StepReport step(const RmspropOptions&, std::int64_t step, const StepControl& control = {}) const;
+  StepReport step(const AdamOptions&, std::int64_t step, const StepControl& control = {}) const;
 
   struct Span {
     const char* lo;
@@ -104,7 +122,7 @@ class TensorSet {
 
  private:
   template <class Options, class Kernel>
-  void run(const Options&, Kernel, std::int64_t step) const;
+  StepReport run(const Options&, Kernel, std::int64_t step, const StepControl&) const;
 
   std::vector<TensorView> tensors_;
   std::vector<Span> written_;  // sorted, disjoint byte ranges of params and states
@@ -115,9 +133,10 @@ class TensorSet {
 
 // Convenience for callers without a persistent set: validate everything, step once.
 template <class Options>
-void step(const Options& options, const TensorView* tensors, std::size_t count, std::int64_t step) {
+StepReport step(const Options& options, const TensorView* tensors, std::size_t count, std::int64_t step,
+                const StepControl& control = {}) {
   TensorSet set(tensors, count, state_mask(options));
-  set.step(options, step);
+  return set.step(options, step, control);
 }
 
 }  // namespace gradstep

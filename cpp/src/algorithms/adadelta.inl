@@ -6,16 +6,16 @@
 //   p     -= lr * delta
 
 template <class T, bool kL2>
-void adadelta_range(const TensorView& t, std::size_t begin, std::size_t end, const AdadeltaOptions& o) {
+void adadelta_range(const TensorView& t, std::size_t begin, std::size_t end, const AdadeltaOptions& o, double grad_scale) {
   T* __restrict p = param_of<T>(t);
   const T* __restrict g = grad_of<T>(t);
   T* __restrict sq = state_of<T>(t, 0);
   T* __restrict acc = state_of<T>(t, 1);
-  const T sign = o.maximize ? T(-1) : T(1);
+  const T scale = T(grad_scale);  // ±1 (maximize) times any clipping factor
   const T wd = T(o.weight_decay), rho = T(o.rho), one_minus_rho = T(1.0 - o.rho);
   const T eps = T(o.eps), neg_lr = T(-o.lr);
   for (std::size_t i = begin; i < end; ++i) {
-    T gi = sign * g[i];
+    T gi = scale * g[i];
     if (kL2) gi = gi + wd * p[i];
     const T s = sq[i] * rho + one_minus_rho * gi * gi;
     sq[i] = s;
@@ -29,6 +29,6 @@ void adadelta_chunks(const AdadeltaOptions& o, const detail::Job& job, std::size
                      std::size_t last) {
   for_each_chunk(job, first, last, [&](auto* type, const TensorView& t, std::size_t b, std::size_t e) {
     using T = std::remove_pointer_t<decltype(type)>;
-    with_flag(o.weight_decay != 0.0, [&](auto l2) { adadelta_range<T, l2.value>(t, b, e, o); });
+    with_flag(o.weight_decay != 0.0, [&](auto l2) { adadelta_range<T, l2.value>(t, b, e, o, job.grad_scale); });
   });
 }

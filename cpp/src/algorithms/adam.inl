@@ -10,21 +10,21 @@
 
 template <class T, bool kL2, bool kAmsgrad>
 void adam_range(const TensorView& t, std::size_t begin, std::size_t end, const AdamOptions& o,
-                Lerp m_lerp, double param_scale, double neg_step_size, double bc2_sqrt) {
+                Lerp m_lerp, double param_scale, double neg_step_size, double bc2_sqrt, double grad_scale) {
   T* __restrict p = param_of<T>(t);
   const T* __restrict g = grad_of<T>(t);
   T* __restrict m = state_of<T>(t, 0);
   T* __restrict v = state_of<T>(t, 1);
   T* __restrict vmax = state_of<T>(t, 2);
-  const T sign = o.maximize ? T(-1) : T(1);
-  const T scale = T(param_scale), wd = T(o.weight_decay);
+  const T scale = T(grad_scale);  // ±1 (maximize) times any clipping factor
+  const T decay = T(param_scale), wd = T(o.weight_decay);
   const T m_coeff = T(m_lerp.coeff);
   const bool m_from_end = m_lerp.from_end;
   const T beta2 = T(o.beta2), one_minus_beta2 = T(1.0 - o.beta2);
   const T bc2 = T(bc2_sqrt), eps = T(o.eps), neg_step = T(neg_step_size);
   for (std::size_t i = begin; i < end; ++i) {
-    const T pi = p[i] * scale;  // exact (x * 1) unless AdamW decays
-    T gi = sign * g[i];
+    const T pi = p[i] * decay;  // exact (x * 1) unless AdamW decays
+    T gi = scale * g[i];
     if (kL2) gi = gi + wd * pi;
     const T mi = lerp(m[i], gi, m_from_end, m_coeff);
     m[i] = mi;
@@ -52,7 +52,7 @@ void adam_chunks(const AdamOptions& o, const detail::Job& job, std::size_t first
     using T = std::remove_pointer_t<decltype(type)>;
     with_flag(l2, [&](auto l2f) {
       with_flag(o.amsgrad, [&](auto ams) {
-        adam_range<T, l2f.value, ams.value>(t, b, e, o, m_lerp, param_scale, neg_step_size, bc2_sqrt);
+        adam_range<T, l2f.value, ams.value>(t, b, e, o, m_lerp, param_scale, neg_step_size, bc2_sqrt, job.grad_scale);
       });
     });
   });

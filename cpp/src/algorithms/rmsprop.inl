@@ -8,19 +8,19 @@
 
 template <class T, bool kL2, bool kMomentum, bool kCentered>
 void rmsprop_range(const TensorView& t, std::size_t begin, std::size_t end, const RmspropOptions& o,
-                   Lerp ga_lerp) {
+                   Lerp ga_lerp, double grad_scale) {
   T* __restrict p = param_of<T>(t);
   const T* __restrict g = grad_of<T>(t);
   T* __restrict sq = state_of<T>(t, 0);
   T* __restrict buf = state_of<T>(t, 1);
   T* __restrict ga = state_of<T>(t, 2);
-  const T sign = o.maximize ? T(-1) : T(1);
+  const T scale = T(grad_scale);  // ±1 (maximize) times any clipping factor
   const T wd = T(o.weight_decay), alpha = T(o.alpha), one_minus_alpha = T(1.0 - o.alpha);
   const T eps = T(o.eps), mom = T(o.momentum), neg_lr = T(-o.lr);
   const T ga_coeff = T(ga_lerp.coeff);
   const bool ga_from_end = ga_lerp.from_end;
   for (std::size_t i = begin; i < end; ++i) {
-    T gi = sign * g[i];
+    T gi = scale * g[i];
     if (kL2) gi = gi + wd * p[i];
     const T s = sq[i] * alpha + one_minus_alpha * gi * gi;
     sq[i] = s;
@@ -50,7 +50,7 @@ void rmsprop_chunks(const RmspropOptions& o, const detail::Job& job, std::size_t
     with_flag(o.weight_decay != 0.0, [&](auto l2) {
       with_flag(o.momentum > 0.0, [&](auto mom) {
         with_flag(o.centered, [&](auto centered) {
-          rmsprop_range<T, l2.value, mom.value, centered.value>(t, b, e, o, ga_lerp);
+          rmsprop_range<T, l2.value, mom.value, centered.value>(t, b, e, o, ga_lerp, job.grad_scale);
         });
       });
     });

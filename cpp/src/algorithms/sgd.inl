@@ -7,15 +7,15 @@
 //   p -= lr * d                            (d = g without momentum)
 
 template <class T, bool kL2, bool kMomentum, bool kFirst, bool kNesterov>
-void sgd_range(const TensorView& t, std::size_t begin, std::size_t end, const SgdOptions& o) {
+void sgd_range(const TensorView& t, std::size_t begin, std::size_t end, const SgdOptions& o, double grad_scale) {
   T* __restrict p = param_of<T>(t);
   const T* __restrict g = grad_of<T>(t);
   T* __restrict buf = state_of<T>(t, 0);
-  const T sign = o.maximize ? T(-1) : T(1);
+  const T scale = T(grad_scale);  // ±1 (maximize) times any clipping factor
   const T wd = T(o.weight_decay), mom = T(o.momentum), keep = T(1.0 - o.dampening);
   const T neg_lr = T(-o.lr);
   for (std::size_t i = begin; i < end; ++i) {
-    T gi = sign * g[i];
+    T gi = scale * g[i];
     if (kL2) gi = gi + wd * p[i];
     T d = gi;
     if (kMomentum) {
@@ -35,7 +35,7 @@ void sgd_chunks(const SgdOptions& o, const detail::Job& job, std::size_t first, 
       with_flag(momentum, [&](auto mom) {
         with_flag(momentum && job.step == 1, [&](auto firstp) {
           with_flag(momentum && o.nesterov, [&](auto nest) {
-            sgd_range<T, l2.value, mom.value, firstp.value, nest.value>(t, b, e, o);
+            sgd_range<T, l2.value, mom.value, firstp.value, nest.value>(t, b, e, o, job.grad_scale);
           });
         });
       });

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import gradstep as gs
+
+SHAPES = [(7,), (13, 5), (3, 4, 33), (1,)]
+
+
+def option_grid(**axes):
+    """Every combination of the given option values, as dicts."""
+    names = list(axes)
+    return [dict(zip(names, values)) for values in itertools.product(*axes.values())]
+
+
+def _valid_sgd(o):
+    return not o["nesterov"] or (o["momentum"] > 0 and o["dampening"] == 0)
+
+
+# (gradstep class name, lr, options) for every combination of every option.
+CASES = (
+    [("SGD", 0.05, o) for o in option_grid(momentum=[0.0, 0.9], dampening=[0.0, 0.3],
+                                            nesterov=[False, True], weight_decay=[0.0, 0.05],
+                                            maximize=[False, True]) if _valid_sgd(o)]
+    + [("Adagrad", 0.05, o) for o in option_grid(lr_decay=[0.0, 0.01], weight_decay=[0.0, 0.05],
+                                                  initial_accumulator_value=[0.0, 0.1],
+                                                  eps=[1e-10], maximize=[False, True])]
+    + [("Adadelta", 1.0, o) for o in option_grid(rho=[0.9, 0.5], eps=[1e-6],
+                                                  weight_decay=[0.0, 0.05], maximize=[False, True])]
+    + [("RMSprop", 0.01, o) for o in option_grid(alpha=[0.99, 0.3], eps=[1e-8],
+                                                  weight_decay=[0.0, 0.05], momentum=[0.0, 0.9],
+                                                  centered=[False, True], maximize=[False, True])]
+    + [("Adam", 0.01, o) for o in option_grid(betas=[(0.9, 0.999), (0.3, 0.9)], eps=[1e-8],
+                                               weight_decay=[0.0, 0.05], amsgrad=[False, True],
+                                               maximize=[False, True])]
+    + [("AdamW", 0.01, o) for o in option_grid(betas=[(0.9, 0.999), (0.3, 0.9)],
+                                                weight_decay=[0.0, 0.05], amsgrad=[False, True],
+                                                maximize=[False, True])]
+)
+
+
+def case_id(case):
+    name, lr, opts = case
+    flags = ",".join(f"{k}={v}" for k, v in opts.items())
+    return f"{name}[{flags}]"
+
+
+def make_problem(dtype, steps, seed=0, shapes=SHAPES):
+    """Initial params and a fixed sequence of gradients for each step."""
+    rng = np.random.default_rng(seed)
+    params = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    grads = [[rng.standard_normal(s).astype(dtype) for s in shapes] for _ in range(steps)]
+    return params, grads
+
+
+@pytest.fixture(params=gs.available_isas())
+def each_isa(request):
+    """Run the test once per ISA target this CPU supports, then restore."""
+    before = gs.isa()
+    gs.set_isa(request.param)
+    yield request.param
+    gs.set_isa(before)

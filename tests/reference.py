@@ -1,0 +1,112 @@
+"""Float64 numpy reference optimizers written from the published equations.
+
+Independent of gradstep's kernels: each class is the textbook form of its
+algorithm (with torch.optim's conventions where the papers leave a choice:
+the first-step momentum buffer, where eps enters, the AdamW decay order).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Reference:
+    def __init__(self, params, **hyper):
+        self.params = [np.array(p, dtype=np.float64) for p in params]
+        self.h = hyper
+        self.t = 0
+        self.s = [dict() for _ in self.params]
+
+    def step(self, grads, lr):
+        self.t += 1
+        for p, g, s in zip(self.params, grads, self.s):
+            g = np.asarray(g, np.float64)
+            if self.h.get("maximize"):
+                g = -g
+            self.update(p, g, s, lr)
+
+    def l2(self, p, g):
+        wd = self.h.get("weight_decay", 0.0)
+        return g + wd * p if wd else g
+
+
+class SGDRef(Reference):
+    # Sutskever et al. 2013 momentum; Nesterov as the "look-ahead" gradient form.
+    def update(self, p, g, s, lr):
+        g = self.l2(p, g)
+        mu = self.h.get("momentum", 0.0)
+        if mu:
+            if "b" not in s:
+                s["b"] = g.copy()
+            else:
+                s["b"] = mu * s["b"] + (1 - self.h.get("dampening", 0.0)) * g
+            g = g + mu * s["b"] if self.h.get("nesterov") else s["b"]
+        p -= lr * g
+
+
+class AdagradRef(Reference):
+    # Duchi et al. 2011, with the lr decay lr / (1 + (t-1) * lr_decay).
+    def update(self, p, g, s, lr):
+        g = self.l2(p, g)
+        s.setdefault("G", np.full_like(p, self.h.get("initial_accumulator_value", 0.0)))
+        s["G"] += g * g
+        clr = lr / (1 + (self.t - 1) * self.h.get("lr_decay", 0.0))
+        p -= clr * g / (np.sqrt(s["G"]) + self.h.get("eps", 1e-10))
+
+
+class AdadeltaRef(Reference):
+    # Zeiler 2012, Algorithm 1; the delta is scaled by lr (1.0 = the paper).
+    def update(self, p, g, s, lr):
+        g = self.l2(p, g)
+        rho, eps = self.h.get("rho", 0.9), self.h.get("eps", 1e-6)
+        Eg = s.setdefault("Eg", np.zeros_like(p))
+        Ex = s.setdefault("Ex", np.zeros_like(p))
+        Eg[:] = rho * Eg + (1 - rho) * g * g
+        dx = np.sqrt(Ex + eps) / np.sqrt(Eg + eps) * g
+        Ex[:] = rho * Ex + (1 - rho) * dx * dx
+        p -= lr * dx
+
+
+class RMSpropRef(Reference):
+    # Hinton's lecture 6e; centered variant of Graves 2013.
+    def update(self, p, g, s, lr):
+        g = self.l2(p, g)
+        a, eps, mu = self.h.get("alpha", 0.99), self.h.get("eps", 1e-8), self.h.get("momentum", 0.0)
+        v = s.setdefault("v", np.zeros_like(p))
+        v[:] = a * v + (1 - a) * g * g
+        if self.h.get("centered"):
+            m = s.setdefault("m", np.zeros_like(p))
+            m[:] = a * m + (1 - a) * g
+            denom = np.sqrt(v - m * m) + eps
+        else:
+            denom = np.sqrt(v) + eps
+        if mu > 0:
+            b = s.setdefault("b", np.zeros_like(p))
+            b[:] = mu * b + g / denom
+            p -= lr * b
+        else:
+            p -= lr * g / denom
+
+
+class AdamRef(Reference):
+    # Kingma & Ba 2015, Algorithm 1; AMSGrad of Reddi et al. 2018 (max over
+    # the raw second moment, then bias-corrected); AdamW of Loshchilov &
+    # Hutter 2019 (decay lr * wd * p applied before the Adam update).
+    def update(self, p, g, s, lr):
+        b1, b2 = self.h.get("betas", (0.9, 0.999))
+        eps, wd = self.h.get("eps", 1e-8), self.h.get("weight_decay", 0.0)
+        if self.h.get("decoupled"):
+            p *= 1 - lr * wd
+        else:
+            g = self.l2(p, g)
+        m = s.setdefault("m", np.zeros_like(p))
+        v = s.setdefault("v", np.zeros_like(p))
+        m[:] = b1 * m + (1 - b1) * g
+        v[:] = b2 * v + (1 - b2) * g * g
+        if self.h.get("amsgrad"):
+            vmax = s.setdefault("vmax", np.zeros_like(p))
+            vmax[:] = np.maximum(vmax, v)
+            v = vmax
+        m_hat = m / (1 - b1**self.t)
+        v_hat = v / (1 - b2**self.t)
+        p -= lr * m_hat / (np.sqrt(v_hat) + eps)

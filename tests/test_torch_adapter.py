@@ -1,0 +1,163 @@
+"""gradstep.torch: real torch.optim optimizers whose step is gradstep's."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+import gradstep.torch as gt
+
+TWINS = {
+    "SGD": dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "Adagrad": dict(lr=0.05, lr_decay=1e-3, initial_accumulator_value=0.1),
+    "Adadelta": dict(lr=1.0, rho=0.9),
+    "RMSprop": dict(lr=1e-2, momentum=0.5, centered=True),
+    "Adam": dict(lr=1e-2, amsgrad=True, weight_decay=1e-3),
+    "AdamW": dict(lr=1e-2, weight_decay=0.05),
+}
+
+
+def mlp(dtype, seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(10, 32), torch.nn.Tanh(), torch.nn.Linear(32, 16), torch.nn.Tanh(),
+        torch.nn.Linear(16, 3),
+    ).to(dtype)
+
+
+def data(dtype, steps=50, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(24, 10, generator=g, dtype=dtype), torch.randint(0, 3, (24,), generator=g))
+            for _ in range(steps)]
+
+
+def train(model, opt, batches, scheduler=None):
+    for x, y in batches:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        if scheduler is not None:
+            scheduler.step()
+    return model
+
+
+def assert_models_close(a, b, dtype):
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        np.testing.assert_allclose(pa.detach().numpy(), pb.detach().numpy(), **tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("name", list(TWINS))
+def test_mlp_training_matches_torch(name, dtype):
+    ours, theirs = mlp(dtype), mlp(dtype)
+    batches = data(dtype)
+    opt = getattr(gt, name)(ours.parameters(), **TWINS[name])
+    assert isinstance(opt, torch.optim.Optimizer)
+    assert isinstance(opt, getattr(torch.optim, name))
+    train(ours, opt, batches)
+    train(theirs, getattr(torch.optim, name)(theirs.parameters(), foreach=False, **TWINS[name]), batches)
+    assert_models_close(ours, theirs, dtype)
+
+
+@pytest.mark.parametrize("name", list(TWINS))
+def test_state_dict_moves_both_ways(name):
+    batches = data(torch.float64, steps=30)
+    straight = mlp(torch.float64)
+    train(straight, getattr(torch.optim, name)(straight.parameters(), foreach=False, **TWINS[name]), batches)
+
+    # torch for 10 steps -> gradstep for 10 -> torch for 10.
+    model = mlp(torch.float64)
+    first = getattr(torch.optim, name)(model.parameters(), foreach=False, **TWINS[name])
+    train(model, first, batches[:10])
+    second = getattr(gt, name)(model.parameters(), **TWINS[name])
+    second.load_state_dict(copy.deepcopy(first.state_dict()))
+    train(model, second, batches[10:20])
+    third = getattr(torch.optim, name)(model.parameters(), foreach=False, **TWINS[name])
+    third.load_state_dict(copy.deepcopy(second.state_dict()))
+    train(model, third, batches[20:])
+    assert_models_close(model, straight, torch.float64)
+    assert second.state_dict()["state"].keys() == first.state_dict()["state"].keys()
+
+
+def test_param_groups_keep_their_own_hyperparameters():
+    def groups(model):
+        return [{"params": model[0].parameters(), "lr": 0.1, "betas": (0.5, 0.9)},
+                {"params": model[2].parameters(), "weight_decay": 0.1},
+                {"params": model[4].parameters(), "amsgrad": True, "eps": 1e-3}]
+
+    ours, theirs = mlp(torch.float64), mlp(torch.float64)
+    batches = data(torch.float64, steps=20)
+    train(ours, gt.Adam(groups(ours), lr=1e-2), batches)
+    train(theirs, torch.optim.Adam(groups(theirs), lr=1e-2, foreach=False), batches)
+    assert_models_close(ours, theirs, torch.float64)
+
+
+def test_torch_schedulers_drive_the_adapter():
+    ours, theirs = mlp(torch.float64), mlp(torch.float64)
+    batches = data(torch.float64, steps=40)
+    o1 = gt.SGD(ours.parameters(), lr=0.1, momentum=0.9)
+    o2 = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9, foreach=False)
+    train(ours, o1, batches, torch.optim.lr_scheduler.OneCycleLR(o1, max_lr=0.5, total_steps=40))
+    train(theirs, o2, batches, torch.optim.lr_scheduler.OneCycleLR(o2, max_lr=0.5, total_steps=40))
+    assert_models_close(ours, theirs, torch.float64)
+    assert o1.param_groups[0]["lr"] == o2.param_groups[0]["lr"]
+
+
+def test_callable_lr_is_evaluated_at_each_step():
+    ours, theirs = mlp(torch.float64), mlp(torch.float64)
+    batches = data(torch.float64, steps=25)
+    train(ours, gt.Adam(ours.parameters(), lr=lambda k: 0.01 * 0.9**k), batches)
+    o2 = torch.optim.Adam(theirs.parameters(), lr=0.01, foreach=False)
+    train(theirs, o2, batches, torch.optim.lr_scheduler.ExponentialLR(o2, gamma=0.9))
+    assert_models_close(ours, theirs, torch.float64)
+
+
+def test_params_without_grads_are_skipped_as_torch_does():
+    ours, theirs = mlp(torch.float64), mlp(torch.float64)
+    o1 = gt.Adam(ours.parameters(), lr=1e-2)
+    o2 = torch.optim.Adam(theirs.parameters(), lr=1e-2, foreach=False)
+    for step, (x, y) in enumerate(data(torch.float64, steps=12)):
+        for model, opt in ((ours, o1), (theirs, o2)):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            if step % 3 == 0:  # freeze the first layer now and then: its step count lags
+                for p in model[0].parameters():
+                    p.grad = None
+            opt.step()
+    assert_models_close(ours, theirs, torch.float64)
+    steps = [o1.state[p]["step"].item() for p in ours.parameters()]
+    assert steps[0] == 8 and steps[-1] == 12
+
+
+def test_closure_is_called_and_its_loss_returned():
+    model = mlp(torch.float64)
+    opt = gt.AdamW(model.parameters())
+    x, y = data(torch.float64, steps=1)[0]
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    loss = opt.step(closure)
+    assert isinstance(loss, torch.Tensor) and loss.item() > 0
+    assert all(opt.state[p]["step"].item() == 1 for p in model.parameters())
+
+
+def test_unsupported_tensors_get_clear_errors():
+    with pytest.raises(TypeError, match="CPU"):
+        gt.Adam([torch.nn.Parameter(torch.zeros(3, device="meta"))])
+    with pytest.raises(TypeError, match="float32 and float64"):
+        gt.Adam([torch.nn.Parameter(torch.zeros(3, dtype=torch.float16))])
+    p = torch.nn.Parameter(torch.zeros(4))
+    opt = gt.SGD([p], lr=0.1)
+    p.grad = torch.zeros(4).to_sparse()
+    with pytest.raises(TypeError, match="sparse"):
+        opt.step()
+    assert torch.equal(p.detach(), torch.zeros(4))
