@@ -15,6 +15,9 @@ import gradstep as gs
 
 import reference
 
+# Any valid rate is fair game here, including ones far outside the usual ranges.
+pytestmark = pytest.mark.filterwarnings("ignore::gradstep.LearningRateWarning")
+
 settings.register_profile("gradstep", max_examples=150, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("gradstep")

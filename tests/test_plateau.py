@@ -44,6 +44,8 @@ CONFIGS = [
 ]
 
 
+# The "eps" case needs a rate far below any usual range: the range warning is expected.
+@pytest.mark.filterwarnings("ignore::gradstep.LearningRateWarning")
 @pytest.mark.parametrize("lr, kwargs, power", [c[1:] for c in CONFIGS], ids=[c[0] for c in CONFIGS])
 def test_matches_torch(lr: float, kwargs: dict, power: int) -> None:
     w = np.zeros(3)
@@ -65,6 +67,7 @@ def test_matches_torch(lr: float, kwargs: dict, power: int) -> None:
     assert reductions >= 1
 
 
+@pytest.mark.filterwarnings("ignore::gradstep.LearningRateWarning")  # a deliberately tiny rate
 def test_reductions_below_eps_are_skipped() -> None:
     opt = gs.SGD([np.zeros(1)], lr=3e-8)
     plateau = gs.ReduceLROnPlateau(opt, factor=0.5, patience=0)

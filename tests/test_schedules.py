@@ -389,6 +389,7 @@ def test_opt_lr_shows_the_next_rate() -> None:
         opt.step([np.ones(4)])
 
 
+@pytest.mark.filterwarnings("ignore::gradstep.LearningRateWarning")  # Adam(lr=0.5) below is on purpose
 @pytest.mark.parametrize("opt_cls, kwargs", [(gs.SGD, dict(momentum=0.9, nesterov=True)), (gs.Adam, dict(amsgrad=True)),
                                              (gs.RMSprop, dict(momentum=0.5, centered=True))])
 def test_state_dict_resume_is_exact(opt_cls: type, kwargs: dict) -> None:

@@ -6,9 +6,11 @@ from gradstep import kernels, schedules
 from gradstep._core import available_isas, get_num_threads, isa, set_isa, set_num_threads
 from gradstep.checkpoint import CheckpointError, load, save
 from gradstep.flat import FlatBuffers, flatten
+from gradstep.lr_finder import LRFinderResult, lr_find
 from gradstep.optim import SGD, Adadelta, Adagrad, Adam, AdamW, Optimizer, RMSprop, StepResult
 from gradstep.plateau import ReduceLROnPlateau
 from gradstep.plotting import plot_schedules
+from gradstep.ranges import LearningRateRange, LearningRateWarning, recommended_range
 
 __all__ = [
     "SGD",
@@ -18,6 +20,9 @@ __all__ = [
     "AdamW",
     "CheckpointError",
     "FlatBuffers",
+    "LRFinderResult",
+    "LearningRateRange",
+    "LearningRateWarning",
     "Optimizer",
     "RMSprop",
     "ReduceLROnPlateau",
@@ -29,7 +34,9 @@ __all__ = [
     "isa",
     "kernels",
     "load",
+    "lr_find",
     "plot_schedules",
+    "recommended_range",
     "save",
     "schedules",
     "set_isa",

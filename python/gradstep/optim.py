@@ -26,6 +26,7 @@ import numpy as np
 
 from gradstep import _core
 from gradstep.flat import FlatBuffers
+from gradstep.ranges import check_learning_rate
 from gradstep.schedules import Schedule, from_dict
 
 class StepResult(NamedTuple):
@@ -108,6 +109,7 @@ class Optimizer:
             )
             self._flat_grads = [flat.grad_buffer]
             self._view_set = None  # built on first use
+        check_learning_rate(self)
 
     def _tensor_set(self, params: list[np.ndarray], state: dict[str, list[np.ndarray]]) -> Any:
         return _core.TensorSet(
