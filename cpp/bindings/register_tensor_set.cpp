@@ -2,6 +2,7 @@
 // alive here; each step checks only the new grads, then runs without the GIL.
 #include <pybind11/stl.h>
 
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -21,6 +22,46 @@ std::string indexed(const std::string& name, std::size_t i) {
   return name + "[" + std::to_string(i) + "]";
 }
 
+// What a grad must look like to be read as its param's gradient: the param's
+// type number and shape. Checked per step by reading the ndarray's fields.
+struct Layout {
+  int type_num;
+  std::vector<py::ssize_t> shape;
+};
+
+Layout layout_of(const py::array& a) {
+  return {py::detail::array_descriptor_proxy(py::detail::array_proxy(a.ptr())->descr)->type_num,
+          std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim())};
+}
+
+// The per-step grad check on the fast path, a handful of field reads: an
+// ndarray (or subclass) of the param's dtype in native byte order, aligned,
+// C-contiguous, of the param's shape. Returns its data, or nullptr when any
+// of that fails (the caller then runs the full check for the error message).
+const void* fast_grad_data(PyObject* obj, const Layout& like) {
+  if (!py::detail::npy_api::get().PyArray_Check_(obj)) return nullptr;
+  const auto* a = py::detail::array_proxy(obj);
+  const auto* d = py::detail::array_descriptor_proxy(a->descr);
+  constexpr int kNeeded = py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ |
+                          py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+  // numpy spells the native byte order '=' for every dtype it can be.
+  if (d->type_num != like.type_num || d->byteorder != '=' || (a->flags & kNeeded) != kNeeded ||
+      a->nd != static_cast<int>(like.shape.size()))
+    return nullptr;
+  if (a->nd > 0 &&
+      std::memcmp(a->dimensions, like.shape.data(), sizeof(py::ssize_t) * like.shape.size()) != 0)
+    return nullptr;
+  return a->data;
+}
+
+// The grads of one step, checked (holding the GIL): their data pointers, and
+// the Python objects that keep them alive while the GIL is released.
+struct Grads {
+  std::vector<const void*>* ptrs;
+  std::vector<py::array> views;  // DLPack/buffer-protocol views made for this step
+  py::object held;               // a snapshot of the grads sequence
+};
+
 class PyTensorSet {
  public:
   PyTensorSet(const py::sequence& params, const std::vector<std::optional<py::sequence>>& states,
@@ -36,6 +77,7 @@ class PyTensorSet {
       views[i].dtype = check_buffer(p, indexed("params", i), true);
       views[i].param = p.mutable_data();
       views[i].size = static_cast<std::size_t>(p.size());
+      layouts_.push_back(layout_of(p));
       params_.push_back(std::move(p));
     }
     for (std::size_t s = 0; s < states.size(); ++s) {
@@ -63,32 +105,19 @@ class PyTensorSet {
   // there when one is given, else options.lr, then scaled by a plateau.
   // Returns (found_inf, skipped, grad_norm or None, the learning rate used).
   template <class Options>
-  py::tuple step(const py::sequence& grads, const Options& options, std::int64_t step, const Schedule* schedule,
+  py::tuple step(py::handle grads, const Options& options, std::int64_t step, const Schedule* schedule,
                  double lr_scale, double min_lr, bool skip_nonfinite, double max_grad_norm) {
     Options scheduled = options;
     scheduled.lr = plateau_rate(schedule ? (*schedule)(step - 1) : options.lr, lr_scale, min_lr);
-    const std::size_t n = params_.size();
-    if (grads.size() != n)
-      throw py::value_error("grads: got " + std::to_string(grads.size()) + " for " + std::to_string(n) +
-                            " params");
-    std::vector<const void*> ptrs(n);
-    std::vector<py::array> views;  // keeps DLPack/buffer views alive during the step
-    for (std::size_t i = 0; i < n; ++i) {
-      py::handle obj = grads[i];
-      py::array g = view_array(obj, indexed("grads", i));
-      check_buffer(g, indexed("grads", i), false);
-      check_same_layout(g, params_[i], indexed("grads", i), indexed("params", i));
-      ptrs[i] = g.data();
-      if (!obj.is(g)) views.push_back(std::move(g));
-    }
+    Grads g = take_grads(grads);
     StepReport report;
     {
       // The step reads and writes only buffers this object keeps alive (and
-      // the grads held by `grads`/`views`), so Python may run meanwhile.
+      // the grads held by `g`), so Python may run meanwhile.
       py::gil_scoped_release release;
       // One step at a time per set: a second thread waits instead of racing.
       std::lock_guard<std::mutex> lock(mutex_);
-      set_->set_grads(ptrs.data());
+      set_->set_grads(g.ptrs->data());
       report = set_->step(scheduled, step, StepControl{skip_nonfinite, max_grad_norm});
     }
     return py::make_tuple(report.found_inf, report.skipped,
@@ -96,8 +125,65 @@ class PyTensorSet {
                           scheduled.lr);
   }
 
+  // The bandwidth probe (TensorSet::stream) over this set's buffers.
+  void stream(py::handle grads) {
+    Grads g = take_grads(grads);
+    py::gil_scoped_release release;  // touches only buffers held here and by `g`
+    std::lock_guard<std::mutex> lock(mutex_);
+    set_->set_grads(g.ptrs->data());
+    set_->stream();
+  }
+
  private:
+  // Checks the grads and returns their data pointers. Per grad, a numpy
+  // array of the right kind costs a few field reads; anything else (a torch
+  // tensor, a buffer) is viewed and checked in full.
+  Grads take_grads(py::handle grads) {
+    const std::size_t n = params_.size();
+    Grads out;
+    // A snapshot no other thread can change while the GIL is released: a
+    // tuple as it is, a list copied into a tuple (another thread could drop
+    // an array from the list mid-step), anything else converted once.
+    PyObject* seq = grads.ptr();
+    if (PyTuple_Check(seq)) {
+      out.held = py::reinterpret_borrow<py::object>(seq);
+    } else if (PyList_Check(seq)) {
+      out.held = py::reinterpret_steal<py::object>(PyList_AsTuple(seq));
+    } else {
+      if (!PySequence_Check(seq) || PyUnicode_Check(seq) || PyBytes_Check(seq))
+        throw py::type_error("grads: expected a sequence of arrays, got " +
+                             std::string(py::str(py::type::of(grads).attr("__name__"))));
+      out.held = py::reinterpret_steal<py::object>(PySequence_Fast(seq, "grads: expected a sequence"));
+    }
+    if (!out.held) throw py::error_already_set();
+    seq = out.held.ptr();
+    const std::size_t count = static_cast<std::size_t>(PySequence_Fast_GET_SIZE(seq));
+    if (count != n)
+      throw py::value_error("grads: got " + std::to_string(count) + " for " + std::to_string(n) +
+                            " params");
+    // Reused between steps; thread_local because two Python threads may
+    // step two sets at once (each holds the GIL only while filling it).
+    thread_local std::vector<const void*> ptrs;
+    ptrs.resize(n);
+    PyObject** items = PySequence_Fast_ITEMS(seq);
+    for (std::size_t i = 0; i < n; ++i) {
+      const void* data = fast_grad_data(items[i], layouts_[i]);
+      if (data == nullptr) {
+        py::handle obj = items[i];
+        py::array a = view_array(obj, indexed("grads", i));
+        check_buffer(a, indexed("grads", i), false);
+        check_same_layout(a, params_[i], indexed("grads", i), indexed("params", i));
+        data = a.data();
+        if (!obj.is(a)) out.views.push_back(std::move(a));
+      }
+      ptrs[i] = data;
+    }
+    out.ptrs = &ptrs;
+    return out;
+  }
+
   std::vector<py::array> params_;
+  std::vector<Layout> layouts_;
   std::vector<py::array> kept_;
   std::unique_ptr<TensorSet> set_;
   std::mutex mutex_;
@@ -106,18 +192,27 @@ class PyTensorSet {
 // One entry point for every optimizer, all arguments positional: pybind11's
 // overload resolution and keyword matching cost microseconds per call, more
 // than the whole kernel for a small tensor.
-py::tuple step_any(PyTensorSet& set, const py::sequence& grads, py::handle options, std::int64_t step,
+// The options' class, compared by identity: cheaper than py::isinstance's
+// type lookup, and the *Options classes are not meant to be subclassed.
+template <class Options>
+const Options* options_as(py::handle options) {
+  static PyTypeObject* const type = reinterpret_cast<PyTypeObject*>(py::type::of<Options>().ptr());
+  if (Py_TYPE(options.ptr()) != type) return nullptr;
+  return &options.cast<const Options&>();
+}
+
+py::tuple step_any(PyTensorSet& set, py::handle grads, py::handle options, std::int64_t step,
                    py::handle schedule, double lr_scale, double min_lr, bool skip_nonfinite,
                    double max_grad_norm) {
   const Schedule* sched = schedule.is_none() ? nullptr : &schedule.cast<const Schedule&>();
   auto run = [&](const auto& o) {
     return set.step(grads, o, step, sched, lr_scale, min_lr, skip_nonfinite, max_grad_norm);
   };
-  if (py::isinstance<AdamOptions>(options)) return run(options.cast<const AdamOptions&>());
-  if (py::isinstance<SgdOptions>(options)) return run(options.cast<const SgdOptions&>());
-  if (py::isinstance<AdagradOptions>(options)) return run(options.cast<const AdagradOptions&>());
-  if (py::isinstance<AdadeltaOptions>(options)) return run(options.cast<const AdadeltaOptions&>());
-  if (py::isinstance<RmspropOptions>(options)) return run(options.cast<const RmspropOptions&>());
+  if (auto* o = options_as<AdamOptions>(options)) return run(*o);
+  if (auto* o = options_as<SgdOptions>(options)) return run(*o);
+  if (auto* o = options_as<AdagradOptions>(options)) return run(*o);
+  if (auto* o = options_as<AdadeltaOptions>(options)) return run(*o);
+  if (auto* o = options_as<RmspropOptions>(options)) return run(*o);
   throw py::type_error("options must be one of the gradstep._core *Options classes");
 }
 
@@ -142,6 +237,9 @@ void register_tensor_set(py::module_& m) {
           py::arg("schedule") = py::none(), py::arg("lr_scale") = 1.0, py::arg("min_lr") = 0.0,
           py::arg("skip_nonfinite") = false, py::arg("max_grad_norm") = 0.0,
           "One update; returns (found_inf, skipped, grad_norm or None, lr). Pass arguments by position.");
+  cls.def("stream", &PyTensorSet::stream, py::arg("grads"),
+          "Bandwidth probe: stream this set's buffers like a step, with no optimizer math.\n"
+          "Overwrites params and states; `gradstep bench` times it as the memory roof.");
 }
 
 }  // namespace gradstep::bindings
