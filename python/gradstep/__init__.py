@@ -5,6 +5,7 @@ from __future__ import annotations
 from gradstep import kernels, schedules
 from gradstep._core import available_isas, get_num_threads, isa, set_isa, set_num_threads
 from gradstep.checkpoint import CheckpointError, load, save
+from gradstep.flat import FlatBuffers, flatten
 from gradstep.optim import SGD, Adadelta, Adagrad, Adam, AdamW, Optimizer, RMSprop, StepResult
 from gradstep.plateau import ReduceLROnPlateau
 from gradstep.plotting import plot_schedules
@@ -16,12 +17,14 @@ __all__ = [
     "Adam",
     "AdamW",
     "CheckpointError",
+    "FlatBuffers",
     "Optimizer",
     "RMSprop",
     "ReduceLROnPlateau",
     "StepResult",
     "available_isas",
     "cmake_dir",
+    "flatten",
     "get_num_threads",
     "isa",
     "kernels",

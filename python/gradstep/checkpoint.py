@@ -151,6 +151,8 @@ def read(path: PathLike) -> dict[str, Any]:
 def load(path: PathLike, params: Iterable[Any]) -> Any:
     """A new optimizer over ``params`` (updated in place from now on) restored from ``path``.
 
+    ``params`` may also be flat buffers from ``gs.flatten``.
+
     The class, hyperparameters, learning rate or schedule, step count and
     state all come from the file; ``params`` supply the current weights.
     """
@@ -167,6 +169,8 @@ def load(path: PathLike, params: Iterable[Any]) -> Any:
     lr = sd.get("lr")
     if isinstance(lr, dict):
         lr = gradstep.schedules.from_dict(lr)
-    optimizer = cls(list(params), lr=0.0 if lr is None else lr, **hyper)
+    if not isinstance(params, gradstep.FlatBuffers):
+        params = list(params)
+    optimizer = cls(params, lr=0.0 if lr is None else lr, **hyper)
     optimizer.load_state_dict(sd)
     return optimizer

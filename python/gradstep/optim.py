@@ -2,7 +2,12 @@
 
 Names, defaults and update equations follow torch.optim. Each optimizer keeps
 its parameters and states in a C++ TensorSet (checked once); ``step(grads)``
-is one call into C++ that updates every tensor with the GIL released.
+is one call into C++ that updates every tensor with the GIL released, on
+several threads when the step is large (``gs.set_num_threads``).
+
+Given a :class:`gradstep.flat.FlatBuffers` (``gs.flatten``) instead of a list
+of arrays, an optimizer lays its states out the same way and steps the whole
+model as one contiguous vector.
 
 ``lr`` is a number, a schedule from ``gradstep.schedules`` (evaluated in C++
 inside the step call), or any Python callable of the 0-based step (the slow
@@ -20,6 +25,7 @@ from typing import Any, ClassVar, NamedTuple, Optional, Union
 import numpy as np
 
 from gradstep import _core
+from gradstep.flat import FlatBuffers
 from gradstep.schedules import Schedule, from_dict
 
 class StepResult(NamedTuple):
@@ -32,6 +38,8 @@ class StepResult(NamedTuple):
 
 
 LearningRate = Union[float, Schedule, Callable[[int], float]]
+# A list of arrays (updated in place), or flat buffers from gs.flatten.
+Params = Union[Iterable[Any], FlatBuffers]
 
 
 def _real(name: str, value: Any) -> float:
@@ -53,7 +61,7 @@ class Optimizer:
     # Names of the state slots, in the C++ core's slot order (torch's names).
     _state_names: ClassVar[tuple[str, ...]]
 
-    def __init__(self, params: Iterable[Any], lr: LearningRate, *, skip_nonfinite: bool = False,
+    def __init__(self, params: Params, lr: LearningRate, *, skip_nonfinite: bool = False,
                  max_grad_norm: float | None = None, **options: Any) -> None:
         self.skip_nonfinite = bool(skip_nonfinite)
         if max_grad_norm is not None:
@@ -61,9 +69,6 @@ class Optimizer:
             if not math.isfinite(max_grad_norm) or max_grad_norm <= 0:
                 raise ValueError(f"max_grad_norm must be a finite number > 0 or None, got {max_grad_norm!r}")
         self.max_grad_norm: float | None = max_grad_norm
-        self.params: list[np.ndarray] = [
-            _core.view_array(p, f"params[{i}]") for i, p in enumerate(params)
-        ]
         self._options = self._options_type()
         for name, value in options.items():
             setattr(self._options, name, value)
@@ -79,15 +84,34 @@ class Optimizer:
         # must not be shared by two steps in flight from different threads.
         self._lock = threading.Lock()
         mask = self._options.state_mask
-        self.state: dict[str, list[np.ndarray]] = {
-            name: [np.full_like(p, self._initial_state(name)) for p in self.params]
-            for slot, name in enumerate(self._state_names)
-            if mask & (1 << slot)
-        }
-        self._set = _core.TensorSet(
-            self.params,
-            [self.state.get(name) for name in self._state_names],
-            list(self._state_names),
+        used = [name for slot, name in enumerate(self._state_names) if mask & (1 << slot)]
+        self._flat = params if isinstance(params, FlatBuffers) else None
+        if not isinstance(params, FlatBuffers):
+            self.params: list[np.ndarray] = [
+                _core.view_array(p, f"params[{i}]") for i, p in enumerate(params)
+            ]
+            self.state: dict[str, list[np.ndarray]] = {
+                name: [np.full_like(p, self._initial_state(name)) for p in self.params]
+                for name in used
+            }
+            self._set = self._tensor_set(self.params, self.state)
+            self._view_set: Any = self._set
+        else:
+            # The whole model is one tensor of the core's TensorSet; the
+            # per-tensor views stay available (state_dict, foreign grads).
+            flat = params
+            self.params = flat.params
+            buffers = {name: flat.new_buffer(self._initial_state(name)) for name in used}
+            self.state = {name: views for name, (_, views) in buffers.items()}
+            self._set = self._tensor_set(
+                [flat.param_buffer], {name: [buf] for name, (buf, _) in buffers.items()}
+            )
+            self._flat_grads = [flat.grad_buffer]
+            self._view_set = None  # built on first use
+
+    def _tensor_set(self, params: list[np.ndarray], state: dict[str, list[np.ndarray]]) -> Any:
+        return _core.TensorSet(
+            params, [state.get(name) for name in self._state_names], list(self._state_names)
         )
 
     def _initial_state(self, name: str) -> float:
@@ -141,8 +165,13 @@ class Optimizer:
         return self._step_count
 
     # -- stepping ------------------------------------------------------------
-    def step(self, grads: Sequence[Any]) -> StepResult:
+    def step(self, grads: Optional[Sequence[Any]] = None) -> StepResult:
         """Update every parameter in place from its gradient (one C++ call).
+
+        ``grads`` has one array per parameter. An optimizer built on flat
+        buffers steps from ``flat.grads`` when ``grads`` is omitted (or is
+        ``flat.grads``), as one contiguous vector; other grads are accepted
+        too and step the same buffers tensor by tensor.
 
         With ``skip_nonfinite=True`` a step whose gradients hold NaN or inf
         changes nothing and is not counted (``result.skipped``); with
@@ -158,8 +187,18 @@ class Optimizer:
             else:
                 schedule = None
                 self._options.lr = base if base.__class__ is float else self._lr_at(k)
+            tensor_set = self._set
+            if self._flat is None:
+                if grads is None:
+                    raise TypeError("step() needs grads: one array per parameter")
+            elif grads is None or grads is self._flat.grads:
+                grads = self._flat_grads
+            else:
+                if self._view_set is None:
+                    self._view_set = self._tensor_set(self.params, self.state)
+                tensor_set = self._view_set
             # Positional arguments: keyword matching costs more than a small step.
-            found_inf, skipped, norm, lr = self._set.step(
+            found_inf, skipped, norm, lr = tensor_set.step(
                 grads, self._options, k + 1, schedule, self._lr_scale, self._min_lr,
                 self.skip_nonfinite, self.max_grad_norm or 0.0,
             )
@@ -259,7 +298,7 @@ class SGD(Optimizer):
 
     def __init__(
         self,
-        params: Iterable[Any],
+        params: Params,
         lr: LearningRate = 1e-3,
         momentum: float = 0.0,
         dampening: float = 0.0,
@@ -301,7 +340,7 @@ class Adagrad(Optimizer):
 
     def __init__(
         self,
-        params: Iterable[Any],
+        params: Params,
         lr: LearningRate = 1e-2,
         lr_decay: float = 0.0,
         weight_decay: float = 0.0,
@@ -349,7 +388,7 @@ class Adadelta(Optimizer):
 
     def __init__(
         self,
-        params: Iterable[Any],
+        params: Params,
         lr: LearningRate = 1.0,
         rho: float = 0.9,
         eps: float = 1e-6,
@@ -383,7 +422,7 @@ class RMSprop(Optimizer):
 
     def __init__(
         self,
-        params: Iterable[Any],
+        params: Params,
         lr: LearningRate = 1e-2,
         alpha: float = 0.99,
         eps: float = 1e-8,
@@ -429,7 +468,7 @@ class Adam(Optimizer):
 
     def __init__(
         self,
-        params: Iterable[Any],
+        params: Params,
         lr: LearningRate = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
@@ -473,7 +512,7 @@ class AdamW(Adam):
 
     def __init__(
         self,
-        params: Iterable[Any],
+        params: Params,
         lr: LearningRate = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
