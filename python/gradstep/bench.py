@@ -455,9 +455,7 @@ def run_all(optimizers: Sequence[str], cases: Sequence[Case], dtype: np.dtype, t
         for name in optimizers:
             for case in cases:
                 progress(f"{name} {case.label}")
-                big = case.elements >= 1 << 22
-                results.append(run_case(SPECS[name], case, dtype, max(3, rounds // 2) if big else rounds,
-                                        sample_s, warm_s, settle_s))
+                results.append(run_case(SPECS[name], case, dtype, rounds, sample_s, warm_s, settle_s))
     finally:
         gs.set_num_threads(gs_before)
         if torch_before is not None:
@@ -505,8 +503,7 @@ def table(record: dict[str, Any]) -> str:
         f"gradstep bench: {m['cpu']}, {m['affinity_cpus']} CPUs usable, ISA {m['isa']}, "
         f"{s['threads']} threads, {s['dtype']}",
         f"versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val),
-        f"medians of {s['rounds']} interleaved rounds (fewer for >= 4M elements); "
-        "time per step, Python call included",
+        f"medians of {s['rounds']} interleaved rounds; time per step, Python call included",
         "",
     ]
     results = record["results"]
