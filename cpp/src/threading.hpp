@@ -25,10 +25,11 @@ using SliceFn = void (*)(void* ctx, std::size_t first, std::size_t last);
 
 // Calls fn(ctx, first, last) on disjoint chunk ranges covering the whole plan
 // and returns when all are done. Steps of fewer than `min_parallel` elements
-// run on the calling thread alone; larger ones are shared between the caller
-// and the pool's workers (num_threads() - 1 of them), block by block: the
-// workers still polling after a recent step, and, for steps several times
-// larger than min_parallel, parked ones too, woken for the occasion.
+// run on the calling thread alone; larger ones are shared, block by block,
+// among num_threads() threads: the team of an OpenMP runtime already loaded
+// in the process (torch's), else the caller and the pool's workers (those
+// still polling after a recent step, and, for steps several times larger
+// than min_parallel or back-to-back steps, parked ones too, woken for it).
 void run_plan(const WorkPlan& plan, std::size_t min_parallel, SliceFn fn, void* ctx);
 
 template <class F>

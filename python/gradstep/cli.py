@@ -11,6 +11,7 @@ from collections.abc import Sequence
 SUBCOMMANDS = {
     "demo": ("gradstep.demo", "train a small MLP on the digits data set with several rates"),
     "plot-schedule": ("gradstep.plotting", "plot learning-rate schedules to a PNG"),
+    "bench": ("gradstep.bench", "time optimizer steps against numpy, torch and the memory roof"),
 }
 
 

@@ -84,6 +84,7 @@ class Optimizer:
         # One step at a time: the step number, the options and the buffers
         # must not be shared by two steps in flight from different threads.
         self._lock = threading.Lock()
+        self._options_lr: Optional[float] = None  # the rate last written to _options
         mask = self._options.state_mask
         used = [name for slot, name in enumerate(self._state_names) if mask & (1 << slot)]
         self._flat = params if isinstance(params, FlatBuffers) else None
@@ -188,7 +189,9 @@ class Optimizer:
                 schedule = base._core  # evaluated in C++, inside the step call
             else:
                 schedule = None
-                self._options.lr = base if base.__class__ is float else self._lr_at(k)
+                rate = base if base.__class__ is float else self._lr_at(k)
+                if rate != self._options_lr:  # a pybind11 attribute write costs ~170 ns
+                    self._options.lr = self._options_lr = rate
             tensor_set = self._set
             if self._flat is None:
                 if grads is None:
@@ -200,13 +203,14 @@ class Optimizer:
                     self._view_set = self._tensor_set(self.params, self.state)
                 tensor_set = self._view_set
             # Positional arguments: keyword matching costs more than a small step.
-            found_inf, skipped, norm, lr = tensor_set.step(
+            # _make: the NamedTuple constructor parses arguments (~300 ns).
+            result = StepResult._make(tensor_set.step(
                 grads, self._options, k + 1, schedule, self._lr_scale, self._min_lr,
                 self.skip_nonfinite, self.max_grad_norm or 0.0,
-            )
-            if not skipped:
+            ))
+            if not result.skipped:
                 self._step_count = k + 1
-            return StepResult(found_inf, skipped, norm, lr)
+            return result
 
     # -- checkpoints ---------------------------------------------------------
     def hyperparameters(self) -> dict[str, Any]:
