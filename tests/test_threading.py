@@ -3,9 +3,9 @@
 Every optimizer (each kernel variant), both dtypes, sizes on both sides of
 the chunk size (8192 elements), of the smallest threaded step and of the
 largest step that does not wake parked workers, lists of many small
-tensors; 1 to 4 threads, on both thread back ends: the OpenMP team torch
-has loaded (this module imports torch) and gradstep's own pool (forced in a
-subprocess with GRADSTEP_THREADING=pool). Also the ISA forced to scalar,
+tensors; 1 to 4 threads, on both thread back ends: gradstep's own pool (the
+default) and the OpenMP team torch has loaded (this module imports torch;
+opted into in a subprocess with GRADSTEP_THREADING=openmp). Also the ISA forced to scalar,
 the gradient-norm pre-pass, the thread-count defaults and forked children.
 """
 
@@ -157,8 +157,8 @@ def run_python(code: str, **env: str) -> str:
     return out.stdout.strip()
 
 
-def test_own_pool_bit_identical_across_thread_counts():
-    # The same checks with gradstep's own threads (no OpenMP runtime borrowed).
+def test_borrowed_openmp_team_bit_identical_across_thread_counts():
+    # The same checks on torch's OpenMP team (GRADSTEP_THREADING=openmp).
     code = """
         import numpy as np, test_threading as t
         for name, lr, opts in t.CONFIGS:
@@ -173,7 +173,7 @@ def test_own_pool_bit_identical_across_thread_counts():
         t.test_two_python_threads_stepping_large_sets_at_once()
         print("ok")
     """
-    assert run_python(code, GRADSTEP_THREADING="pool") == "ok"
+    assert run_python(code, GRADSTEP_THREADING="openmp") == "ok"
 
 
 def test_set_num_threads_round_trip_and_bounds():
@@ -237,6 +237,6 @@ def test_forked_child_steps_with_threads(backend):
         os.waitpid(pid, 0)
         print("ok" if same == b"1" else "differs")
     """
-    env = dict(GRADSTEP_THREADING="pool") if backend == "pool" else dict(USE_TORCH="1")
+    env = dict(GRADSTEP_THREADING="pool") if backend == "pool" else dict(USE_TORCH="1", GRADSTEP_THREADING="openmp")
     assert run_python(code, **env) == "ok"
 

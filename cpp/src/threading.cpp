@@ -7,7 +7,7 @@
 // spinning threads for the same cores. Handing our blocks to torch's team
 // (GOMP_parallel, found with dlopen(RTLD_NOLOAD), never loading a runtime
 // ourselves) keeps one set of threads per process. Measured: README,
-// Performance section. GRADSTEP_THREADING=pool forces the own pool.
+// Performance section. Opt-in: GRADSTEP_THREADING=openmp (see pool_forced).
 //
 // Why not link OpenMP ourselves: with no torch around, libgomp's spinning
 // would burn a core for milliseconds after every step of a numpy training
@@ -144,10 +144,15 @@ using OpenmpParallel = void (*)(void (*)(void*), void*, unsigned, unsigned);
 // libgomp would wait for it forever.
 std::atomic<bool> g_forked{false};
 
+// Borrowing is opt-in (GRADSTEP_THREADING=openmp): GOMP_parallel waits for
+// every thread of the team, so on a busy machine one descheduled team thread
+// stalls the whole step (seen: a 100k-element Adam step at 12 ms instead of
+// 70 us while another process loaded the cores), where the own pool's caller
+// simply claims the blocks that no worker took.
 bool pool_forced() {
   static const bool forced = [] {
     const char* s = std::getenv("GRADSTEP_THREADING");
-    return s != nullptr && std::string(s) == "pool";
+    return s == nullptr || std::string(s) != "openmp";
   }();
   return forced;
 }

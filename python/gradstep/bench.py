@@ -242,6 +242,14 @@ def gradstep_flat_candidate(spec: Spec, params: list[np.ndarray], grads: list[np
     return Candidate("gradstep-flat", opt.step)
 
 
+def gradstep_checked_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray]) -> Candidate:
+    """The cost of the safeguards: the non-finite check and global-norm clipping (one more
+    read of the gradients before the update)."""
+    opt = getattr(gs, spec.gradstep)([p.copy() for p in params], skip_nonfinite=True,
+                                     max_grad_norm=1e9, **spec.hyper)
+    return Candidate("gradstep-checked", lambda: opt.step(grads))
+
+
 def numpy_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray]) -> Candidate:
     count = state_count(spec)
     states = [NumpyState(p.copy(), g, count) for p, g in zip(params, grads)]
@@ -285,6 +293,15 @@ def torch_candidates(spec: Spec, params: list[np.ndarray], grads: list[np.ndarra
         except (RuntimeError, TypeError, ValueError):
             continue  # e.g. no fused implementation of this optimizer on CPU
         out.append(Candidate(name, opt.step))
+    # gradstep.torch: the torch.optim subclass stepping the same torch tensors.
+    import gradstep.torch as gt
+
+    tensors = [torch.from_numpy(p.copy()).requires_grad_() for p in params]
+    for t, g in zip(tensors, grads):
+        t.grad = torch.from_numpy(g)
+    adapter = getattr(gt, spec.torch)(tensors, **spec.hyper)
+    adapter.step()
+    out.append(Candidate("gradstep.torch", adapter.step))
     return out
 
 
@@ -317,6 +334,7 @@ def make_candidates(spec: Spec, case: Case, dtype: np.dtype, peers: bool = True)
     if case.tensors > 1:
         cands.append(gradstep_flat_candidate(spec, params, grads))
     cands.append(probe_candidate(spec, case, dtype))
+    cands.append(gradstep_checked_candidate(spec, params, grads))
     if peers:
         cands.append(numpy_candidate(spec, params, grads))
         cands += torch_candidates(spec, params, grads)
@@ -508,16 +526,23 @@ def table(record: dict[str, Any]) -> str:
     ]
     results = record["results"]
     peers = [p for p in PEERS if any(p in r["speedup"] for r in results)]
-    extra = ["gradstep-flat"] if any("gradstep-flat" in r["median_seconds"] for r in results) else []
+    extra = [n for n in ("gradstep-flat", "gradstep-checked", "gradstep.torch")
+             if any(n in r["median_seconds"] for r in results)]
     head = ["optimizer", "case", "B/elem", "gradstep", "GB/s", "roof GB/s", "% roof",
-            *[f"vs {p}" for p in peers]]
+            *[f"vs {p}" for p in peers], "checks cost", "gradstep.torch vs torch-fused"]
     rows = []
     for r in results:
-        t = r["median_seconds"]["gradstep"]
+        med = r["median_seconds"]
+        t = med["gradstep"]
+        # skip_nonfinite + max_grad_norm: time with the checks over time without.
+        checks = f"{med['gradstep-checked'] / t:.2f}x" if "gradstep-checked" in med else "-"
+        adapter = (f"{med['torch-fused'] / med['gradstep.torch']:.1f}x"
+                   if "gradstep.torch" in med and "torch-fused" in med else "-")
         rows.append([r["optimizer"], r["case"], str(r["bytes_per_element"]), fmt_time(t),
                      f"{r['gbps']['gradstep']:.1f}", f"{r['roof_gbps']:.1f}",
                      f"{100 * r['roof_fraction']:.0f}%",
-                     *[f"{r['speedup'][p]:.1f}x" if p in r["speedup"] else "-" for p in peers]])
+                     *[f"{r['speedup'][p]:.1f}x" if p in r["speedup"] else "-" for p in peers],
+                     checks, adapter])
     lines += _grid(head, rows)
     lines += ["", "median time per step"]
     names = ["gradstep", *extra, "roof", *peers]
