@@ -43,9 +43,15 @@ def test_bench_quick_writes_table_json_and_png(tmp_path):
     png = (tmp_path / "bench.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
 
-    # A kept result can be compared with a new one.
+    # A kept result can be compared with a new one, and reported again.
     text = bench.compare(record, record)
     assert "new/old" in text and "1.00" in text
+    again = subprocess.run([sys.executable, "-m", "gradstep.cli", "bench", "--load", str(tmp_path / "bench.json"),
+                            "--compare", str(tmp_path / "bench.json"), "--out", str(tmp_path / "again")],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (tmp_path / "again" / "bench.txt").read_text().startswith(table)
+    assert (tmp_path / "again" / "bench.png").is_file()
 
 
 def test_case_parsing():

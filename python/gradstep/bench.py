@@ -13,7 +13,9 @@ All candidates of a case run in one process, interleaved round-robin: each
 round sleeps first so that torch's OpenMP threads, which spin for ~10 ms
 after every torch op, have parked, then every candidate warms up (a few
 steps, untimed) and takes one sample of back-to-back steps. Reported times
-are medians over rounds of the time per step, Python call included.
+are medians over rounds of the time per step, Python call included. Cases
+of 4M elements and more get new buffers every round (physical placement
+matters to DRAM-bound steps; see measure).
 
 Results print as a table; with ``--out DIR`` the table, a JSON record (with
 the machine, versions and settings, to keep and ``--compare`` against later)
@@ -34,7 +36,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -48,6 +50,8 @@ DEFAULT_CASES = "4096,65536,1048576,16777216,200x5000"
 QUICK_CASES = "4096,20x5000"
 OPTIMIZERS = ("adam", "sgd", "adagrad", "rmsprop", "adadelta")
 PEERS = ("numpy", "torch-loop", "torch-foreach", "torch-fused", "deepspeed")
+# Cases of at least this many elements (DRAM-resident) get new buffers every round.
+FRESH_ELEMENTS = 1 << 22
 # torch's OpenMP workers spin for about 10 ms after each parallel region
 # (measured on the 2-core test VM); a round starts after they have parked.
 TORCH_SETTLE_S = 0.02
@@ -218,8 +222,6 @@ def bytes_per_element(spec: Spec, itemsize: int) -> int:
 class Candidate:
     name: str
     step: Callable[[], Any]
-    k: int = 1  # steps per sample
-    samples: list[float] = field(default_factory=list)  # seconds per step
 
 
 def _problem(case: Case, dtype: np.dtype, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -305,6 +307,10 @@ def torch_candidates(spec: Spec, params: list[np.ndarray], grads: list[np.ndarra
     return out
 
 
+def torch_present() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
 def deepspeed_available() -> bool:
     return importlib.util.find_spec("deepspeed") is not None
 
@@ -355,26 +361,42 @@ def _run_for(fn: Callable[[], Any], seconds: float, at_least: int) -> None:
         done += 1
 
 
-def measure(cands: Sequence[Candidate], rounds: int, sample_s: float, warm_s: float,
-            settle_s: float) -> None:
-    """Fill each candidate's samples: `rounds` interleaved samples of ~sample_s each."""
+def measure(make: Callable[[], list[Candidate]], rounds: int, sample_s: float, warm_s: float,
+            settle_s: float, fresh: bool) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """`rounds` interleaved samples of ~sample_s per candidate: seconds per step, and steps per sample.
+
+    With `fresh`, the candidates (and so all their buffers) are made anew every
+    round: where a large array lands in physical memory (which DRAM banks its
+    pages share with the other arrays of the step) can change a streaming
+    step's time by tens of percent, and it stays fixed for an allocation's
+    life; new allocations each round let the median average over it.
+    """
+    cands = make()
+    steps: dict[str, int] = {}
     for c in cands:  # calibrate steps per sample
         c.step()
         start = time.perf_counter()
         c.step()
         once = time.perf_counter() - start
-        c.k = max(1, min(100_000, round(sample_s / max(once, 1e-7))))
-    for _ in range(rounds):
+        steps[c.name] = max(1, min(100_000, round(sample_s / max(once, 1e-7))))
+    samples: dict[str, list[float]] = {c.name: [] for c in cands}
+    for r in range(rounds):
+        if fresh and r:
+            del cands[:]
+            gc.collect()
+            cands = make()
         if settle_s:
             time.sleep(settle_s)
         for c in cands:
             # Untimed warm-up: at least two steps, so the thread pool sees
             # back-to-back steps and the caches hold what they will hold.
             _run_for(c.step, warm_s, 2)
+            k = steps[c.name]
             start = time.perf_counter()
-            for _ in range(c.k):
+            for _ in range(k):
                 c.step()
-            c.samples.append((time.perf_counter() - start) / c.k)
+            samples[c.name].append((time.perf_counter() - start) / k)
+    return samples, steps
 
 
 # -- one run -----------------------------------------------------------------------
@@ -426,10 +448,11 @@ def versions() -> dict[str, Optional[str]]:
 
 def run_case(spec: Spec, case: Case, dtype: np.dtype, rounds: int, sample_s: float,
              warm_s: float, settle_s: float) -> dict[str, Any]:
-    cands = make_candidates(spec, case, dtype)
-    measure(cands, rounds, sample_s, warm_s, settle_s if any(c.name.startswith(("torch", "deepspeed"))
-                                                              for c in cands) else 0.0)
-    medians = {c.name: statistics.median(c.samples) for c in cands}
+    # Large cases live in DRAM: fresh buffers every round (see measure).
+    fresh = case.elements >= FRESH_ELEMENTS
+    samples, steps = measure(lambda: make_candidates(spec, case, dtype), rounds, sample_s, warm_s,
+                             settle_s if torch_present() else 0.0, fresh)
+    medians = {name: statistics.median(v) for name, v in samples.items()}
     per_step = bytes_per_element(spec, dtype.itemsize) * case.elements
     gbps = {name: per_step / t / 1e9 for name, t in medians.items()}
     ours = medians["gradstep"]
@@ -441,14 +464,14 @@ def run_case(spec: Spec, case: Case, dtype: np.dtype, rounds: int, sample_s: flo
         "bytes_per_element": bytes_per_element(spec, dtype.itemsize),
         "bytes_per_step": per_step,
         "median_seconds": medians,
-        "samples": {c.name: c.samples for c in cands},
-        "steps_per_sample": {c.name: c.k for c in cands},
+        "samples": samples,
+        "steps_per_sample": steps,
+        "fresh_buffers_each_round": fresh,
         "gbps": gbps,
         "roof_gbps": gbps["roof"],
         "roof_fraction": gbps["gradstep"] / gbps["roof"],
         "speedup": {name: t / ours for name, t in medians.items() if name in PEERS},
     }
-    del cands
     gc.collect()
     return result
 
@@ -541,7 +564,7 @@ def table(record: dict[str, Any]) -> str:
         rows.append([r["optimizer"], r["case"], str(r["bytes_per_element"]), fmt_time(t),
                      f"{r['gbps']['gradstep']:.1f}", f"{r['roof_gbps']:.1f}",
                      f"{100 * r['roof_fraction']:.0f}%",
-                     *[f"{r['speedup'][p]:.1f}x" if p in r["speedup"] else "-" for p in peers],
+                     *[_ratio(r["speedup"][p]) if p in r["speedup"] else "-" for p in peers],
                      checks, adapter])
     lines += _grid(head, rows)
     lines += ["", "median time per step"]
@@ -551,6 +574,10 @@ def table(record: dict[str, Any]) -> str:
             for r in results]
     lines += _grid(["optimizer", "case", *names], rows)
     return "\n".join(lines) + "\n"
+
+
+def _ratio(x: float) -> str:
+    return f"{x:.2f}x" if x < 10 else f"{x:.1f}x"
 
 
 def _grid(head: list[str], rows: list[list[str]]) -> list[str]:
@@ -638,6 +665,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--isa", help="force gradstep's ISA target for the run (e.g. scalar)")
     parser.add_argument("--compare", type=Path, metavar="OLD_JSON",
                         help="also print this run against an earlier bench.json")
+    parser.add_argument("--load", type=Path, metavar="JSON",
+                        help="time nothing: report (and --out, --compare) a saved bench.json")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -649,17 +678,22 @@ def run(args: argparse.Namespace) -> int:
     threads = args.threads or gs.get_num_threads()
     rounds = args.rounds or (3 if args.quick else 9)
     old = json.loads(args.compare.read_text()) if args.compare else None
-    isa_before = gs.isa()
-    if args.isa:
-        gs.set_isa(args.isa)
-    try:
-        record = run_all(optimizers, cases, np.dtype(args.dtype), threads, rounds,
-                         sample_s=0.001 if args.quick else 0.02,
-                         warm_s=0.0003 if args.quick else 0.002,
-                         settle_s=TORCH_SETTLE_S / 2 if args.quick else TORCH_SETTLE_S,
-                         progress=lambda msg: print(f"  timing {msg} ...", file=sys.stderr, flush=True))
-    finally:
-        gs.set_isa(isa_before)
+    if args.load:
+        record = json.loads(args.load.read_text())
+        if record.get("format") != FORMAT:
+            raise SystemExit(f"gradstep bench: {args.load} is not a {FORMAT} record")
+    else:
+        isa_before = gs.isa()
+        if args.isa:
+            gs.set_isa(args.isa)
+        try:
+            record = run_all(optimizers, cases, np.dtype(args.dtype), threads, rounds,
+                             sample_s=0.001 if args.quick else 0.02,
+                             warm_s=0.0003 if args.quick else 0.002,
+                             settle_s=TORCH_SETTLE_S / 2 if args.quick else TORCH_SETTLE_S,
+                             progress=lambda msg: print(f"  timing {msg} ...", file=sys.stderr, flush=True))
+        finally:
+            gs.set_isa(isa_before)
     text = table(record)
     if old is not None:
         text += "\n" + compare(old, record)
