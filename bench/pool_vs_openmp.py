@@ -5,8 +5,8 @@ step. torch runs its ops on an OpenMP runtime whose threads spin for
 milliseconds after each op. This script times that alternation with the
 optimizer step done two ways, each with the same number of threads:
 
-- gradstep, an Adam step on one float32 tensor: by default on the OpenMP team
-  torch has loaded; with GRADSTEP_THREADING=pool on gradstep's own pool;
+- gradstep, an Adam step on one float32 tensor: by default on gradstep's own
+  pool; with GRADSTEP_THREADING=openmp on the OpenMP team torch has loaded;
 - the same Adam loop in C with ``#pragma omp parallel for`` (compiled here
   with the system compiler against the system libgomp, as an extension built
   with -fopenmp would be), called through ctypes.
@@ -17,7 +17,7 @@ It also reports both steps alone (no torch op in between). Needs a C
 compiler with OpenMP and torch. Example:
 
     python bench/pool_vs_openmp.py --elements 1048576 --threads 2
-    GRADSTEP_THREADING=pool python bench/pool_vs_openmp.py
+    GRADSTEP_THREADING=openmp python bench/pool_vs_openmp.py
 """
 
 from __future__ import annotations
@@ -107,8 +107,8 @@ def main() -> None:
                 b = b @ a
 
         times: dict[str, list[float]] = {}
-        gs_name = "gradstep, " + ("own pool" if os.environ.get("GRADSTEP_THREADING") == "pool"
-                                  else "borrowed team")
+        gs_name = "gradstep, " + ("borrowed team" if os.environ.get("GRADSTEP_THREADING") == "openmp"
+                                  else "own pool")
 
         def timed(key: str, fn) -> None:  # type: ignore[no-untyped-def]
             start = time.perf_counter()

@@ -1,13 +1,15 @@
-// Threads for large steps: the process's OpenMP runtime when one is already
-// loaded (torch loads libgomp), else a small persistent pool of our own.
+// Threads for large steps: a small persistent pool of our own, or, opted
+// into with GRADSTEP_THREADING=openmp, the OpenMP team of a runtime already
+// loaded in the process (torch loads libgomp).
 //
-// Why borrow a loaded OpenMP runtime: torch runs its ops on an OpenMP team
-// whose threads spin for ~10 ms after every op (measured on the 2-core test
-// VM). Threads of our own, right after a torch op, would compete with those
-// spinning threads for the same cores. Handing our blocks to torch's team
-// (GOMP_parallel, found with dlopen(RTLD_NOLOAD), never loading a runtime
-// ourselves) keeps one set of threads per process. Measured: README,
-// Performance section. Opt-in: GRADSTEP_THREADING=openmp (see pool_forced).
+// Why offer the borrowed team: torch runs its ops on an OpenMP team whose
+// threads spin for ~10 ms after every op (measured on the 2-core test VM).
+// Threads of our own, right after a torch op, compete with those spinning
+// threads for the same cores (bench/pool_vs_openmp.py: a 1M-element Adam
+// step after a torch op, 597 us on the borrowed team, 902 us on the own
+// pool). Handing our blocks to torch's team (GOMP_parallel, found with
+// dlopen(RTLD_NOLOAD), never loading a runtime ourselves) keeps one set of
+// threads per process. Why it is not the default: see pool_forced.
 //
 // Why not link OpenMP ourselves: with no torch around, libgomp's spinning
 // would burn a core for milliseconds after every step of a numpy training

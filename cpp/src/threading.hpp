@@ -26,10 +26,11 @@ using SliceFn = void (*)(void* ctx, std::size_t first, std::size_t last);
 // Calls fn(ctx, first, last) on disjoint chunk ranges covering the whole plan
 // and returns when all are done. Steps of fewer than `min_parallel` elements
 // run on the calling thread alone; larger ones are shared, block by block,
-// among num_threads() threads: the team of an OpenMP runtime already loaded
-// in the process (torch's), else the caller and the pool's workers (those
+// among num_threads() threads: the caller and the pool's workers (those
 // still polling after a recent step, and, for steps several times larger
-// than min_parallel or back-to-back steps, parked ones too, woken for it).
+// than min_parallel or back-to-back steps, parked ones too, woken for it),
+// or with GRADSTEP_THREADING=openmp the team of an OpenMP runtime already
+// loaded in the process (torch's).
 void run_plan(const WorkPlan& plan, std::size_t min_parallel, SliceFn fn, void* ctx);
 
 template <class F>
