@@ -154,3 +154,13 @@ def test_process_killed_mid_save_leaves_a_loadable_checkpoint(tmp_path):
     opt = gs.load(path, [np.zeros(3_000_000, np.float32)])
     assert opt.step_count >= 1
     assert np.all(opt.state["exp_avg"][0] > 0)
+
+
+def test_zero_dimensional_params_round_trip(tmp_path):
+    w = np.zeros((), np.float64)
+    opt = gs.Adam([w, np.ones((2, 3))], lr=0.1, amsgrad=True)
+    opt.step([np.ones(()), np.ones((2, 3))])
+    gs.save(opt, tmp_path / "c.npz")
+    loaded = gs.load(tmp_path / "c.npz", [w.copy(), np.ones((2, 3))])
+    assert loaded.state["exp_avg"][0].shape == ()
+    assert loaded.state["exp_avg"][0].tobytes() == opt.state["exp_avg"][0].tobytes()

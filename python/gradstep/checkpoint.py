@@ -33,7 +33,7 @@ class CheckpointError(ValueError):
 def _digest(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
     h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
     for key in sorted(arrays):
-        a = np.ascontiguousarray(arrays[key])
+        a = arrays[key]  # tobytes() is C order whatever the layout
         h.update(f"{key}:{a.dtype.str}:{a.shape}".encode())
         h.update(a.tobytes())
     return h.hexdigest()
@@ -63,7 +63,8 @@ def save(optimizer: Any, path: PathLike) -> None:
             "pickle; use a gradstep schedule or a number"
         )
     arrays = {
-        f"state/{name}/{i}": np.ascontiguousarray(a)
+        # Not ascontiguousarray: it turns a 0-d state into shape (1,).
+        f"state/{name}/{i}": np.asarray(a).copy(order="C")
         for name, buffers in sd["state"].items()
         for i, a in enumerate(buffers)
     }
