@@ -8,31 +8,32 @@ import torch
 
 import gradstep as gs
 
+import float32_accuracy
 from conftest import CASES, case_id, make_problem
 
 STEPS = 45
 TOLERANCE = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=1e-5, atol=1e-6)}
 
 
-def assert_float32_as_good_as_torch(got, torch32, truth64):
-    """float32 results round differently from torch's (it fuses multiply-adds),
-    and ill-conditioned cases (centered RMSprop with small alpha subtracts
-    nearly equal numbers) amplify that. So: close to torch's float32 result,
-    and no further from the float64 truth than torch's own float32 result is."""
-    np.testing.assert_allclose(got, torch32, rtol=1e-4, atol=1e-5)
-    ours = np.max(np.abs(got.astype(np.float64) - truth64), initial=0.0)
-    theirs = np.max(np.abs(torch32.astype(np.float64) - truth64), initial=0.0)
-    assert ours <= 2 * theirs + 1e-6, (ours, theirs)
-
-
 def run_torch(name, lr, opts, params, grads):
-    tensors = [torch.tensor(p).requires_grad_() for p in params]
-    topt = getattr(torch.optim, name)(tensors, lr=lr, foreach=False, **opts)
-    for step_grads in grads:
-        for t, g in zip(tensors, step_grads):
-            t.grad = torch.tensor(g)
-        topt.step()
-    return [t.detach().numpy() for t in tensors], topt
+    """torch.optim in the params' own dtype: its params (same dtype) and the optimizer."""
+    _, topt = float32_accuracy.run_torch(name, lr, opts, params, grads,
+                                         dtype=torch.from_numpy(params[0]).dtype)
+    return [t.detach().numpy() for t in topt.param_groups[0]["params"]], topt
+
+
+_float64_runs: dict[str, tuple] = {}
+
+
+def float64_runs(case, params, grads):
+    """The float64 truth and the float32-storage-only run of a case (the same for every ISA)."""
+    key = case_id(case)
+    if key not in _float64_runs:
+        name, lr, opts = case
+        _float64_runs[key] = tuple(
+            float32_accuracy.run_torch(name, lr, opts, params, grads, storage_float32=s)[0]
+            for s in (False, True))
+    return _float64_runs[key]
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -53,11 +54,11 @@ def test_matches_torch(case, dtype, each_isa):
             assert got.dtype == dtype
             np.testing.assert_allclose(got, want, **TOLERANCE[dtype])
     else:
-        truth, _ = run_torch(name, lr, opts, [p.astype(np.float64) for p in params],
-                             [[g.astype(np.float64) for g in gs_] for gs_ in grads])
-        for got, want, true in zip(mine, expected, truth):
+        truth, storage_only = float64_runs(case, params, grads)
+        for got, want in zip(mine, expected):
             assert got.dtype == dtype
-            assert_float32_as_good_as_torch(got, want, true)
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)  # torch's float32, this CPU
+        float32_accuracy.assert_float32_accurate(mine, truth, storage_only, case_id(case))
     # The states agree with torch's too, under torch's names.
     torch_state = topt.state_dict()["state"]
     for name_, arrays in opt.state.items():

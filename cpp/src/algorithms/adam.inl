@@ -7,8 +7,15 @@
 //   denom  = sqrt(v) / sqrt(1 - beta2^step) + eps
 //   p     -= lr / (1 - beta1^step) * m / denom
 // eps is added after the bias correction of v, as torch does.
+//
+// AdamW's decay and update are applied to float32 params in double and
+// rounded once: rounded separately, p * (1 - lr * wd) rounds in the same
+// direction step after step for a param that barely moves, and that bias
+// grows linearly, to several times the error of storing p once per step
+// (torch's float32 has it too). Plain IEEE double operations, so every ISA
+// target gives the same bits; for float64 params it is the same arithmetic.
 
-template <class T, bool kL2, bool kAmsgrad>
+template <class T, bool kL2, bool kAmsgrad, bool kDecoupled>
 void adam_range(const TensorView& t, std::size_t begin, std::size_t end, const AdamOptions& o,
                 Lerp m_lerp, double param_scale, double neg_step_size, double bc2_sqrt, double grad_scale) {
   T* __restrict p = param_of<T>(t);
@@ -17,13 +24,14 @@ void adam_range(const TensorView& t, std::size_t begin, std::size_t end, const A
   T* __restrict v = state_of<T>(t, 1);
   T* __restrict vmax = state_of<T>(t, 2);
   const T scale = T(grad_scale);  // ±1 (maximize) times any clipping factor
-  const T decay = T(param_scale), wd = T(o.weight_decay);
+  const T wd = T(o.weight_decay);
   const T m_coeff = T(m_lerp.coeff);
   const bool m_from_end = m_lerp.from_end;
   const T beta2 = T(o.beta2), one_minus_beta2 = T(1.0 - o.beta2);
   const T bc2 = T(bc2_sqrt), eps = T(o.eps), neg_step = T(neg_step_size);
   for (std::size_t i = begin; i < end; ++i) {
-    const T pi = p[i] * decay;  // exact (x * 1) unless AdamW decays
+    const double decayed = double(p[i]) * param_scale;
+    const T pi = kDecoupled ? T(decayed) : p[i];
     T gi = scale * g[i];
     if (kL2) gi = gi + wd * pi;
     const T mi = lerp(m[i], gi, m_from_end, m_coeff);
@@ -35,7 +43,10 @@ void adam_range(const TensorView& t, std::size_t begin, std::size_t end, const A
       vmax[i] = vi;
     }
     const T denom = sqrt_(vi) / bc2 + eps;
-    p[i] = pi + neg_step * (mi / denom);
+    if (kDecoupled)
+      p[i] = T(decayed + neg_step_size * double(mi / denom));
+    else
+      p[i] = pi + neg_step * (mi / denom);
   }
 }
 
@@ -52,7 +63,10 @@ void adam_chunks(const AdamOptions& o, const detail::Job& job, std::size_t first
     using T = std::remove_pointer_t<decltype(type)>;
     with_flag(l2, [&](auto l2f) {
       with_flag(o.amsgrad, [&](auto ams) {
-        adam_range<T, l2f.value, ams.value>(t, b, e, o, m_lerp, param_scale, neg_step_size, bc2_sqrt, job.grad_scale);
+        with_flag(decoupled, [&](auto dec) {
+          adam_range<T, l2f.value, ams.value, dec.value>(t, b, e, o, m_lerp, param_scale, neg_step_size,
+                                                         bc2_sqrt, job.grad_scale);
+        });
       });
     });
   });

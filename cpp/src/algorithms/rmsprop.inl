@@ -5,6 +5,16 @@
 //   avg  = sqrt(sq - ga * ga) + eps   (centered)   or  sqrt(sq) + eps
 //   buf  = momentum * buf + g / avg,  p -= lr * buf   (momentum > 0)
 //   p   -= lr * g / avg                              (otherwise)
+//
+// Centered, the variance sq - ga*ga subtracts two nearly equal numbers when
+// the gradient barely varies (small alpha, steady gradients): any rounding in
+// sq or ga is amplified by sq / (sq - ga*ga). So for float32 buffers the
+// centered moments are updated and subtracted in double, from the stored
+// float32 states, and rounded to float32 once, when stored; the variance uses
+// the unrounded values. What is left of float32 error is the storage of sq
+// and ga between steps. Plain IEEE double operations in the same order on
+// every target, so every ISA still gives the same bits; for float64 buffers
+// this is exactly the arithmetic of the plain form.
 
 template <class T, bool kL2, bool kMomentum, bool kCentered>
 void rmsprop_range(const TensorView& t, std::size_t begin, std::size_t end, const RmspropOptions& o,
@@ -17,19 +27,22 @@ void rmsprop_range(const TensorView& t, std::size_t begin, std::size_t end, cons
   const T scale = T(grad_scale);  // ±1 (maximize) times any clipping factor
   const T wd = T(o.weight_decay), alpha = T(o.alpha), one_minus_alpha = T(1.0 - o.alpha);
   const T eps = T(o.eps), mom = T(o.momentum), neg_lr = T(-o.lr);
-  const T ga_coeff = T(ga_lerp.coeff);
+  const double alpha_d = o.alpha, one_minus_alpha_d = 1.0 - o.alpha;
   const bool ga_from_end = ga_lerp.from_end;
   for (std::size_t i = begin; i < end; ++i) {
     T gi = scale * g[i];
     if (kL2) gi = gi + wd * p[i];
-    const T s = sq[i] * alpha + one_minus_alpha * gi * gi;
-    sq[i] = s;
     T avg;
     if (kCentered) {
-      const T a = lerp(ga[i], gi, ga_from_end, ga_coeff);
-      ga[i] = a;
-      avg = sqrt_(s + T(-1) * a * a) + eps;
+      const double gd = double(gi);
+      const double s = double(sq[i]) * alpha_d + one_minus_alpha_d * gd * gd;
+      const double a = lerp(double(ga[i]), gd, ga_from_end, ga_lerp.coeff);
+      sq[i] = T(s);
+      ga[i] = T(a);
+      avg = T(sqrt_(s - a * a)) + eps;
     } else {
+      const T s = sq[i] * alpha + one_minus_alpha * gi * gi;
+      sq[i] = s;
       avg = sqrt_(s) + eps;
     }
     if (kMomentum) {
