@@ -1,35 +1,19 @@
 // Unit tests of the public C++ API: validation, aliasing checks, per-ISA
-// bit identity, and the convenience step(). Prints "N passed, M failed".
+// bit identity, the convenience step(), and (test_threads.cpp) threaded steps.
+// Prints "N passed, M failed".
 #include <gradstep/gradstep.hpp>
+
+#include "check.hpp"
 
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
 namespace {
-int passed = 0, failed = 0;
-
-void check(bool ok, const char* what) {
-  if (ok) {
-    ++passed;
-  } else {
-    ++failed;
-    std::printf("FAILED: %s\n", what);
-  }
-}
-
-template <class F>
-bool throws_invalid(F&& f, const char* needle) {
-  try {
-    f();
-  } catch (const std::invalid_argument& e) {
-    return std::strstr(e.what(), needle) != nullptr;
-  }
-  return false;
-}
+using gradstep_test::check;
+using gradstep_test::throws_invalid;
 
 struct Adam1 {
   std::vector<double> p, g, m, v;
@@ -100,6 +84,7 @@ int main() {
     check(same && !results.empty(), "bit-identical across ISA targets");
     check(throws_invalid([] { gradstep::set_isa("nope"); }, "unknown"), "unknown ISA rejected");
   }
-  std::printf("%d passed, %d failed\n", passed, failed);
-  return failed == 0 ? 0 : 1;
+  gradstep_test::run_thread_tests();
+  std::printf("%d passed, %d failed\n", gradstep_test::passed, gradstep_test::failed);
+  return gradstep_test::failed == 0 ? 0 : 1;
 }
