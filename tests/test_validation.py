@@ -151,6 +151,7 @@ BAD_HYPER = [
     ("Adagrad", "initial_accumulator_value", math.inf),
     ("Adadelta", "rho", 1.5), ("Adadelta", "rho", -0.1), ("Adadelta", "eps", math.nan),
     ("RMSprop", "alpha", -0.5), ("RMSprop", "momentum", -1.0), ("RMSprop", "eps", math.inf),
+    ("RMSprop", "alpha", 1.5), ("RMSprop", "momentum", 1.01), ("SGD", "momentum", 2.0),
     ("Adam", "betas", (1.0, 0.999)), ("Adam", "betas", (0.9, 1.0)), ("Adam", "betas", (-0.1, 0.9)),
     ("Adam", "betas", (0.9, math.nan)), ("Adam", "eps", -1e-8), ("Adam", "weight_decay", -0.1),
     ("AdamW", "betas", (0.9, 1.5)), ("AdamW", "weight_decay", math.inf),
@@ -164,6 +165,23 @@ def test_bad_hyperparameter_is_rejected_at_construction(name, key, value):
     with pytest.raises(ValueError, match=arg):
         getattr(gs, name)([p], **{key: value})
     assert np.array_equal(p, np.ones(3, np.float32))
+
+
+def test_rmsprop_alpha_above_one_would_turn_torch_nan():
+    # Why alpha is kept to [0, 1] although torch accepts any alpha >= 0: the
+    # square average's weight 1 - alpha goes negative, the average below zero.
+    import torch
+
+    t = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    topt = torch.optim.RMSprop([t], lr=0.01, alpha=1.5)
+    for k in range(3):
+        t.grad = torch.full((3,), 1.0 + k, dtype=torch.float64)
+        topt.step()
+    assert torch.isnan(t).all()
+    p, sq = np.ones(3), np.zeros(3)
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
+        gs.kernels.rmsprop_step(p, np.ones(3), sq, lr=0.01, step=1, alpha=1.5)
+    assert np.array_equal(p, np.ones(3)) and np.array_equal(sq, np.zeros(3))
 
 
 def test_nesterov_needs_momentum_and_no_dampening():

@@ -57,9 +57,14 @@ std::string tensor_error(std::size_t t, const char* what) {
 
 }  // namespace
 
+// Decay factors are kept to [0, 1] even where torch checks only >= 0: above 1
+// a running average's weight 1 - factor turns negative (RMSprop's square
+// average can then go below zero and the step turns NaN), and a momentum
+// above 1 weighs old gradients more than new ones, so the buffer grows
+// geometrically. 1 itself is meaningful (no decay: a plain sum).
 void validate(const SgdOptions& o) {
   require_nonneg("lr", o.lr);
-  require_nonneg("momentum", o.momentum);
+  require_unit("momentum", o.momentum, true);
   require_unit("dampening", o.dampening, true);
   require_nonneg("weight_decay", o.weight_decay);
   if (o.nesterov && (o.momentum <= 0.0 || o.dampening != 0.0))
@@ -79,10 +84,10 @@ void validate(const AdadeltaOptions& o) {
 }
 void validate(const RmspropOptions& o) {
   require_nonneg("lr", o.lr);
-  require_nonneg("alpha", o.alpha);
+  require_unit("alpha", o.alpha, true);
   require_nonneg("eps", o.eps);
   require_nonneg("weight_decay", o.weight_decay);
-  require_nonneg("momentum", o.momentum);
+  require_unit("momentum", o.momentum, true);
 }
 void validate(const AdamOptions& o) {
   require_nonneg("lr", o.lr);
