@@ -17,6 +17,7 @@ whichever it is (``lr_scale``, floored at its ``min_lr``).
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -28,6 +29,46 @@ from gradstep import _core
 from gradstep.flat import FlatBuffers
 from gradstep.ranges import check_learning_rate
 from gradstep.schedules import Schedule, from_dict
+
+class _StepLock:
+    """One step, snapshot or load at a time, and a clear error on re-entry.
+
+    A callback run inside a step (a callable lr, a grad's ``__dlpack__``)
+    that calls back into the same optimizer would otherwise deadlock on a
+    plain lock, or, with a reentrant one, see or change a half-done step.
+    """
+
+    __slots__ = ("_lock", "_owner")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owner: Optional[int] = None
+
+    def __enter__(self) -> None:
+        if not self._lock.acquire(False):  # the uncontended path reads no thread id
+            if self._owner == threading.get_ident():
+                raise RuntimeError(
+                    "this optimizer was called from inside its own step (a callback of that "
+                    "step re-entered it); step, state_dict and load_state_dict cannot nest"
+                )
+            self._lock.acquire()
+        self._owner = threading.get_ident()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._owner = None
+        self._lock.release()
+
+
+def _serialized(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run the method under the optimizer's step lock (see _StepLock)."""
+
+    @functools.wraps(method)
+    def locked(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
 
 class StepResult(NamedTuple):
     """What a step did."""
@@ -82,8 +123,9 @@ class Optimizer:
         self._options.validate()
         self._step_count = 0
         # One step at a time: the step number, the options and the buffers
-        # must not be shared by two steps in flight from different threads.
-        self._lock = threading.Lock()
+        # must not be shared by two steps in flight from different threads,
+        # and a snapshot or a load never sees half a step.
+        self._lock = _StepLock()
         self._options_lr: Optional[float] = None  # the rate last written to _options
         mask = self._options.state_mask
         used = [name for slot, name in enumerate(self._state_names) if mask & (1 << slot)]
@@ -221,6 +263,7 @@ class Optimizer:
     def _update_hyperparameters(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    @_serialized
     def state_dict(self) -> dict[str, Any]:
         """Plain numbers, dicts and numpy arrays (copies); no pickle needed to store it.
 
@@ -241,6 +284,7 @@ class Optimizer:
             "state": {name: [a.copy() for a in arrays] for name, arrays in self.state.items()},
         }
 
+    @_serialized
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a state_dict from an optimizer of the same kind and shapes.
 
