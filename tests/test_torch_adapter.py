@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import numpy as np
 import pytest
@@ -161,3 +162,140 @@ def test_unsupported_tensors_get_clear_errors():
     with pytest.raises(TypeError, match="sparse"):
         opt.step()
     assert torch.equal(p.detach(), torch.zeros(4))
+
+
+# -- all-or-nothing validation ---------------------------------------------
+
+def snapshot(opt):
+    """Everything a step may change: params, state tensors and steps, param_groups."""
+    params = [p.detach().clone() for g in opt.param_groups for p in g["params"]]
+    state = {id(p): {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in s.items()}
+             for p, s in opt.state.items()}
+    groups = [{k: (list(v) if k == "params" else v) for k, v in g.items()} for g in opt.param_groups]
+    return params, state, groups
+
+
+def assert_unchanged(opt, before):
+    params, state, groups = snapshot(opt)
+    assert len(params) == len(before[0]) and all(torch.equal(a, b) for a, b in zip(params, before[0]))
+    assert state.keys() == before[1].keys()
+    for key, s in state.items():
+        assert s.keys() == before[1][key].keys()
+        for name, v in s.items():
+            old = before[1][key][name]
+            assert torch.equal(v, old) if isinstance(v, torch.Tensor) else v == old
+    assert len(groups) == len(before[2])
+    for g, old in zip(groups, before[2]):
+        assert g.keys() == old.keys()
+        assert all(a is b for a, b in zip(g["params"], old["params"]))
+
+
+def two_groups(name="Adam", **kwargs):
+    torch.manual_seed(0)
+    ps = [torch.nn.Parameter(torch.randn(s, dtype=torch.float64)) for s in [(4,), (3, 2), (5,), (2, 2)]]
+    opt = getattr(gt, name)([{"params": ps[:2]}, {"params": ps[2:]}], lr=0.1, **kwargs)
+    return ps, opt
+
+
+def set_grads(ps):
+    for p in ps:
+        p.grad = torch.randn_like(p)
+
+
+def corrupt(ps, opt, how):
+    bad = ps[3]
+    if how == "sparse grad":
+        bad.grad = torch.randn_like(bad).to_sparse()
+    elif how == "float16 grad":
+        bad.grad.data = bad.grad.data.half()
+    elif how == "grad shape":
+        bad.grad.data = torch.zeros(7, dtype=bad.dtype)
+    elif how == "float16 param":
+        bad.data = bad.data.half()
+        bad.grad = None
+        bad.grad = torch.zeros_like(bad)
+    elif how == "negative lr":
+        opt.param_groups[1]["lr"] = -1.0
+    elif how == "bad betas":
+        opt.param_groups[1]["betas"] = (1.5, 0.9)
+    elif how == "capturable":
+        opt.param_groups[1]["capturable"] = True
+    elif how == "state shape":
+        opt.state[bad]["exp_avg"] = torch.zeros(9, dtype=bad.dtype)
+    elif how == "state dtype":
+        opt.state[bad]["exp_avg_sq"] = opt.state[bad]["exp_avg_sq"].float()
+
+
+BAD_INPUTS = ["sparse grad", "float16 grad", "grad shape", "float16 param", "negative lr",
+              "bad betas", "capturable", "state shape", "state dtype"]
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["fresh", "warm"])
+@pytest.mark.parametrize("how", BAD_INPUTS)
+def test_bad_input_in_a_later_group_changes_nothing(how, warm):
+    ps, opt = two_groups()
+    set_grads(ps)
+    if warm or how.startswith("state"):
+        opt.step()
+        set_grads(ps)
+    corrupt(ps, opt, how)
+    before = snapshot(opt)
+    where = "param_groups[1]" if how in ("negative lr", "bad betas", "capturable") else \
+        "param_groups[1]['params'][1]"
+    with pytest.raises((TypeError, ValueError, NotImplementedError), match=re.escape(where)):
+        opt.step()
+    assert_unchanged(opt, before)
+
+
+def test_sparse_grad_in_group_one_leaves_group_zero_and_its_steps_alone():
+    ps, opt = two_groups("SGD", momentum=0.9)
+    set_grads(ps)
+    opt.step()
+    set_grads(ps)
+    ps[2].grad = ps[2].grad.to_sparse()
+    before = snapshot(opt)
+    with pytest.raises(TypeError, match=r"param_groups\[1\]\['params'\]\[0\]: .*sparse"):
+        opt.step()
+    assert_unchanged(opt, before)
+
+
+@pytest.mark.parametrize("how", ["float16 param", "duplicate param", "param in another group",
+                                 "negative lr", "bad eps", "capturable", "meta param",
+                                 "overlapping param"])
+def test_failing_add_param_group_changes_nothing(how):
+    ps, opt = two_groups()
+    set_grads(ps)
+    opt.step()
+    new = torch.nn.Parameter(torch.randn(3, dtype=torch.float64))
+    group = {"params": [new]}
+    if how == "float16 param":
+        group["params"] = [new, torch.nn.Parameter(torch.zeros(2, dtype=torch.float16))]
+    elif how == "duplicate param":
+        group["params"] = [new, new]
+    elif how == "param in another group":
+        group["params"] = [new, ps[0]]
+    elif how == "negative lr":
+        group["lr"] = -0.1
+    elif how == "bad eps":
+        group["eps"] = -1.0
+    elif how == "capturable":
+        group["capturable"] = True
+    elif how == "meta param":
+        group["params"] = [new, torch.nn.Parameter(torch.zeros(2, device="meta"))]
+    elif how == "overlapping param":
+        group["params"] = [new, torch.nn.Parameter(torch.zeros(3, 1, dtype=torch.float64).expand(3, 4))]
+    before = snapshot(opt)
+    with pytest.raises((TypeError, ValueError, NotImplementedError), match=re.escape("param_groups[2]")):
+        opt.add_param_group(group)
+    assert_unchanged(opt, before)
+    opt.step()  # the optimizer still works
+
+
+@pytest.mark.parametrize("how", ["float16 param", "overlapping param", "meta param"])
+def test_construction_errors_name_the_param(how):
+    bad = {"float16 param": torch.zeros(2, dtype=torch.float16),
+           "overlapping param": torch.zeros(3, 1).expand(3, 4),
+           "meta param": torch.zeros(2, device="meta")}[how]
+    good = [torch.nn.Parameter(torch.zeros(2)) for _ in range(3)]
+    with pytest.raises((TypeError, ValueError), match=re.escape("param_groups[1]['params'][1]:")):
+        gt.Adam([{"params": good[:1]}, {"params": [good[1], torch.nn.Parameter(bad), good[2]]}])
