@@ -299,3 +299,75 @@ def test_construction_errors_name_the_param(how):
     good = [torch.nn.Parameter(torch.zeros(2)) for _ in range(3)]
     with pytest.raises((TypeError, ValueError), match=re.escape("param_groups[1]['params'][1]:")):
         gt.Adam([{"params": good[:1]}, {"params": [good[1], torch.nn.Parameter(bad), good[2]]}])
+
+
+# -- dense params in any layout --------------------------------------------
+
+def layout_params(seed=0):
+    torch.manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(8, 3, 5, 5, dtype=torch.float64)
+                               .to(memory_format=torch.channels_last)),
+            torch.nn.Parameter(torch.randn(5, 7, dtype=torch.float64).t()),
+            torch.nn.Parameter(torch.randn(4, 1, 6, dtype=torch.float64).permute(2, 1, 0)),
+            torch.nn.Parameter(torch.randn((), dtype=torch.float64)),
+            torch.nn.Parameter(torch.randn(0, 3, dtype=torch.float64))]
+
+
+@pytest.mark.parametrize("grads", ["param strides", "contiguous", "other strides"])
+@pytest.mark.parametrize("name", list(TWINS))
+def test_dense_layouts_step_as_torch_does(name, grads):
+    ours, theirs = layout_params(), layout_params()
+    assert not ours[0].is_contiguous() and not ours[1].is_contiguous()
+    o1 = getattr(gt, name)(ours, **TWINS[name])
+    o2 = getattr(torch.optim, name)(theirs, foreach=False, **TWINS[name])
+    g = torch.Generator().manual_seed(1)
+    for _ in range(4):
+        for a, b in zip(ours, theirs):
+            grad = torch.randn(a.shape, generator=g, dtype=a.dtype)
+            if grads == "param strides":
+                grad = _like_layout(grad, a)
+            elif grads == "other strides" and grad.dim() >= 2:
+                grad = grad.transpose(0, -1).contiguous().transpose(0, -1)
+            a.grad, b.grad = grad.clone(), grad.clone()
+        o1.step()
+        o2.step()
+    for a, b in zip(ours, theirs):
+        assert a.stride() == b.stride()
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    for a, b in zip(ours, theirs):
+        for key, value in o2.state[b].items():
+            torch.testing.assert_close(o1.state[a][key], value, rtol=1e-10, atol=1e-12)
+
+
+def _like_layout(t, p):
+    return torch.empty_like(p).copy_(t)
+
+
+def test_checkpoint_states_in_another_layout_are_laid_out_as_the_param():
+    ours, theirs = layout_params(), layout_params()
+    o1, o2 = gt.Adam(ours, lr=0.01), torch.optim.Adam(theirs, lr=0.01, foreach=False)
+    for a, b in zip(ours, theirs):
+        a.grad, b.grad = torch.ones_like(a), torch.ones_like(b)
+    o1.step(), o2.step()
+    sd = copy.deepcopy(o2.state_dict())
+    for s in sd["state"].values():  # contiguous copies, as a checkpoint may hold them
+        s["exp_avg"] = s["exp_avg"].contiguous()
+    o1.load_state_dict(copy.deepcopy(sd))  # load_state_dict keeps the tensors it is given
+    o2.load_state_dict(copy.deepcopy(sd))
+    for _ in range(3):
+        for a, b in zip(ours, theirs):
+            a.grad, b.grad = torch.full_like(a, 0.5), torch.full_like(b, 0.5)
+        o1.step(), o2.step()
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(o1.state[a]["exp_avg"], o2.state[b]["exp_avg"], rtol=1e-10,
+                                   atol=1e-12)
+
+
+def test_overlapping_param_is_refused_at_construction():
+    p = torch.nn.Parameter(torch.zeros(3, 1, dtype=torch.float64).expand(3, 4))
+    with pytest.raises(ValueError, match=r"param_groups\[0\]\['params'\]\[1\]: must be dense"):
+        gt.SGD([torch.nn.Parameter(torch.zeros(2)), p], lr=0.1)
+    q = torch.nn.Parameter(torch.zeros(10, dtype=torch.float64)[::2])  # dense? no: gaps
+    with pytest.raises(ValueError, match=r"\['params'\]\[0\]: must be dense"):
+        gt.SGD([q], lr=0.1)
