@@ -371,3 +371,91 @@ def test_overlapping_param_is_refused_at_construction():
     q = torch.nn.Parameter(torch.zeros(10, dtype=torch.float64)[::2])  # dense? no: gaps
     with pytest.raises(ValueError, match=r"\['params'\]\[0\]: must be dense"):
         gt.SGD([q], lr=0.1)
+
+
+# -- storage replaced under the optimizer ----------------------------------
+
+def _resize(t, *shape):
+    requires_grad = t.requires_grad
+    t.requires_grad_(False)  # torch resizes no tensor that requires grad
+    t.resize_(*shape)
+    t.requires_grad_(requires_grad)
+
+
+def replace_storage(opt, p, how, seed):
+    g = torch.Generator().manual_seed(seed)
+    fresh = torch.randn(p.shape, generator=g, dtype=p.dtype)
+    state = opt.state[p]
+    if how == "param .data":
+        p.data = fresh
+    elif how == "param set_":
+        with torch.no_grad():
+            p.set_(fresh)
+    elif how == "param set_ transposed":  # same shape, other strides, new storage
+        with torch.no_grad():
+            p.set_(fresh.t().contiguous().t())
+    elif how == "param new shape":
+        p.data = torch.randn(6, generator=g, dtype=p.dtype)
+    elif how == "param resize_ smaller":  # same storage, another shape
+        _resize(p, 2, 3)
+    elif how == "state replaced":
+        state["exp_avg"] = fresh
+    elif how == "state set_":
+        state["exp_avg"].set_(fresh)
+    elif how == "state transposed":
+        state["exp_avg"] = fresh.t().contiguous().t()
+
+
+def test_storage_gradstep_views_cannot_be_reallocated():
+    # torch refuses to reallocate a storage that .numpy() has viewed, so
+    # growing a stepped param or state raises instead of freeing what the
+    # TensorSet views; the optimizer goes on as before.
+    p = torch.nn.Parameter(torch.randn(3, 4, dtype=torch.float64))
+    opt = gt.Adam([p], lr=0.1)
+    p.grad = torch.randn_like(p)
+    opt.step()
+    before = snapshot(opt)
+    for t in (p, opt.state[p]["exp_avg"]):
+        with pytest.raises(RuntimeError, match="not resizable"):
+            t.untyped_storage().resize_(t.untyped_storage().nbytes() * 4)
+    assert_unchanged(opt, before)
+    opt.step()
+
+
+REPLACEMENTS = ["param .data", "param set_", "param set_ transposed", "param new shape",
+                "param resize_ smaller", "state replaced", "state set_", "state transposed"]
+
+
+@pytest.mark.parametrize("name,how", [("Adam", h) for h in REPLACEMENTS]
+                         + [("SGD", h) for h in REPLACEMENTS if h.startswith("param")])
+def test_replaced_storage_is_stepped_as_torch_steps_it(how, name):
+    kwargs = dict(lr=0.05) if name == "SGD" else dict(lr=0.05, amsgrad=True)
+
+    def make():
+        torch.manual_seed(0)
+        return [torch.nn.Parameter(torch.randn(s, dtype=torch.float64)) for s in [(5,), (3, 4)]]
+
+    ours, theirs = make(), make()
+    o1, o2 = getattr(gt, name)(ours, **kwargs), getattr(torch.optim, name)(theirs, foreach=False, **kwargs)
+    g = torch.Generator().manual_seed(1)
+    for step in range(5):
+        if step == 2:
+            replace_storage(o1, ours[1], how, seed=7)
+            replace_storage(o2, theirs[1], how, seed=7)
+        for a, b in zip(ours, theirs):
+            grad = torch.randn(a.shape, generator=g, dtype=a.dtype)
+            a.grad, b.grad = grad.clone(), grad.clone()
+        if step >= 2 and name == "Adam" and how in ("param new shape", "param resize_ smaller"):
+            before = snapshot(o1)  # the states no longer fit the param
+            with pytest.raises(ValueError, match=re.escape("param_groups[0]['params'][1]: state")):
+                o1.step()
+            assert_unchanged(o1, before)
+            with pytest.raises(RuntimeError):
+                o2.step()
+            return
+        o1.step()
+        o2.step()
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        for key, value in o2.state[b].items():
+            torch.testing.assert_close(o1.state[a][key], value, rtol=1e-10, atol=1e-12)
