@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import re
 
 import numpy as np
@@ -459,3 +460,125 @@ def test_replaced_storage_is_stepped_as_torch_steps_it(how, name):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
         for key, value in o2.state[b].items():
             torch.testing.assert_close(o1.state[a][key], value, rtol=1e-10, atol=1e-12)
+
+
+# -- torch 2.13's constructor arguments ------------------------------------
+
+@pytest.mark.parametrize("name", list(TWINS))
+def test_constructor_signature_is_torchs(name):
+    ours = inspect.signature(getattr(gt, name).__init__).parameters
+    theirs = inspect.signature(getattr(torch.optim, name).__init__).parameters
+    assert [(p.name, p.kind, p.default) for p in ours.values()] == \
+        [(p.name, p.kind, p.default) for p in theirs.values()]
+
+
+def test_sgd_without_momentum_keeps_no_state_as_torch():
+    for momentum in (0.0, 0.9):
+        ours, theirs = mlp(torch.float64), mlp(torch.float64)
+        o1 = gt.SGD(ours.parameters(), lr=0.1, momentum=momentum)
+        o2 = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=momentum)
+        batches = data(torch.float64, steps=3)
+        train(ours, o1, batches), train(theirs, o2, batches)
+        assert_state_dicts_equal(o1.state_dict(), o2.state_dict())
+
+
+def assert_state_dicts_equal(a, b):
+    assert a["param_groups"] == b["param_groups"]
+    assert a["state"].keys() == b["state"].keys()
+    for key, s in a["state"].items():
+        assert s.keys() == b["state"][key].keys()
+        for name, v in s.items():
+            assert v.dtype == b["state"][key][name].dtype
+            torch.testing.assert_close(v, b["state"][key][name], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_adam_decoupled_weight_decay_is_adamw(amsgrad):
+    ours, theirs = mlp(torch.float64), mlp(torch.float64)
+    batches = data(torch.float64, steps=10)
+    o1 = gt.Adam(ours.parameters(), lr=1e-2, weight_decay=0.1, amsgrad=amsgrad, decoupled_weight_decay=True)
+    o2 = torch.optim.AdamW(theirs.parameters(), lr=1e-2, weight_decay=0.1, amsgrad=amsgrad, foreach=False)
+    train(ours, o1, batches), train(theirs, o2, batches)
+    assert_models_close(ours, theirs, torch.float64)
+    assert o1.param_groups[0]["decoupled_weight_decay"] is True
+
+
+@pytest.mark.parametrize("flags", [dict(foreach=True), dict(foreach=False), dict(fused=True),
+                                   dict(fused=False)])
+@pytest.mark.parametrize("name", list(TWINS))
+def test_foreach_and_fused_are_accepted_and_stored(name, flags):
+    if "fused" in flags and "fused" not in inspect.signature(getattr(torch.optim, name)).parameters:
+        with pytest.raises(TypeError):
+            getattr(gt, name)(mlp(torch.float64).parameters(), **flags)
+        return
+    ours, theirs = mlp(torch.float64), mlp(torch.float64)
+    batches = data(torch.float64, steps=5)
+    o1 = getattr(gt, name)(ours.parameters(), **TWINS[name], **flags)
+    o2 = getattr(torch.optim, name)(theirs.parameters(), **TWINS[name], **flags)
+    train(ours, o1, batches), train(theirs, o2, batches)
+    assert_models_close(ours, theirs, torch.float64)
+    assert_state_dicts_equal(o1.state_dict(), o2.state_dict())
+
+
+@pytest.mark.parametrize("flag", ["capturable", "differentiable"])
+@pytest.mark.parametrize("name", list(TWINS))
+def test_capturable_and_differentiable_are_refused_clearly(name, flag):
+    if flag not in inspect.signature(getattr(torch.optim, name)).parameters:
+        return
+    p = torch.nn.Parameter(torch.zeros(3))
+    with pytest.raises(NotImplementedError, match=f"gradstep.torch does not support {flag}=True"):
+        getattr(gt, name)([p], **{flag: True})
+    opt = getattr(gt, name)([p])
+    with pytest.raises(NotImplementedError, match=re.escape(f"param_groups[1]: gradstep.torch does not support {flag}")):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2))], flag: True})
+    assert len(opt.param_groups) == 1
+
+
+def tensor_hyperparameters(name, as_tensors):
+    kwargs = {**TWINS[name], "lr": torch.tensor(0.01)}
+    if name in ("Adam", "AdamW"):
+        kwargs["betas"] = (torch.tensor(0.8), torch.tensor(0.99))
+    if not as_tensors:
+        kwargs = {k: (v.item() if isinstance(v, torch.Tensor) else
+                      tuple(b.item() for b in v) if k == "betas" else v) for k, v in kwargs.items()}
+    return kwargs
+
+
+@pytest.mark.parametrize("name", list(TWINS))
+def test_tensor_lr_and_tensor_betas_follow_a_scheduler_as_torch(name):
+    # gradstep reads a tensor lr's value and steps in float64. torch's Adam and
+    # Adagrad divide a float32 tensor lr by their bias corrections in float32,
+    # so the exact twin is torch with the same values as floats; torch with the
+    # tensors agrees to float32 rounding.
+    ours, exact, rounded = mlp(torch.float64), mlp(torch.float64), mlp(torch.float64)
+    o1 = getattr(gt, name)(ours.parameters(), **tensor_hyperparameters(name, True))
+    o2 = getattr(torch.optim, name)(exact.parameters(), foreach=False,
+                                    **tensor_hyperparameters(name, False))
+    o3 = getattr(torch.optim, name)(rounded.parameters(), foreach=False,
+                                    **tensor_hyperparameters(name, True))
+    batches = data(torch.float64, steps=8)
+    for model, opt in ((ours, o1), (exact, o2), (rounded, o3)):
+        train(model, opt, batches, torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5))
+    assert_models_close(ours, exact, torch.float64)
+    for a, b in zip(ours.parameters(), rounded.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert isinstance(o1.param_groups[0]["lr"], torch.Tensor)
+    assert o1.param_groups[0]["lr"].item() == o2.param_groups[0]["lr"]
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adagrad", "Adam", "AdamW"])
+def test_fused_honours_a_grad_scaler_as_torch(name):
+    ours, theirs = mlp(torch.float64), mlp(torch.float64)
+    o1 = getattr(gt, name)(ours.parameters(), fused=True, **TWINS[name])
+    o2 = getattr(torch.optim, name)(theirs.parameters(), fused=True, **TWINS[name])
+    s1, s2 = (torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=2) for _ in range(2))
+    for i, (x, y) in enumerate(data(torch.float64, steps=6)):
+        for model, opt, scaler in ((ours, o1, s1), (theirs, o2, s2)):
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x), y) * (float("inf") if i == 2 else 1.0)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+    assert s1.get_scale() == s2.get_scale()
+    assert_models_close(ours, theirs, torch.float64)
+    assert_state_dicts_equal(o1.state_dict(), o2.state_dict())
