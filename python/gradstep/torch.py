@@ -6,7 +6,9 @@ checkpoint moves between ``torch.optim.Adam`` and ``gradstep.torch.Adam`` in
 both directions and torch's LR schedulers drive it. Only ``step`` differs: a
 param group's tensors are updated in place through zero-copy numpy views, one
 C++ call per group (per distinct step count, when some parameters skipped
-steps). CPU float32/float64 dense tensors only.
+steps). CPU float32/float64 dense tensors only, in any non-overlapping layout
+(channels_last, transposed): params, grads and states are stepped as 1-D views
+of their memory in the param's element order.
 
 ``lr`` may also be a gradstep schedule (or any callable of the 0-based step),
 evaluated at each parameter's own step count.
@@ -14,6 +16,8 @@ evaluated at each parameter's own step count.
 
 from __future__ import annotations
 
+import inspect
+import re
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -24,15 +28,112 @@ from gradstep import _core
 
 __all__ = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW"]
 
-_STEP_DTYPE = torch.float32  # torch keeps state["step"] as a float32 scalar on CPU
+_FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
+def _where(gi: int, i: int | None = None) -> str:
+    return f"param_groups[{gi}]" if i is None else f"param_groups[{gi}]['params'][{i}]"
+
+
+def _dense_strides(t: torch.Tensor) -> tuple[int, ...] | None:
+    """The strides of t's dims longer than 1 if t is dense and non-overlapping
+    (its elements tile its memory span exactly), else None. Two tensors of one
+    shape with equal such strides keep their elements in the same memory order."""
+    strides = tuple(st for sz, st in zip(t.shape, t.stride()) if sz != 1)
+    if t.is_contiguous() or t.numel() == 0:
+        return strides
+    expected = 1
+    for st, sz in sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1):
+        if st != expected:
+            return None
+        expected *= sz
+    return strides
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    """A 1-D view of a dense tensor over its memory, in memory order."""
+    t = t.detach()
+    if t.is_contiguous():
+        return t.reshape(-1)
+    return t.as_strided((t.numel(),), (1,), t.storage_offset())
+
+
+def _like(t: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """t's values laid out in memory as p is (empty_like keeps dense strides)."""
+    out = torch.empty_like(p, dtype=t.dtype, memory_format=torch.preserve_format)
+    return out.copy_(t)
+
+
+def _witness(t: torch.Tensor) -> tuple[Any, ...]:
+    return (t.data_ptr(), t.dtype, t.shape, t.stride())
+
+
+def _check_param(p: Any, where: str) -> None:
+    if not isinstance(p, torch.Tensor):
+        raise TypeError(f"{where}: expected a torch.Tensor, got {type(p).__name__}")
+    if p.device.type != "cpu":
+        raise TypeError(f"{where}: gradstep.torch runs on the CPU; got a parameter on {p.device}")
+    if p.layout != torch.strided:
+        raise TypeError(f"{where}: gradstep.torch does not support sparse parameters ({p.layout})")
+    if p.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{where}: gradstep.torch supports float32 and float64 parameters, got {p.dtype}")
+    if _dense_strides(p) is None:
+        raise ValueError(f"{where}: must be dense and non-overlapping to be updated in place, got shape "
+                         f"{tuple(p.shape)} with strides {p.stride()} (an expanded or overlapping view)")
+
+
+def _check_like(t: Any, p: torch.Tensor, where: str, what: str) -> None:
+    """t (a grad or a state buffer) can be read or written elementwise with p."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{where}: {what} must be a torch.Tensor, got {type(t).__name__}")
+    if t.layout != torch.strided:
+        raise TypeError(f"{where}: gradstep.torch does not support sparse {what}s ({t.layout})")
+    if t.device.type != "cpu":
+        raise TypeError(f"{where}: {what} is on {t.device}; gradstep.torch runs on the CPU")
+    if t.dtype != p.dtype:
+        raise TypeError(f"{where}: {what} dtype {t.dtype} differs from the parameter's {p.dtype}")
+    if t.shape != p.shape:
+        raise ValueError(f"{where}: {what} shape {tuple(t.shape)} differs from the parameter's "
+                         f"{tuple(p.shape)}")
+
+
+class _Batch:
+    """The params of one group that take the same step, checked and ready to run."""
+
+    __slots__ = ("key", "k", "params", "sources", "grads", "copied", "new_states", "states", "options",
+                 "witness", "tensor_set", "skip")
+
+    def __init__(self, key: tuple[int, tuple[int, ...]], k: int) -> None:
+        self.key, self.k = key, k
+        self.params: list[torch.Tensor] = []
+        self.sources: list[torch.Tensor] = []   # the params' .grad
+        self.grads: list[torch.Tensor] = []     # 1-D, the param's memory order
+        self.copied: list[bool] = []             # grads[j] is a copy, not a view of p.grad
+        self.new_states: list[dict[str, Any]] = []  # entries to put into state[p] on commit
+        self.states: list[dict[str, torch.Tensor]] = []  # every state buffer the step uses
+        self.options: Any = None
+        self.witness: list[Any] = []
+        self.tensor_set: Any = None
+        self.skip = False
 
 
 def _numpy(t: torch.Tensor, what: str) -> np.ndarray:
-    return _core.view_array(t.detach().numpy(), what)
+    return _core.view_array(t.numpy(), what)
+
+
+def _renamed(e: Exception, gi: int, indices: tuple[int, ...]) -> str:
+    """A TensorSet error names params by batch position: name them by group."""
+    return re.sub(r"params\[(\d+)\]", lambda m: _where(gi, indices[int(m.group(1))]), str(e))
 
 
 class _GradstepStep:
-    """The shared step: turns param groups into C++ TensorSets and steps them."""
+    """The shared step: turns param groups into C++ TensorSets and steps them.
+
+    A step first checks every param, grad, state buffer and hyperparameter of
+    every group and prepares every TensorSet (plan), and only then writes
+    anything (commit): bad input raises before any buffer, state entry or step
+    count changes.
+    """
 
     _options_type: ClassVar[type]
     _state_names: ClassVar[tuple[str, ...]]
@@ -41,22 +142,16 @@ class _GradstepStep:
     # Filled in by torch.optim.Optimizer.__init__.
     param_groups: list[dict[str, Any]]
     state: Any
+    defaults: dict[str, Any]
 
     def _init_gradstep(self) -> None:
-        # (group index, param indices) -> (TensorSet, what it was built from)
-        self._sets: dict[tuple[int, tuple[int, ...]], tuple[Any, list[Any]]] = {}
-        for group in self.param_groups:
-            for p in group["params"]:
-                self._check_param(p)
+        # Built lazily: torch's __init__ calls add_param_group before this runs.
+        self.__dict__.setdefault("_sets", {})
 
-    @staticmethod
-    def _check_param(p: torch.Tensor) -> None:
-        if p.device.type != "cpu":
-            raise TypeError(f"gradstep.torch runs on the CPU; got a parameter on {p.device}")
-        if p.dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"gradstep.torch supports float32 and float64 parameters, got {p.dtype}")
-        if p.is_sparse:
-            raise TypeError("gradstep.torch does not support sparse parameters")
+    @property
+    def _cache(self) -> dict[tuple[int, tuple[int, ...]], tuple[Any, list[Any]]]:
+        # (group index, param indices) -> (TensorSet, witness of what it views)
+        return self.__dict__.setdefault("_sets", {})
 
     def _options(self, group: dict[str, Any], lr: float) -> Any:
         raise NotImplementedError
@@ -72,14 +167,58 @@ class _GradstepStep:
             return float(lr(step - 1))
         return float(lr)
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)  # type: ignore[misc]
-        self._sets.clear()  # state tensors were replaced
+    def _checked_options(self, gi: int, group: dict[str, Any], step: int) -> Any:
+        for flag in ("capturable", "differentiable"):
+            if group.get(flag):
+                raise NotImplementedError(f"{_where(gi)}: gradstep.torch does not support {flag}=True")
+        try:
+            options = self._options(group, self._group_lr(group, step))
+            options.validate()
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{_where(gi)}: {e}") from None
+        return options
+
+    def _needed_states(self, options: Any) -> list[str]:
+        return [n for slot, n in enumerate(self._state_names) if options.state_mask & (1 << slot)]
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        # Check first, then let torch add it, then check its hyperparameters
+        # (torch fills in the defaults): a failing call leaves param_groups as it was.
+        gi = len(self.param_groups)
+        params = param_group.get("params") if isinstance(param_group, dict) else None
+        if params is not None and not isinstance(params, set):
+            params = [params] if isinstance(params, torch.Tensor) else list(params)
+            param_group["params"] = params  # it may have been an iterator
+            seen: dict[int, int] = {}
+            others = {id(p) for g in self.param_groups for p in g["params"]}
+            for i, p in enumerate(params):
+                p = p[1] if isinstance(p, tuple) and len(p) == 2 else p  # a named param
+                where = _where(gi, i)
+                _check_param(p, where)
+                if id(p) in seen:
+                    raise ValueError(f"{where}: the same tensor as {_where(gi, seen[id(p)])}; a "
+                                     "parameter may appear only once")
+                if id(p) in others:
+                    raise ValueError(f"{where}: some parameters appear in more than one parameter "
+                                     "group")
+                seen[id(p)] = i
         super().add_param_group(param_group)  # type: ignore[misc]
-        for p in self.param_groups[-1]["params"]:
-            self._check_param(p)
+        try:
+            self._checked_options(gi, self.param_groups[gi], 1)
+        except Exception:
+            del self.param_groups[gi:]
+            raise
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        before = self.state, self.param_groups
+        super().load_state_dict(state_dict)  # type: ignore[misc]
+        try:
+            for gi, group in enumerate(self.param_groups):
+                self._checked_options(gi, group, 1)
+        except Exception:
+            self.state, self.param_groups = before
+            raise
+        self._cache.clear()  # state tensors were replaced
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -87,76 +226,112 @@ class _GradstepStep:
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        grad_scale = getattr(self, "grad_scale", None)
+        found_inf = getattr(self, "found_inf", None)
+        batches: list[_Batch] = []
         for gi, group in enumerate(self.param_groups):
-            if group.get("differentiable"):
-                raise ValueError("gradstep.torch does not support differentiable=True")
-            self._step_group(gi, group)
+            scaled = grad_scale is not None or found_inf is not None
+            if scaled and not group.get("fused"):
+                raise RuntimeError(f"{_where(gi)}: grad_scale and found_inf are honoured only with "
+                                   "fused=True, as in torch")
+            batches += self._plan_group(gi, group)
+        skip = found_inf is not None and bool(found_inf.item())
+        for batch in batches:  # every check passed: from here on, only writes
+            self._commit(batch, None if skip else grad_scale, skip)
         return loss
 
-    def _step_group(self, gi: int, group: dict[str, Any]) -> None:
+    def _plan_group(self, gi: int, group: dict[str, Any]) -> list[_Batch]:
         # Parameters without a gradient are skipped, as torch does; those with
-        # one are grouped by their step count so each batch is one C++ call.
+        # one are batched by their step count so each batch is one C++ call.
+        options = self._checked_options(gi, group, 1)
+        needed = self._needed_states(options)
+        stateful = bool(needed) or self._has_step
         by_step: dict[int, list[int]] = {}
-        needed = self._needed_states(group)
         for i, p in enumerate(group["params"]):
             if p.grad is None:
                 continue
-            if p.grad.is_sparse:
-                raise TypeError("gradstep.torch does not support sparse gradients")
-            state = self.state[p]
-            fresh = any(n not in state for n in needed) or (self._has_step and "step" not in state)
-            if fresh:
-                state.update({k: v for k, v in self._new_state(p, group).items() if k not in state})
+            where = _where(gi, i)
+            _check_param(p, where)
+            _check_like(p.grad, p, where, "grad")
+            state = self.state.get(p, {}) if stateful else {}
+            for n in needed:
+                if n in state:
+                    _check_like(state[n], p, where, f"state '{n}'")
             if self._has_step:
-                k = int(state["step"].item()) + 1
+                step = state.get("step", 0)
+                k = int(step.item() if isinstance(step, torch.Tensor) else step) + 1
             else:
                 # torch seeds SGD's momentum buffer with the first gradient; the
                 # kernel does that on step 1. A buffer that exists has seen one.
-                k = 1 if fresh else 2
+                k = 2 if needed and needed[0] in state else 1
             by_step.setdefault(k, []).append(i)
+        batches = []
         for k, indices in by_step.items():
-            params = [group["params"][i] for i in indices]
-            options = self._options(group, self._group_lr(group, k))
-            tensor_set = self._tensor_set(gi, tuple(indices), params, options)
-            grads = [p.grad if p.grad.is_contiguous() else p.grad.contiguous() for p in params]
-            tensor_set.step([_numpy(g, "grad") for g in grads], options, k)
-            if self._has_step:
-                torch._foreach_add_([self.state[p]["step"] for p in params], 1.0)
+            batch = _Batch((gi, tuple(indices)), k)
+            batch.options = options if k == 1 else self._checked_options(gi, group, k)
+            for i in indices:
+                p = group["params"][i]
+                batch.params.append(p)
+                g = p.grad
+                batch.sources.append(g)
+                same = _dense_strides(g) == _dense_strides(p)
+                batch.grads.append(_flat(g if same else _like(g, p)))
+                batch.copied.append(not same)
+                state = self.state.get(p, {}) if stateful else {}
+                new = {n: v for n, v in self._new_state(p, group).items() if n not in state} \
+                    if stateful else {}
+                bufs = {}
+                for n in needed:
+                    t = new[n] if n in new else state[n]
+                    if _dense_strides(t) != _dense_strides(p):  # e.g. loaded contiguous
+                        t = new[n] = _like(t, p)
+                    bufs[n] = t
+                batch.new_states.append(new)
+                batch.states.append(bufs)
+            names = [n for n in self._state_names if n in needed]
+            batch.witness = [_witness(p) for p in batch.params] + [
+                _witness(b[n]) for b in batch.states for n in names]
+            cached = self._cache.get(batch.key)
+            if cached is not None and cached[1] == batch.witness:
+                batch.tensor_set = cached[0]
+            else:
+                try:
+                    batch.tensor_set = _core.TensorSet(
+                        [_numpy(_flat(p), f"params[{j}]") for j, p in enumerate(batch.params)],
+                        [[_numpy(_flat(b[n]), n) for b in batch.states] if n in needed else None
+                         for n in self._state_names],
+                        list(self._state_names))
+                except (TypeError, ValueError) as e:
+                    raise type(e)(_renamed(e, gi, batch.key[1])) from None
+            batches.append(batch)
+        return batches
 
-    def _needed_states(self, group: dict[str, Any]) -> list[str]:
-        mask = self._options(group, 0.0).state_mask
-        return [n for slot, n in enumerate(self._state_names) if mask & (1 << slot)]
-
-    def _tensor_set(self, gi: int, indices: tuple[int, ...], params: list[torch.Tensor],
-                    options: Any) -> Any:
-        """A cached TensorSet, rebuilt if any param's storage or state tensor changed."""
-        names = [n for slot, n in enumerate(self._state_names) if options.state_mask & (1 << slot)]
-        states = [self.state[p] for p in params]
-        for st in states:  # state tensors must be contiguous to be updated in place
-            for n in names:
-                if not st[n].is_contiguous():
-                    st[n] = st[n].contiguous()
-        witness = [p.data_ptr() for p in params] + [st[n] for st in states for n in names]
-        cached = self._sets.get((gi, indices))
-        if cached is not None and len(cached[1]) == len(witness) and all(
-            a is b or (isinstance(a, int) and a == b) for a, b in zip(cached[1], witness)
-        ):
-            return cached[0]
-        tensor_set = _core.TensorSet(
-            [_numpy(p, f"params[{i}]") for i, p in zip(indices, params)],
-            [[_numpy(st[n], n) for st in states] if n in names else None for n in self._state_names],
-            list(self._state_names),
-        )
-        self._sets[(gi, indices)] = (tensor_set, witness)
-        return tensor_set
+    def _commit(self, batch: _Batch, grad_scale: torch.Tensor | None, skip: bool) -> None:
+        for p, new in zip(batch.params, batch.new_states):
+            if new:
+                self.state[p].update(new)
+        if skip:  # torch's fused step with found_inf: states made, nothing stepped
+            return
+        self._cache[batch.key] = (batch.tensor_set, batch.witness)
+        if grad_scale is not None:  # torch's fused step unscales the grads in place
+            for source, g, copied in zip(batch.sources, batch.grads, batch.copied):
+                source.div_(grad_scale)
+                if copied:
+                    g.div_(grad_scale)
+        batch.tensor_set.step([_numpy(g, "grad") for g in batch.grads], batch.options, batch.k)
+        if self._has_step:
+            torch._foreach_add_([self.state[p]["step"] for p in batch.params], 1.0)
 
 
 def _zeros(p: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
-def _step0() -> torch.Tensor:
-    return torch.tensor(0.0, dtype=_STEP_DTYPE)
+def _step0(group: dict[str, Any]) -> torch.Tensor:
+    # torch's state["step"]: a CPU scalar, float32 for fused steps, else the
+    # default dtype's precision (float64 when that is the default, else float32).
+    wide = torch.get_default_dtype() == torch.float64 and not group.get("fused")
+    return torch.tensor(0.0, dtype=torch.float64 if wide else torch.float32)
 
 
 def _accepts_schedule(lr: Any) -> tuple[Any, Any]:
@@ -171,91 +346,130 @@ def _restore_schedule(opt: Any, schedule: Any) -> None:
             group["initial_lr"] = schedule
 
 
+def _float(x: Any) -> float:
+    return float(x.item()) if isinstance(x, torch.Tensor) else float(x)
+
+
+def _torch_init(opt: Any, torch_cls: type, params: Any, lr: Any, kwargs: dict[str, Any]) -> None:
+    """torch_cls.__init__ with lr and kwargs as given (so param_groups and
+    defaults are torch's own), after refusing what gradstep cannot do."""
+    for flag in ("capturable", "differentiable"):
+        if kwargs.get(flag):
+            raise NotImplementedError(f"gradstep.torch does not support {flag}=True (it steps CPU "
+                                      "tensors in C++, outside CUDA graphs and autograd)")
+    accepted = inspect.signature(torch_cls.__init__).parameters  # type: ignore[misc]
+    for name in [n for n in kwargs if n not in accepted]:  # an older torch than 2.13
+        if kwargs[name] not in (None, False):
+            raise TypeError(f"{name}={kwargs[name]!r} needs a torch whose {torch_cls.__name__} has it "
+                            f"(torch {torch.__version__} has not)")
+        del kwargs[name]
+    lr, schedule = _accepts_schedule(lr)
+    torch_cls.__init__(opt, params, lr=lr, **kwargs)  # type: ignore[misc]
+    _restore_schedule(opt, schedule)
+    opt._init_gradstep()
+
+
+_IGNORED = """
+    ``foreach`` and ``fused`` are accepted (and stored in param_groups) as torch
+    does, and otherwise ignored: gradstep always runs one fused C++ call per
+    group. As with torch's ``fused=True``, the optimizer then honours a
+    GradScaler's ``grad_scale``/``found_inf`` (grads unscaled in place, the step
+    skipped on inf). ``capturable=True`` and ``differentiable=True`` raise
+    NotImplementedError.
+"""
+
+
 class SGD(_GradstepStep, torch.optim.SGD):
+    __doc__ = "torch.optim.SGD, stepped by gradstep's C++ kernels.\n" + _IGNORED
     _options_type = _core.SgdOptions
     _state_names = ("momentum_buffer",)
     _has_step = False
 
     def __init__(self, params: Any, lr: Any = 1e-3, momentum: float = 0, dampening: float = 0,
-                 weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False) -> None:
-        lr, schedule = _accepts_schedule(lr)
-        super().__init__(params, lr=lr, momentum=momentum, dampening=dampening,
-                         weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
-        _restore_schedule(self, schedule)
-        self._init_gradstep()
+                 weight_decay: Any = 0, nesterov: bool = False, *, maximize: bool = False,
+                 foreach: bool | None = None, differentiable: bool = False,
+                 fused: bool | None = None) -> None:
+        _torch_init(self, torch.optim.SGD, params, lr, dict(
+            momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+            maximize=maximize, foreach=foreach, differentiable=differentiable, fused=fused))
 
     def _new_state(self, p: torch.Tensor, group: dict[str, Any]) -> dict[str, Any]:
         return {"momentum_buffer": _zeros(p)} if group["momentum"] != 0 else {}
 
     def _options(self, group: dict[str, Any], lr: float) -> Any:
         o = _core.SgdOptions()
-        o.lr, o.momentum, o.dampening = lr, group["momentum"], group["dampening"]
-        o.weight_decay, o.nesterov, o.maximize = group["weight_decay"], group["nesterov"], group["maximize"]
+        o.lr, o.momentum, o.dampening = lr, _float(group["momentum"]), _float(group["dampening"])
+        o.weight_decay, o.nesterov = _float(group["weight_decay"]), bool(group["nesterov"])
+        o.maximize = bool(group["maximize"])
         return o
 
 
 class Adagrad(_GradstepStep, torch.optim.Adagrad):
+    __doc__ = "torch.optim.Adagrad, stepped by gradstep's C++ kernels.\n" + _IGNORED
     _options_type = _core.AdagradOptions
     _state_names = ("sum",)
 
     def __init__(self, params: Any, lr: Any = 1e-2, lr_decay: float = 0, weight_decay: float = 0,
-                 initial_accumulator_value: float = 0, eps: float = 1e-10, *,
-                 maximize: bool = False) -> None:
-        lr, schedule = _accepts_schedule(lr)
-        super().__init__(params, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
-                         initial_accumulator_value=initial_accumulator_value, eps=eps,
-                         maximize=maximize)
-        _restore_schedule(self, schedule)
-        self._init_gradstep()
+                 initial_accumulator_value: float = 0, eps: float = 1e-10,
+                 foreach: bool | None = None, *, maximize: bool = False,
+                 differentiable: bool = False, fused: bool | None = None) -> None:
+        _torch_init(self, torch.optim.Adagrad, params, lr, dict(
+            lr_decay=lr_decay, weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value, eps=eps, foreach=foreach,
+            maximize=maximize, differentiable=differentiable, fused=fused))
 
     def _new_state(self, p: torch.Tensor, group: dict[str, Any]) -> dict[str, Any]:
         init = group["initial_accumulator_value"]
-        return {"step": _step0(), "sum": torch.full_like(p, init, memory_format=torch.preserve_format)}
+        return {"step": _step0(group),
+                "sum": torch.full_like(p, init, memory_format=torch.preserve_format)}
 
     def _options(self, group: dict[str, Any], lr: float) -> Any:
         o = _core.AdagradOptions()
-        o.lr, o.lr_decay, o.weight_decay = lr, group["lr_decay"], group["weight_decay"]
-        o.eps, o.maximize = group["eps"], group["maximize"]
+        o.lr, o.lr_decay = lr, _float(group["lr_decay"])
+        o.weight_decay, o.eps = _float(group["weight_decay"]), _float(group["eps"])
+        o.maximize = bool(group["maximize"])
         return o
 
 
 class Adadelta(_GradstepStep, torch.optim.Adadelta):
+    __doc__ = "torch.optim.Adadelta, stepped by gradstep's C++ kernels.\n" + _IGNORED
     _options_type = _core.AdadeltaOptions
     _state_names = ("square_avg", "acc_delta")
 
     def __init__(self, params: Any, lr: Any = 1.0, rho: float = 0.9, eps: float = 1e-6,
-                 weight_decay: float = 0, *, maximize: bool = False) -> None:
-        lr, schedule = _accepts_schedule(lr)
-        super().__init__(params, lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
-                         maximize=maximize)
-        _restore_schedule(self, schedule)
-        self._init_gradstep()
+                 weight_decay: float = 0, foreach: bool | None = None, *,
+                 capturable: bool = False, maximize: bool = False,
+                 differentiable: bool = False) -> None:
+        _torch_init(self, torch.optim.Adadelta, params, lr, dict(
+            rho=rho, eps=eps, weight_decay=weight_decay, foreach=foreach, capturable=capturable,
+            maximize=maximize, differentiable=differentiable))
 
     def _new_state(self, p: torch.Tensor, group: dict[str, Any]) -> dict[str, Any]:
-        return {"step": _step0(), "square_avg": _zeros(p), "acc_delta": _zeros(p)}
+        return {"step": _step0(group), "square_avg": _zeros(p), "acc_delta": _zeros(p)}
 
     def _options(self, group: dict[str, Any], lr: float) -> Any:
         o = _core.AdadeltaOptions()
-        o.lr, o.rho, o.eps = lr, group["rho"], group["eps"]
-        o.weight_decay, o.maximize = group["weight_decay"], group["maximize"]
+        o.lr, o.rho, o.eps = lr, _float(group["rho"]), _float(group["eps"])
+        o.weight_decay, o.maximize = _float(group["weight_decay"]), bool(group["maximize"])
         return o
 
 
 class RMSprop(_GradstepStep, torch.optim.RMSprop):
+    __doc__ = "torch.optim.RMSprop, stepped by gradstep's C++ kernels.\n" + _IGNORED
     _options_type = _core.RmspropOptions
     _state_names = ("square_avg", "momentum_buffer", "grad_avg")
 
     def __init__(self, params: Any, lr: Any = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
-                 weight_decay: float = 0, momentum: float = 0, centered: bool = False, *,
-                 maximize: bool = False) -> None:
-        lr, schedule = _accepts_schedule(lr)
-        super().__init__(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                         momentum=momentum, centered=centered, maximize=maximize)
-        _restore_schedule(self, schedule)
-        self._init_gradstep()
+                 weight_decay: float = 0, momentum: float = 0, centered: bool = False,
+                 capturable: bool = False, foreach: bool | None = None, maximize: bool = False,
+                 differentiable: bool = False) -> None:
+        _torch_init(self, torch.optim.RMSprop, params, lr, dict(
+            alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered,
+            capturable=capturable, foreach=foreach, maximize=maximize,
+            differentiable=differentiable))
 
     def _new_state(self, p: torch.Tensor, group: dict[str, Any]) -> dict[str, Any]:
-        state = {"step": _step0(), "square_avg": _zeros(p)}
+        state = {"step": _step0(group), "square_avg": _zeros(p)}
         if group["momentum"] > 0:
             state["momentum_buffer"] = _zeros(p)
         if group["centered"]:
@@ -264,48 +478,53 @@ class RMSprop(_GradstepStep, torch.optim.RMSprop):
 
     def _options(self, group: dict[str, Any], lr: float) -> Any:
         o = _core.RmspropOptions()
-        o.lr, o.alpha, o.eps = lr, group["alpha"], group["eps"]
-        o.weight_decay, o.momentum = group["weight_decay"], group["momentum"]
-        o.centered, o.maximize = group["centered"], group["maximize"]
+        o.lr, o.alpha, o.eps = lr, _float(group["alpha"]), _float(group["eps"])
+        o.weight_decay, o.momentum = _float(group["weight_decay"]), _float(group["momentum"])
+        o.centered, o.maximize = bool(group["centered"]), bool(group["maximize"])
         return o
 
 
 class Adam(_GradstepStep, torch.optim.Adam):
+    __doc__ = ("torch.optim.Adam (``decoupled_weight_decay=True`` is AdamW), stepped by "
+               "gradstep's C++ kernels.\n" + _IGNORED)
     _options_type = _core.AdamOptions
     _state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
     _decoupled: ClassVar[bool] = False
 
-    def __init__(self, params: Any, lr: Any = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+    def __init__(self, params: Any, lr: Any = 1e-3, betas: tuple[Any, Any] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0, amsgrad: bool = False, *,
-                 maximize: bool = False) -> None:
-        lr, schedule = _accepts_schedule(lr)
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad, maximize=maximize)
-        _restore_schedule(self, schedule)
-        self._init_gradstep()
+                 foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
+                 differentiable: bool = False, fused: bool | None = None,
+                 decoupled_weight_decay: bool = False) -> None:
+        _torch_init(self, torch.optim.Adam, params, lr, dict(
+            betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, foreach=foreach,
+            maximize=maximize, capturable=capturable, differentiable=differentiable, fused=fused,
+            decoupled_weight_decay=decoupled_weight_decay))
 
     def _new_state(self, p: torch.Tensor, group: dict[str, Any]) -> dict[str, Any]:
-        state = {"step": _step0(), "exp_avg": _zeros(p), "exp_avg_sq": _zeros(p)}
+        state = {"step": _step0(group), "exp_avg": _zeros(p), "exp_avg_sq": _zeros(p)}
         if group["amsgrad"]:
             state["max_exp_avg_sq"] = _zeros(p)
         return state
 
     def _options(self, group: dict[str, Any], lr: float) -> Any:
         o = _core.AdamOptions()
-        o.lr, (o.beta1, o.beta2), o.eps = lr, group["betas"], group["eps"]
-        o.weight_decay, o.amsgrad, o.maximize = group["weight_decay"], group["amsgrad"], group["maximize"]
-        o.decoupled_weight_decay = group.get("decoupled_weight_decay", self._decoupled)
+        beta1, beta2 = group["betas"]
+        o.lr, o.beta1, o.beta2, o.eps = lr, _float(beta1), _float(beta2), _float(group["eps"])
+        o.weight_decay, o.amsgrad = _float(group["weight_decay"]), bool(group["amsgrad"])
+        o.maximize = bool(group["maximize"])
+        o.decoupled_weight_decay = bool(group.get("decoupled_weight_decay", self._decoupled))
         return o
 
 
 class AdamW(Adam, torch.optim.AdamW):
+    __doc__ = "torch.optim.AdamW, stepped by gradstep's C++ kernels.\n" + _IGNORED
     _decoupled = True
 
-    def __init__(self, params: Any, lr: Any = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+    def __init__(self, params: Any, lr: Any = 1e-3, betas: tuple[Any, Any] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
-                 maximize: bool = False) -> None:
-        lr, schedule = _accepts_schedule(lr)
-        torch.optim.AdamW.__init__(self, params, lr=lr, betas=betas, eps=eps,
-                                   weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize)
-        _restore_schedule(self, schedule)
-        self._init_gradstep()
+                 maximize: bool = False, foreach: bool | None = None, capturable: bool = False,
+                 differentiable: bool = False, fused: bool | None = None) -> None:
+        _torch_init(self, torch.optim.AdamW, params, lr, dict(
+            betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
+            foreach=foreach, capturable=capturable, differentiable=differentiable, fused=fused))
