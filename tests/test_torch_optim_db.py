@@ -11,21 +11,13 @@ configuration is counted as run or refused, and the counts are asserted.
 from __future__ import annotations
 
 import copy
-import sys
-import types
-import unittest
 
 import pytest
 import torch
 
 import gradstep.torch as gt
 
-try:  # torch.testing._internal imports expecttest (a torch dev dependency) for its TestCase
-    import expecttest  # noqa: F401
-except ImportError:
-    _stub = types.ModuleType("expecttest")
-    _stub.TestCase = unittest.TestCase  # type: ignore[attr-defined]
-    sys.modules["expecttest"] = _stub
+import expecttest  # noqa: F401  (torch.testing._internal needs it; the test extra installs it)
 
 from torch.testing._internal.common_optimizers import (  # noqa: E402
     OptimizerErrorEnum,
