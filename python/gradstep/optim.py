@@ -83,25 +83,36 @@ class Optimizer:
         self._step_count = 0
         # One step at a time: the step number, the options and the buffers
         # must not be shared by two steps in flight from different threads.
-        self._lock = threading.Lock()
+        # Reentrant so that a step re-entered on the same thread (a grad's
+        # __dlpack__ calling step again) raises instead of deadlocking.
+        self._lock = threading.RLock()
+        self._stepping = False
         self._options_lr: Optional[float] = None  # the rate last written to _options
         mask = self._options.state_mask
         used = [name for slot, name in enumerate(self._state_names) if mask & (1 << slot)]
         self._flat = params if isinstance(params, FlatBuffers) else None
         if not isinstance(params, FlatBuffers):
+            given = list(params)
+            if not given:
+                raise ValueError("optimizer got an empty parameter list")
             self.params: list[np.ndarray] = [
-                _core.view_array(p, f"params[{i}]") for i, p in enumerate(params)
+                _core.view_array(p, f"params[{i}]") for i, p in enumerate(given)
             ]
             self.state: dict[str, list[np.ndarray]] = {
                 name: [np.full_like(p, self._initial_state(name)) for p in self.params]
                 for name in used
             }
-            self._set = self._tensor_set(self.params, self.state)
+            # The set gets the objects given, not only their numpy views: it
+            # holds them, so their memory cannot dangle, and checks at each
+            # step that their storage was not swapped or resized.
+            self._set = self._tensor_set(given, self.state)
             self._view_set: Any = self._set
         else:
             # The whole model is one tensor of the core's TensorSet; the
             # per-tensor views stay available (state_dict, foreign grads).
             flat = params
+            if len(flat) == 0:
+                raise ValueError("optimizer got an empty parameter list")
             self.params = flat.params
             buffers = {name: flat.new_buffer(self._initial_state(name)) for name in used}
             self.state = {name: views for name, (_, views) in buffers.items()}
@@ -183,34 +194,42 @@ class Optimizer:
         ``result.grad_norm`` is their global norm before clipping.
         """
         with self._lock:
-            k = self._step_count
-            base = self._lr
-            if isinstance(base, Schedule):
-                schedule = base._core  # evaluated in C++, inside the step call
-            else:
-                schedule = None
-                rate = base if base.__class__ is float else self._lr_at(k)
-                if rate != self._options_lr:  # a pybind11 attribute write costs ~170 ns
-                    self._options.lr = self._options_lr = rate
-            tensor_set = self._set
-            if self._flat is None:
-                if grads is None:
-                    raise TypeError("step() needs grads: one array per parameter")
-            elif grads is None or grads is self._flat.grads:
-                grads = self._flat_grads
-            else:
-                if self._view_set is None:
-                    self._view_set = self._tensor_set(self.params, self.state)
-                tensor_set = self._view_set
-            # Positional arguments: keyword matching costs more than a small step.
-            # _make: the NamedTuple constructor parses arguments (~300 ns).
-            result = StepResult._make(tensor_set.step(
-                grads, self._options, k + 1, schedule, self._lr_scale, self._min_lr,
-                self.skip_nonfinite, self.max_grad_norm or 0.0,
-            ))
-            if not result.skipped:
-                self._step_count = k + 1
-            return result
+            if self._stepping:
+                raise RuntimeError(
+                    "step() re-entered: a callback run during this step (e.g. a grad's "
+                    "__dlpack__) stepped the same optimizer again; steps cannot nest")
+            self._stepping = True
+            try:
+                k = self._step_count
+                base = self._lr
+                if isinstance(base, Schedule):
+                    schedule = base._core  # evaluated in C++, inside the step call
+                else:
+                    schedule = None
+                    rate = base if base.__class__ is float else self._lr_at(k)
+                    if rate != self._options_lr:  # a pybind11 attribute write costs ~170 ns
+                        self._options.lr = self._options_lr = rate
+                tensor_set = self._set
+                if self._flat is None:
+                    if grads is None:
+                        raise TypeError("step() needs grads: one array per parameter")
+                elif grads is None or grads is self._flat.grads:
+                    grads = self._flat_grads
+                else:
+                    if self._view_set is None:
+                        self._view_set = self._tensor_set(self.params, self.state)
+                    tensor_set = self._view_set
+                # Positional arguments: keyword matching costs more than a small step.
+                # _make: the NamedTuple constructor parses arguments (~300 ns).
+                result = StepResult._make(tensor_set.step(
+                    grads, self._options, k + 1, schedule, self._lr_scale, self._min_lr,
+                    self.skip_nonfinite, self.max_grad_norm or 0.0,
+                ))
+                if not result.skipped:
+                    self._step_count = k + 1
+                return result
+            finally:
+                self._stepping = False
 
     # -- checkpoints ---------------------------------------------------------
     def hyperparameters(self) -> dict[str, Any]:
