@@ -100,15 +100,65 @@ bool is_tensor_like(py::handle obj) {
   return py::hasattr(obj, "data_ptr") && py::hasattr(obj, "untyped_storage") && py::hasattr(obj, "numel");
 }
 
-// obj.<name>() through vectorcall: no bound method is made (this is per step).
-py::object call_method(py::handle obj, PyObject* name) {
-  PyObject* args[] = {obj.ptr()};
-  PyObject* r = PyObject_VectorcallMethod(name, args, 1, nullptr);
-  if (r == nullptr) throw py::error_already_set();
-  return py::reinterpret_steal<py::object>(r);
+PyObject* interned(const char* s) { return PyUnicode_InternFromString(s); }
+
+
+// A torch.Tensor (or subclass), once torch is imported: found by type, not by
+// attribute lookups, since grads come this way at every step.
+bool is_torch_tensor(py::handle obj) {
+  static PyObject* tensor_type = nullptr;
+  if (tensor_type == nullptr) {
+    PyObject* torch = PyImport_GetModule(py::str("torch").ptr());  // new reference or null
+    if (torch == nullptr) {
+      PyErr_Clear();
+      return false;
+    }
+    tensor_type = PyObject_GetAttrString(torch, "Tensor");  // kept for the process' life
+    Py_DECREF(torch);
+    if (tensor_type == nullptr) {
+      PyErr_Clear();
+      return false;
+    }
+  }
+  return PyObject_IsInstance(obj.ptr(), tensor_type) == 1;
 }
 
-PyObject* interned(const char* s) { return PyUnicode_InternFromString(s); }
+[[noreturn]] void no_view(const std::string& what, py::error_already_set& e) {
+  throw py::type_error(what + ": cannot be viewed as a numpy array without copying (" +
+                       std::string(e.what()) + ")");
+}
+
+// A torch tensor through numpy(): it shares the memory, refuses what numpy
+// would misread (neg, conj and zero bits, requires_grad), is several times
+// cheaper than DLPack, and makes the storage not resizable, so a resize_
+// raises instead of freeing the memory under the view.
+py::array view_tensor(py::handle obj, const std::string& what, Use use) {
+  py::object t = py::reinterpret_borrow<py::object>(obj);
+  if (use == Use::written) {
+    t = resolve_torch_bits(t, what, use);  // raises for every bit
+    py::array a;
+    try {
+      a = t.attr("detach")().attr("numpy")();
+    } catch (py::error_already_set& e) {
+      no_view(what, e);
+    }
+    if (a.size() > 0 && reinterpret_cast<std::size_t>(a.data()) != t.attr("data_ptr")().cast<std::size_t>())
+      throw py::type_error(what + ": its numpy view is not its memory; it cannot be updated in place");
+    return a;
+  }
+  try {
+    return t.attr("numpy")();
+  } catch (py::error_already_set& e) {
+    if (!e.matches(PyExc_RuntimeError) && !e.matches(PyExc_TypeError)) throw;
+  }
+  // Only read: a copy with the right values (resolved bits) is as good.
+  t = resolve_torch_bits(t, what, use);
+  try {
+    return t.attr("numpy")();
+  } catch (py::error_already_set& e) {
+    no_view(what, e);
+  }
+}
 
 }  // namespace
 
@@ -128,22 +178,10 @@ py::array view_array(py::handle obj, const std::string& what, Use use) {
                            "(np.array(x)) and keep using that array");
     return numpy().attr("asarray")(obj);
   }
+  if (is_torch_tensor(obj)) return view_tensor(obj, what, use);
   py::object src = py::reinterpret_borrow<py::object>(obj);
   try {
     if (py::hasattr(src, "__dlpack__")) {
-      if (py::hasattr(src, "is_neg")) {
-        src = resolve_torch_bits(src, what, use);
-        // torch marks a storage viewed by numpy() as not resizable, so its
-        // resize_ raises instead of freeing the memory under the view.
-        if (use == Use::written && py::hasattr(src, "numpy") && py::hasattr(src, "detach")) {
-          try {
-            return src.attr("detach")().attr("numpy")();
-          } catch (py::error_already_set& e) {
-            throw py::type_error(what + ": cannot be viewed as a numpy array without copying (" +
-                                 std::string(e.what()) + ")");
-          }
-        }
-      }
       // copy=False: a producer that can only export a copy must refuse.
       if (use == Use::written) return numpy().attr("from_dlpack")(src, py::arg("copy") = false);
       return numpy().attr("from_dlpack")(src);
@@ -223,6 +261,10 @@ HeldBuffer::HeldBuffer(py::handle obj, py::array view)
   py::handle tensor = api.PyArray_Check_(obj.ptr()) ? py::handle(exporter) : obj;
   if (tensor && is_tensor_like(tensor)) {
     tensor_ = py::reinterpret_borrow<py::object>(tensor);
+    // The methods of its class, called unbound at each step (no lookup).
+    data_ptr_ = py::type::of(tensor_).attr("data_ptr");
+    numel_ = py::type::of(tensor_).attr("numel");
+    is_contiguous_ = py::type::of(tensor_).attr("is_contiguous");
     storage_ = tensor_.attr("untyped_storage")();
     tensor_dtype_ = tensor_.attr("dtype");
     tensor_ptr_ = tensor_.attr("data_ptr")().cast<std::size_t>();
@@ -249,24 +291,25 @@ const char* HeldBuffer::changed_fields() const {
 }
 
 const char* HeldBuffer::changed_tensor() const {
-  static PyObject* const data_ptr = interned("data_ptr");
-  static PyObject* const numel = interned("numel");
-  static PyObject* const is_contiguous = interned("is_contiguous");
   static PyObject* const dtype = interned("dtype");
   // The same data pointer and size: the memory the view sees is the
   // tensor's (the old storage is kept alive, so no other can reuse its
   // address); the same dtype and contiguity: it means the same elements.
-  py::object ptr = call_method(tensor_, data_ptr);
-  if (PyLong_AsSize_t(ptr.ptr()) != tensor_ptr_ ||
-      PyLong_AsSsize_t(call_method(tensor_, numel).ptr()) != tensor_numel_) {
+  PyObject* self[] = {tensor_.ptr()};
+  auto call = [&](const py::object& fn) {
+    PyObject* r = PyObject_Vectorcall(fn.ptr(), self, 1, nullptr);
+    if (r == nullptr) throw py::error_already_set();
+    return py::reinterpret_steal<py::object>(r);
+  };
+  if (PyLong_AsSize_t(call(data_ptr_).ptr()) != tensor_ptr_ ||
+      PyLong_AsSsize_t(call(numel_).ptr()) != tensor_numel_) {
     PyErr_Clear();
     return "its storage was replaced or resized (t.data = ..., set_, resize_)";
   }
   py::object dt = py::reinterpret_steal<py::object>(PyObject_GetAttr(tensor_.ptr(), dtype));
   if (!dt) throw py::error_already_set();
   if (!dt.is(tensor_dtype_)) return "its dtype changed";
-  if ((call_method(tensor_, is_contiguous).ptr() == Py_True) != tensor_contiguous_)
-    return "its layout changed (contiguity)";
+  if ((call(is_contiguous_).ptr() == Py_True) != tensor_contiguous_) return "its layout changed (contiguity)";
   return nullptr;
 }
 

@@ -70,6 +70,7 @@ class HeldBuffer {
   pybind11::object tensor_;
   pybind11::object storage_;  // its untyped_storage(): keeps the memory alive
   pybind11::object tensor_dtype_;
+  pybind11::object data_ptr_, numel_, is_contiguous_;  // the unbound methods of its class
   std::size_t tensor_ptr_ = 0;
   pybind11::ssize_t tensor_numel_ = 0;
   bool tensor_contiguous_ = false;
