@@ -6,6 +6,8 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "buffers.hpp"
@@ -39,7 +41,10 @@ Layout layout_of(const py::array& a) {
 // C-contiguous, of the param's shape. Returns its data, or nullptr when any
 // of that fails (the caller then runs the full check for the error message).
 const void* fast_grad_data(PyObject* obj, const Layout& like) {
-  if (!py::detail::npy_api::get().PyArray_Check_(obj)) return nullptr;
+  // Exactly an ndarray: a subclass (a masked array's mask would be ignored)
+  // takes the full check.
+  const auto& api = py::detail::npy_api::get();
+  if (Py_TYPE(obj) != reinterpret_cast<PyTypeObject*>(api.PyArray_Type_)) return nullptr;
   const auto* a = py::detail::array_proxy(obj);
   const auto* d = py::detail::array_descriptor_proxy(a->descr);
   constexpr int kNeeded = py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ |
@@ -54,10 +59,37 @@ const void* fast_grad_data(PyObject* obj, const Layout& like) {
   return a->data;
 }
 
+// The sets being stepped on this thread, innermost last. Converting a grad
+// can run Python code (__dlpack__, a buffer export, a finalizer) that steps
+// again; another set is fine, the same one is refused: its outer step has
+// not run yet, so the inner one would use the same step number.
+class Stepping {
+ public:
+  explicit Stepping(const void* set) {
+    for (const void* s : active())
+      if (s == set)
+        throw std::runtime_error("TensorSet.step re-entered: a callback run while converting grads "
+                                 "(e.g. a __dlpack__) stepped the same optimizer again; steps of one "
+                                 "optimizer cannot nest");
+    active().push_back(set);
+  }
+  ~Stepping() { active().pop_back(); }
+  Stepping(const Stepping&) = delete;
+  Stepping& operator=(const Stepping&) = delete;
+
+ private:
+  static std::vector<const void*>& active() {
+    thread_local std::vector<const void*> sets;
+    return sets;
+  }
+};
+
 // The grads of one step, checked (holding the GIL): their data pointers, and
 // the Python objects that keep them alive while the GIL is released.
 struct Grads {
-  std::vector<const void*>* ptrs;
+  // Owned by this call: a callback run while converting the grads may step
+  // another set (or this one) on the same thread.
+  std::vector<const void*> ptrs;
   std::vector<py::array> views;  // DLPack/buffer-protocol views made for this step
   py::object held;               // a snapshot of the grads sequence
 };
@@ -69,16 +101,20 @@ class PyTensorSet {
     if (states.size() > 3 || state_names.size() != states.size())
       throw py::value_error("states: at most 3 state lists, each with a name");
     const std::size_t n = params.size();
+    if (n == 0) throw py::value_error("params: got an empty list (nothing to update)");
     std::vector<TensorView> views(n);
     unsigned mask = 0;
     params_.reserve(n);
     for (std::size_t i = 0; i < n; ++i) {
-      py::array p = view_array(params[i], indexed("params", i));
-      views[i].dtype = check_buffer(p, indexed("params", i), true);
+      const std::string what = indexed("params", i);
+      py::object obj = params[i];
+      py::array p = view_array(obj, what, Use::written);
+      views[i].dtype = check_buffer(p, what, true);
       views[i].param = p.mutable_data();
       views[i].size = static_cast<std::size_t>(p.size());
       layouts_.push_back(layout_of(p));
-      params_.push_back(std::move(p));
+      params_.push_back(p);
+      hold(obj, std::move(p), what);
     }
     for (std::size_t s = 0; s < states.size(); ++s) {
       if (!states[s]) continue;
@@ -89,11 +125,12 @@ class PyTensorSet {
                               " buffers for " + std::to_string(n) + " params");
       for (std::size_t i = 0; i < n; ++i) {
         const std::string what = "state '" + state_names[s] + "'" + "[" + std::to_string(i) + "]";
-        py::array a = view_array(list[i], what);
+        py::object obj = list[i];
+        py::array a = view_array(obj, what, Use::written);
         check_buffer(a, what, true);
         check_same_layout(a, params_[i], what, indexed("params", i));
         views[i].state[s] = a.mutable_data();
-        kept_.push_back(std::move(a));
+        hold(obj, std::move(a), what);
       }
     }
     set_ = std::make_unique<TensorSet>(views.data(), n, mask);
@@ -109,7 +146,9 @@ class PyTensorSet {
                  double lr_scale, double min_lr, bool skip_nonfinite, double max_grad_norm) {
     Options scheduled = options;
     scheduled.lr = plateau_rate(schedule ? (*schedule)(step - 1) : options.lr, lr_scale, min_lr);
+    Stepping stepping(this);
     Grads g = take_grads(grads);
+    check_held();
     StepReport report;
     {
       // The step reads and writes only buffers this object keeps alive (and
@@ -117,7 +156,7 @@ class PyTensorSet {
       py::gil_scoped_release release;
       // One step at a time per set: a second thread waits instead of racing.
       std::lock_guard<std::mutex> lock(mutex_);
-      set_->set_grads(g.ptrs->data());
+      set_->set_grads(g.ptrs.data());
       report = set_->step(scheduled, step, StepControl{skip_nonfinite, max_grad_norm});
     }
     return py::make_tuple(report.found_inf, report.skipped,
@@ -127,10 +166,12 @@ class PyTensorSet {
 
   // The bandwidth probe (TensorSet::stream) over this set's buffers.
   void stream(py::handle grads) {
+    Stepping stepping(this);
     Grads g = take_grads(grads);
+    check_held();
     py::gil_scoped_release release;  // touches only buffers held here and by `g`
     std::lock_guard<std::mutex> lock(mutex_);
-    set_->set_grads(g.ptrs->data());
+    set_->set_grads(g.ptrs.data());
     set_->stream();
   }
 
@@ -161,30 +202,60 @@ class PyTensorSet {
     if (count != n)
       throw py::value_error("grads: got " + std::to_string(count) + " for " + std::to_string(n) +
                             " params");
-    // Reused between steps; thread_local because two Python threads may
-    // step two sets at once (each holds the GIL only while filling it).
-    thread_local std::vector<const void*> ptrs;
-    ptrs.resize(n);
+    out.ptrs.resize(n);
     PyObject** items = PySequence_Fast_ITEMS(seq);
+    std::vector<std::size_t> converted;  // grads viewed in full: Python code may have run
     for (std::size_t i = 0; i < n; ++i) {
       const void* data = fast_grad_data(items[i], layouts_[i]);
       if (data == nullptr) {
+        converted.push_back(i);
         py::handle obj = items[i];
-        py::array a = view_array(obj, indexed("grads", i));
+        py::array a = view_array(obj, indexed("grads", i), Use::read);
         check_buffer(a, indexed("grads", i), false);
         check_same_layout(a, params_[i], indexed("grads", i), indexed("params", i));
         data = a.data();
         if (!obj.is(a)) out.views.push_back(std::move(a));
       }
-      ptrs[i] = data;
+      out.ptrs[i] = data;
     }
-    out.ptrs = &ptrs;
+    // That code may have resized an array taken on the fast path before it.
+    if (!converted.empty())
+      for (std::size_t i = 0, c = 0; i < n; ++i) {
+        if (c < converted.size() && converted[c] == i) {
+          ++c;
+          continue;
+        }
+        if (fast_grad_data(items[i], layouts_[i]) != out.ptrs[i])
+          throw py::value_error(indexed("grads", i) + ": changed (resized) while later grads were converted");
+      }
     return out;
+  }
+
+  // Every param and state is still the buffer it was at construction: the
+  // torch checks first (they may run Python code), then the field reads.
+  void check_held() const {
+    for (std::size_t i : tensor_held_)
+      if (const char* why = held_[i].changed_tensor()) fail(i, why);
+    for (std::size_t i = 0; i < held_.size(); ++i)
+      if (const char* why = held_[i].changed_fields()) fail(i, why);
+  }
+
+  [[noreturn]] void fail(std::size_t i, const char* why) const {
+    throw py::value_error(names_[i] + ": " + why + " since the optimizer was built; nothing was " +
+                          "written (build a new optimizer for the new buffer)");
+  }
+
+  void hold(py::handle obj, py::array view, const std::string& what) {
+    held_.emplace_back(obj, std::move(view));
+    names_.push_back(what);
+    if (held_.back().has_tensor()) tensor_held_.push_back(held_.size() - 1);
   }
 
   std::vector<py::array> params_;
   std::vector<Layout> layouts_;
-  std::vector<py::array> kept_;
+  std::vector<HeldBuffer> held_;  // params, then states
+  std::vector<std::string> names_;
+  std::vector<std::size_t> tensor_held_;  // indices into held_ backed by a torch tensor
   std::unique_ptr<TensorSet> set_;
   std::mutex mutex_;
 };
@@ -222,7 +293,7 @@ void register_tensor_set(py::module_& m) {
   m.def(
       "view_array",
       [](py::handle obj, const std::string& what) {
-        py::array a = view_array(obj, what);
+        py::array a = view_array(obj, what, Use::written);
         check_buffer(a, what, true);
         return a;
       },

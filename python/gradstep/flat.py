@@ -76,6 +76,24 @@ def _is_shape(item: Any) -> bool:
     )
 
 
+def _values(item: Any, what: str) -> np.ndarray:
+    """The values of `item` as an array (flatten copies them in, so a copy is fine)."""
+    if isinstance(item, np.ma.MaskedArray):
+        raise TypeError(f"{what}: is a masked array, whose mask would be ignored; "
+                        "pass its .data or .filled(value)")
+    if callable(getattr(item, "is_neg", None)):
+        # A torch tensor: view bits numpy cannot see through __array__/DLPack.
+        if item.is_conj():
+            raise TypeError(f"{what}: is a conjugate view (torch's conj bit set); "
+                            "gradstep takes real float32/float64 tensors only")
+        item = item.detach()
+        if item.is_neg():
+            item = item.resolve_neg()
+        if getattr(item, "_is_zerotensor", lambda: False)():
+            item = item.clone()
+    return np.asarray(item)
+
+
 def flatten(items: Iterable[Any], dtype: Optional[Any] = None) -> FlatBuffers:
     """Lay out tensors in one contiguous, aligned allocation (and their grads in another).
 
@@ -93,6 +111,8 @@ def flatten(items: Iterable[Any], dtype: Optional[Any] = None) -> FlatBuffers:
     The original arrays are not touched or kept: train through ``flat.params``.
     """
     entries = list(items)
+    if not entries:
+        raise ValueError("flatten() got an empty list of tensors")
     shapes: list[tuple[int, ...]] = []
     arrays: list[Optional[np.ndarray]] = []
     dtypes = set()
@@ -104,7 +124,7 @@ def flatten(items: Iterable[Any], dtype: Optional[Any] = None) -> FlatBuffers:
                 raise ValueError(f"items[{i}]: negative dimension in shape {shape}")
             shapes.append(shape)
         else:
-            array = np.asarray(item)
+            array = _values(item, f"items[{i}]")
             if array.dtype.kind != "f":
                 raise TypeError(f"items[{i}]: expected a float array or a shape, got {array.dtype}")
             shapes.append(array.shape)

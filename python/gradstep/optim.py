@@ -131,19 +131,27 @@ class Optimizer:
         used = [name for slot, name in enumerate(self._state_names) if mask & (1 << slot)]
         self._flat = params if isinstance(params, FlatBuffers) else None
         if not isinstance(params, FlatBuffers):
+            given = list(params)
+            if not given:
+                raise ValueError("optimizer got an empty parameter list")
             self.params: list[np.ndarray] = [
-                _core.view_array(p, f"params[{i}]") for i, p in enumerate(params)
+                _core.view_array(p, f"params[{i}]") for i, p in enumerate(given)
             ]
             self.state: dict[str, list[np.ndarray]] = {
                 name: [np.full_like(p, self._initial_state(name)) for p in self.params]
                 for name in used
             }
-            self._set = self._tensor_set(self.params, self.state)
+            # The set gets the objects given, not only their numpy views: it
+            # holds them, so their memory cannot dangle, and checks at each
+            # step that their storage was not swapped or resized.
+            self._set = self._tensor_set(given, self.state)
             self._view_set: Any = self._set
         else:
             # The whole model is one tensor of the core's TensorSet; the
             # per-tensor views stay available (state_dict, foreign grads).
             flat = params
+            if len(flat) == 0:
+                raise ValueError("optimizer got an empty parameter list")
             self.params = flat.params
             buffers = {name: flat.new_buffer(self._initial_state(name)) for name in used}
             self.state = {name: views for name, (_, views) in buffers.items()}
