@@ -88,8 +88,9 @@ def test_any_invalid_hyperparameter_raises_and_changes_nothing(key, value):
         "lr": ("SGD", dict(lr=value), value < 0 or not math.isfinite(value)),
         "weight_decay": ("Adam", dict(weight_decay=value), value < 0 or not math.isfinite(value)),
         "eps": ("RMSprop", dict(eps=value), value < 0 or not math.isfinite(value)),
-        "momentum": ("SGD", dict(momentum=value), value < 0 or not math.isfinite(value)),
-        "alpha": ("RMSprop", dict(alpha=value), value < 0 or not math.isfinite(value)),
+        # Decay factors: [0, 1] (see cpp/src/optim.cpp's validate).
+        "momentum": ("SGD", dict(momentum=value), not 0 <= value <= 1),
+        "alpha": ("RMSprop", dict(alpha=value), not 0 <= value <= 1),
         "rho": ("Adadelta", dict(rho=value), True),
         "lr_decay": ("Adagrad", dict(lr_decay=value), value < 0 or not math.isfinite(value)),
         "dampening": ("SGD", dict(dampening=value), True),
