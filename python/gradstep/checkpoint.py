@@ -23,6 +23,10 @@ import numpy as np
 
 FORMAT = "gradstep-checkpoint"
 VERSION = 1
+# The largest step count an optimizer accepts (load_state_dict, gs.load).
+# Far from int64's end on purpose: counting up one step at a time from any
+# accepted count cannot reach 2**63 - 1 (that would take 2**62 more steps).
+MAX_STEP = 2**62
 PathLike = Union[str, "os.PathLike[str]"]
 
 
