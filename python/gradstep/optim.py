@@ -301,7 +301,7 @@ class Optimizer:
                 raise ValueError(f"state_dict[{key!r}] must be a number, got {value!r}")
         _core.plateau_rate(0.0, _real("lr_scale", lr_scale), _real("min_lr", min_lr))  # validates
         if lr is not None:
-            self.lr = lr
+            self.lr = lr if isinstance(lr, Schedule) else float(lr)
         self._set_plateau(lr_scale, min_lr)
         for key, arrays in states.items():
             for src, dst in zip(arrays, self.state[key]):
