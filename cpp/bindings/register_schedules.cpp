@@ -24,6 +24,8 @@ void gradstep::bindings::register_schedules(py::module_& m) {
       .def_property_readonly("num_nodes", [](const Schedule& s) { return s.nodes().size(); });
 
   py::module_ f = m.def_submodule("schedules", "Schedule factories; see gradstep.schedules.");
+  f.attr("MAX_DEPTH") = kMaxScheduleDepth;
+  f.attr("MAX_NODES") = kMaxScheduleNodes;
   f.def("constant", &Schedule::constant, py::arg("lr"));
   f.def("step", &Schedule::step, py::arg("lr"), py::arg("step_size"), py::arg("gamma"));
   f.def("multistep", &Schedule::multistep, py::arg("lr"), py::arg("milestones"), py::arg("gamma"));

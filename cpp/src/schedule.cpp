@@ -57,6 +57,27 @@ std::size_t count_le(const std::vector<std::int64_t>& v, std::int64_t k) {
   return static_cast<std::size_t>(std::upper_bound(v.begin(), v.end(), k) - v.begin());
 }
 
+// (1 + cos(pi num / den)) / 2 for 0 <= num <= den, rest = den - num
+// (computed exactly by the caller), without the cancellation of 1 + cos
+// near num = den: it is cos^2 of half the angle, and past the middle sin^2
+// of half the remaining angle.
+double half_cos(double num, double rest, double den) {
+  if (num <= rest) {
+    const double c = std::cos(kPi * (num / den) / 2.0);
+    return c * c;
+  }
+  const double s = std::sin(kPi * (rest / den) / 2.0);
+  return s * s;
+}
+
+// v rounded into [min(a, b), max(a, b)]: an interpolation between a and b
+// never leaves that interval mathematically, only by a rounding.
+double clamp_between(double v, double a, double b) { return std::min(std::max(v, std::min(a, b)), std::max(a, b)); }
+
+// lr * factor, with a zero rate staying zero when the factor overflows
+// (0 * inf would be NaN; the limit is 0).
+double scaled(double lr, double factor) { return lr == 0.0 ? 0.0 : lr * factor; }
+
 enum CyclicMode : std::int64_t { triangular, triangular2, exp_range };
 enum Anneal : std::int64_t { anneal_cos, anneal_linear };
 
@@ -67,17 +88,53 @@ double stirling_tail(double z) {
   return r * (1.0 / 12 - r2 * (1.0 / 360 - r2 * (1.0 / 1260 - r2 * (1.0 / 1680 - r2 / 1188))));
 }
 
-// log prod_{i=0}^{k-1} (1 + d i) = k log d + lgamma(1/d + k) - lgamma(1/d).
-// That form loses absolute accuracy when 1/d is large (lgamma(1e8) ~ 2e9),
-// and the error is relative error in the rate. Subtracting Stirling's
-// expansions of the two lgammas analytically leaves
-//   (1/d + k - 1/2) log1p(k d) - k + tail(1/d + k) - tail(1/d),
-// whose terms are no larger than k.
+// log1p(u) - u, accurate where the difference cancels (small u): with
+// s = u / (2 + u), log1p(u) = 2 atanh(s) = 2 (s + s^3/3 + s^5/5 + ...) and
+// u - 2 s = u s, so log1p(u) - u = -u s + 2 (s^3/3 + s^5/5 + ...).
+double log1p_minus(double u) {
+  if (u >= 0.5) return std::log1p(u) - u;
+  const double s = u / (2.0 + u), s2 = s * s;
+  double term = s * s2, sum = 0.0;
+  for (int j = 3; j < 41 && term != 0.0; j += 2) {
+    sum += term / j;
+    term *= s2;
+  }
+  return -u * s + 2.0 * sum;
+}
+
+// L = log prod_{i=0}^{k-1} (1 + d i) >= 0, the rate being lr e^(-L).
+// - k d tiny (every factor's d i <= 1e-4): the series of log1p summed over i,
+//   sum_p (-1)^(p+1) d^p S_p / p with S_p = sum_{i<k} i^p, four terms
+//   (relative error below (k d)^4 / 15 < 1e-17); each term is formed from
+//   products of k d so that nothing underflows before it is negligible, and
+//   no 1/d is ever formed (d may be 1e-300 or subnormal).
+// - 1/d < 32: k log d + lgamma(1/d + k) - lgamma(1/d).
+// - otherwise that form loses absolute accuracy when 1/d is large
+//   (lgamma(1e8) ~ 2e9), and the error is relative error in the rate.
+//   Subtracting Stirling's expansions of the two lgammas analytically leaves
+//     (1/d + k - 1/2) log1p(k d) - k + tail(1/d + k) - tail(1/d)
+//   = (log1p(k d) - k d) / d + (k - 1/2) log1p(k d) + tail(1/d + k) - tail(1/d),
+//   whose terms are no larger than k d (the first form would cancel two
+//   terms of size k against each other).
 double time_based_log_growth(double d, std::int64_t k) {
   if (k <= 1 || d == 0.0) return 0.0;
-  const double x = 1.0 / d, n = static_cast<double>(k);
-  if (x < 32.0) return n * std::log(d) + std::lgamma(x + n) - std::lgamma(x);
-  return (x + n - 0.5) * std::log1p(n * d) - n + (stirling_tail(x + n) - stirling_tail(x));
+  const double n = static_cast<double>(k), u = n * d;
+  double L;
+  if (u <= 1e-4) {
+    const double m1 = static_cast<double>(k - 1);
+    const double t1 = u * m1 / 2.0;                                  // d S_1
+    const double t2 = u * (d * m1) * (2.0 * n - 1.0) / 6.0;         // d^2 S_2
+    const double t3 = t1 * t1 * d;                                   // d^3 S_3 (S_3 = S_1^2)
+    const double t4 = t2 * (3.0 * u * u - 3.0 * u * d - d * d) / 5.0;  // d^4 S_4
+    L = t1 - t2 / 2.0 + t3 / 3.0 - t4 / 4.0;
+  } else {
+    const double x = 1.0 / d;
+    if (x < 32.0)
+      L = n * std::log(d) + std::lgamma(x + n) - std::lgamma(x);
+    else
+      L = log1p_minus(u) * x + (n - 0.5) * std::log1p(u) + (stirling_tail(x + n) - stirling_tail(x));
+  }
+  return std::max(L, 0.0);  // every factor is >= 1
 }
 
 // CosineAnnealingWarmRestarts' position: T_cur within a cycle of length T_i,
@@ -96,19 +153,23 @@ std::pair<double, double> restart_position(std::int64_t k, std::int64_t period, 
 
 double cyclic_rate(const ScheduleNode& node, std::int64_t k) {
   const double base_lr = node.real[0], max_lr = node.real[1], gamma = node.real[2];
-  const double up = static_cast<double>(node.integer[0]), down = static_cast<double>(node.integer[1]);
-  const double kd = static_cast<double>(k);
-  const double total = up + down, step_ratio = up / total;
-  const double cycle = std::floor(1.0 + kd / total);
-  const double x = 1.0 + kd / total - cycle;
-  const double scale_factor = x <= step_ratio ? x / step_ratio : (x - 1.0) / (step_ratio - 1.0);
+  // torch's cycle = floor(1 + k / total) and x = 1 + k / total - cycle, in
+  // integers: exact at any step (the sum fits in uint64).
+  const std::uint64_t up = static_cast<std::uint64_t>(node.integer[0]);
+  const std::uint64_t down = static_cast<std::uint64_t>(node.integer[1]);
+  const std::uint64_t total = up + down, kk = static_cast<std::uint64_t>(k);
+  const std::uint64_t cycle = kk / total + 1, pos = kk % total;
+  const double scale_factor = pos <= up ? static_cast<double>(pos) / static_cast<double>(up)
+                                        : static_cast<double>(total - pos) / static_cast<double>(down);
   const double base_height = (max_lr - base_lr) * scale_factor;
+  if (base_height == 0.0) return base_lr;
   double scale = 1.0;
   if (node.integer[2] == triangular2)
-    scale = 1.0 / std::pow(2.0, cycle - 1.0);
+    scale = std::ldexp(1.0, -static_cast<int>(std::min<std::uint64_t>(cycle - 1, 2000)));
   else if (node.integer[2] == exp_range)
-    scale = std::pow(gamma, kd);  // torch scales exp_range by iterations, not cycles
-  return base_lr + base_height * scale;
+    scale = std::pow(gamma, static_cast<double>(k));  // torch scales exp_range by iterations, not cycles
+  const double rate = base_lr + base_height * scale;
+  return scale <= 1.0 ? clamp_between(rate, base_lr, max_lr) : rate;
 }
 
 // OneCycleLR's phase boundaries, as torch computes them (floats, the first
@@ -141,10 +202,12 @@ double one_cycle_rate(const ScheduleNode& node, std::int64_t k) {
   double start_step = 0.0;
   for (int i = 0; i < p.count; ++i) {
     if (step <= p.end[i] || i == p.count - 1) {
-      const double pct = (step - start_step) / (p.end[i] - start_step);
       const double start = p.start_lr[i], end = p.end_lr[i];
-      if (node.integer[1] == anneal_linear) return (end - start) * pct + start;
-      return end + (start - end) / 2.0 * (std::cos(kPi * pct) + 1.0);
+      const double done = step - start_step, length = p.end[i] - start_step;
+      const double rate = node.integer[1] == anneal_linear
+                              ? (end - start) * (done / length) + start
+                              : end + (start - end) * half_cos(std::min(done, length), std::max(p.end[i] - step, 0.0), length);
+      return clamp_between(rate, start, end);
     }
     start_step = p.end[i];
   }
@@ -164,34 +227,50 @@ double Schedule::at(std::size_t index, std::int64_t k) const {
     case ScheduleKind::constant:
       return r[0];
     case ScheduleKind::step:
-      return r[0] * std::pow(r[1], static_cast<double>(k / i[0]));
+      return scaled(r[0], std::pow(r[1], static_cast<double>(k / i[0])));
     case ScheduleKind::multistep:
-      return r[0] * std::pow(r[1], static_cast<double>(count_le(i, k)));
+      return scaled(r[0], std::pow(r[1], static_cast<double>(count_le(i, k))));
     case ScheduleKind::exponential:
-      return r[0] * std::pow(r[1], kd);
+      return scaled(r[0], std::pow(r[1], kd));
     case ScheduleKind::exponential_rate:
-      return r[0] * std::exp(-r[1] * kd);
+      return scaled(r[0], std::exp(-r[1] * kd));
     case ScheduleKind::exponential_decay: {
       const double t = i[1] ? static_cast<double>(k / i[0]) : kd / static_cast<double>(i[0]);
-      return r[0] * std::pow(r[1], t);
+      return scaled(r[0], std::pow(r[1], t));
     }
     case ScheduleKind::inverse_time: {
       const double t = i[1] ? static_cast<double>(k / i[0]) : kd / static_cast<double>(i[0]);
-      return r[0] / (1.0 + r[1] * t);
+      return r[0] / (1.0 + r[1] * t);  // d t may overflow to inf: the rate's limit, 0
     }
     case ScheduleKind::time_based:
       return r[0] * std::exp(-time_based_log_growth(r[1], k));
     case ScheduleKind::polynomial: {
-      const double T = static_cast<double>(i[0]);
-      return (r[0] - r[2]) * std::pow(1.0 - static_cast<double>(std::min(k, i[0])) / T, r[1]) + r[2];
+      // 1 - min(k, T) / T as (T - min(k, T)) / T: exact remaining steps, no
+      // cancellation near the end however large T is.
+      const double left = static_cast<double>(i[0] - std::min(k, i[0])) / static_cast<double>(i[0]);
+      return clamp_between((r[0] - r[2]) * std::pow(left, r[1]) + r[2], r[0], r[2]);
     }
-    case ScheduleKind::linear:
-      return r[0] + (r[1] - r[0]) * static_cast<double>(std::min(k, i[0])) / static_cast<double>(i[0]);
-    case ScheduleKind::cosine:
-      return r[1] + (r[0] - r[1]) * (1.0 + std::cos(kPi * kd / static_cast<double>(i[0]))) / 2.0;
+    case ScheduleKind::linear: {
+      // Interpolated from the nearer end, with the exact remaining steps in
+      // the second half: start_lr + (end_lr - start_lr) t / T would lose the
+      // last steps' distance to end_lr when T is large.
+      const std::int64_t t = std::min(k, i[0]), left = i[0] - t;
+      const double T = static_cast<double>(i[0]);
+      const double rate = t <= left ? r[0] + (r[1] - r[0]) * static_cast<double>(t) / T
+                                    : r[1] + (r[0] - r[1]) * static_cast<double>(left) / T;
+      return clamp_between(rate, r[0], r[1]);
+    }
+    case ScheduleKind::cosine: {
+      // cos(pi k / T) has period 2T and is symmetric about T: fold k into
+      // m in [0, T] in integers (2T could overflow), exact at any step.
+      const std::int64_t q = k / i[0], rem = k % i[0];
+      const std::int64_t m = q % 2 == 0 ? rem : i[0] - rem;
+      const double c = half_cos(static_cast<double>(m), static_cast<double>(i[0] - m), static_cast<double>(i[0]));
+      return clamp_between(r[1] + (r[0] - r[1]) * c, r[0], r[1]);
+    }
     case ScheduleKind::cosine_restarts: {
       const auto [t_cur, t_i] = restart_position(k, i[0], i[1]);
-      return r[1] + (r[0] - r[1]) * (1.0 + std::cos(kPi * t_cur / t_i)) / 2.0;
+      return clamp_between(r[1] + (r[0] - r[1]) * half_cos(t_cur, t_i - t_cur, t_i), r[0], r[1]);
     }
     case ScheduleKind::cyclic:
       return cyclic_rate(n, k);
@@ -201,7 +280,8 @@ double Schedule::at(std::size_t index, std::int64_t k) const {
       return r[count_le(i, k)];
     case ScheduleKind::warmup: {
       if (k >= i[0]) return at(n.children[0], k - i[0]);
-      return r[0] + (at(n.children[0], 0) - r[0]) * kd / static_cast<double>(i[0]);
+      const double target = at(n.children[0], 0);
+      return clamp_between(r[0] + (target - r[0]) * kd / static_cast<double>(i[0]), r[0], target);
     }
     case ScheduleKind::sequence: {
       const std::size_t j = count_le(i, k);
@@ -211,16 +291,26 @@ double Schedule::at(std::size_t index, std::int64_t k) const {
   throw std::logic_error("gradstep: unknown schedule node kind");
 }
 
+// A growing schedule (gamma > 1, a negative rate, exp_range with gamma > 1)
+// can leave the float64 range; that is an error at the step that reaches it,
+// never an infinite learning rate handed to a kernel.
+double Schedule::finite_at(std::int64_t k) const {
+  const double rate = at(nodes_.size() - 1, k);
+  if (!std::isfinite(rate))
+    fail("the schedule's rate at step " + std::to_string(k) + " is " + number(rate) +
+         ": it grows past the float64 range there");
+  return rate;
+}
+
 double Schedule::operator()(std::int64_t k) const {
   if (k < 0) fail("step must be an integer >= 0, got " + std::to_string(k));
-  return at(nodes_.size() - 1, k);
+  return finite_at(k);
 }
 
 void Schedule::eval(const std::int64_t* k, double* out, std::size_t n) const {
   for (std::size_t j = 0; j < n; ++j)
     if (k[j] < 0) fail("steps[" + std::to_string(j) + "] must be >= 0, got " + std::to_string(k[j]));
-  const std::size_t root = nodes_.size() - 1;
-  for (std::size_t j = 0; j < n; ++j) out[j] = at(root, k[j]);
+  for (std::size_t j = 0; j < n; ++j) out[j] = finite_at(k[j]);
 }
 
 double plateau_rate(double rate, double scale, double min_lr) {
@@ -380,11 +470,26 @@ Schedule Schedule::piecewise_constant(const std::vector<std::int64_t>& boundarie
   return leaf({ScheduleKind::piecewise_constant, values, boundaries, {}});
 }
 
+// The one place the composition limits are enforced (from_dict refuses the
+// same before it recurses, reading the limits from here).
+void Schedule::check_limits() const {
+  if (nodes_.size() > kMaxScheduleNodes)
+    fail("a schedule may have at most " + std::to_string(kMaxScheduleNodes) + " nodes, this one would have " +
+         std::to_string(nodes_.size()));
+  std::vector<std::size_t> depth(nodes_.size(), 1);  // children come before their parent
+  for (std::size_t j = 0; j < nodes_.size(); ++j)
+    for (std::size_t c : nodes_[j].children) depth[j] = std::max(depth[j], depth[c] + 1);
+  if (depth.back() > kMaxScheduleDepth)
+    fail("schedules nest at most " + std::to_string(kMaxScheduleDepth) +
+         " levels deep (warmup and sequence each add one), this one would nest " + std::to_string(depth.back()));
+}
+
 Schedule Schedule::warmup(const Schedule& schedule, std::int64_t steps, double start_lr) {
   require_at_least("steps", steps, 0);
   require_nonneg("start_lr", start_lr);
   Schedule s = schedule;
   s.nodes_.push_back({ScheduleKind::warmup, {start_lr}, {steps}, {schedule.nodes_.size() - 1}});
+  s.check_limits();
   return s;
 }
 
@@ -394,6 +499,11 @@ Schedule Schedule::sequence(const std::vector<Schedule>& schedules, const std::v
     fail("boundaries must have one fewer entry than schedules, got " + std::to_string(boundaries.size()) +
          " boundaries for " + std::to_string(schedules.size()) + " schedules");
   require_sorted("boundaries", boundaries, true);
+  std::size_t total = 1;
+  for (const Schedule& child : schedules) total += child.nodes_.size();
+  if (total > kMaxScheduleNodes)  // before copying anything
+    fail("a schedule may have at most " + std::to_string(kMaxScheduleNodes) + " nodes, this one would have " +
+         std::to_string(total));
   Schedule s;
   ScheduleNode root{ScheduleKind::sequence, {}, boundaries, {}};
   for (const Schedule& child : schedules) {
@@ -405,6 +515,7 @@ Schedule Schedule::sequence(const std::vector<Schedule>& schedules, const std::v
     root.children.push_back(s.nodes_.size() - 1);
   }
   s.nodes_.push_back(std::move(root));
+  s.check_limits();
   return s;
 }
 

@@ -297,14 +297,21 @@ class Optimizer:
         """Restore a state_dict from an optimizer of the same kind and shapes.
 
         Everything is checked before anything is written; the states are
-        copied into the existing buffers, which stay where they are.
+        copied into the existing buffers, which stay where they are. Bad
+        content raises ValueError naming the field. ``step`` must lie in
+        ``[0, gradstep.checkpoint.MAX_STEP]`` (2**62): far from int64's end,
+        so stepping on from any accepted count cannot overflow it.
         """
+        from gradstep.checkpoint import MAX_STEP
+
+        if not isinstance(state_dict, dict):
+            raise ValueError(f"state_dict must be a dict, got {type(state_dict).__name__}")
         name = state_dict.get("optimizer")
         if name != type(self).__name__:
             raise ValueError(f"state_dict is for {name!r}, not {type(self).__name__!r}")
         step = state_dict.get("step")
-        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-            raise ValueError(f"state_dict['step'] must be an integer >= 0, got {step!r}")
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 0 <= step <= MAX_STEP:
+            raise ValueError(f"state_dict['step'] must be an integer in [0, 2**62], got {step!r}")
         hyper = state_dict.get("hyperparameters")
         if hyper != self.hyperparameters():
             raise ValueError(
@@ -319,6 +326,8 @@ class Optimizer:
             )
         for key, arrays in states.items():
             mine = self.state[key]
+            if not isinstance(arrays, (list, tuple)):
+                raise ValueError(f"state '{key}' must be a list of arrays, got {type(arrays).__name__}")
             if len(arrays) != len(mine):
                 raise ValueError(f"state '{key}': {len(arrays)} buffers for {len(mine)} params")
             for i, (src, dst) in enumerate(zip(arrays, mine)):
@@ -331,12 +340,20 @@ class Optimizer:
         lr = state_dict.get("lr")
         if isinstance(lr, dict):
             lr = from_dict(lr)
+        elif lr is not None and not isinstance(lr, Schedule):
+            if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating, np.integer)):
+                raise ValueError(f"state_dict['lr'] must be a number, a schedule dict or None, got {lr!r}")
+            if not math.isfinite(lr) or lr < 0:
+                raise ValueError(f"state_dict['lr'] must be a finite number >= 0, got {lr!r}")
         # Absent in state_dicts saved before plateau support: no scaling.
         lr_scale = state_dict.get("lr_scale", 1.0)
         min_lr = state_dict.get("min_lr", 0.0)
+        for key, value in (("lr_scale", lr_scale), ("min_lr", min_lr)):
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+                raise ValueError(f"state_dict[{key!r}] must be a number, got {value!r}")
         _core.plateau_rate(0.0, _real("lr_scale", lr_scale), _real("min_lr", min_lr))  # validates
         if lr is not None:
-            self.lr = lr
+            self.lr = lr if isinstance(lr, Schedule) else float(lr)
         self._set_plateau(lr_scale, min_lr)
         for key, arrays in states.items():
             for src, dst in zip(arrays, self.state[key]):

@@ -12,6 +12,16 @@ which evaluates them inside its C++ step.
 An optimizer also accepts any Python callable of the step as ``lr``; that is
 the slow path (one Python call per step) and cannot be serialized.
 
+Limits: a schedule is evaluated at any step ``0 <= k <= 2**63 - 1`` (other
+steps raise ValueError), and every value lies in the range its formula allows
+(a non-increasing schedule never rises above its first rate, whatever the
+step or parameters); a growing one (``gamma > 1``, a negative ``rate``) that
+leaves the float64 range raises ValueError at the step where it does.
+Compositions nest at most ``MAX_DEPTH`` (64) levels deep: ``warmup`` and
+``sequence`` each add one level over their children, a plain schedule is one
+level; and a schedule has at most ``MAX_NODES`` (10000) nodes in all. Deeper
+or larger ones are refused when built and by ``from_dict``.
+
 Past the end of a finite schedule:
 
 - ``cosine`` follows torch's CosineAnnealingLR for every step, so after
@@ -33,6 +43,11 @@ from gradstep import _core
 
 _factories = _core.schedules
 
+# The composition limits, defined once in the C++ core (schedule.hpp).
+MAX_DEPTH: int = int(_factories.MAX_DEPTH)
+MAX_NODES: int = int(_factories.MAX_NODES)
+_MAX_STEP = 2**63 - 1  # the largest step a schedule is evaluated at (int64)
+
 Steps = Union[int, np.integer, np.ndarray, Sequence[int]]
 
 
@@ -45,6 +60,8 @@ def _real(name: str, value: Any) -> float:
 def _int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if not -(2**63) <= int(value) <= _MAX_STEP:
+        raise ValueError(f"{name} must fit in int64 (at most 2**63 - 1), got {int(value)}")
     return int(value)
 
 
@@ -99,12 +116,23 @@ class Schedule:
 
     def __call__(self, step: Steps) -> Any:
         if isinstance(step, (int, np.integer)) and not isinstance(step, bool):
-            return self._core.at(int(step))
+            k = int(step)
+            if not 0 <= k <= _MAX_STEP:
+                raise ValueError(f"step must be an integer in [0, 2**63 - 1], got {k}")
+            return self._core.at(k)
         steps = np.asarray(step)
+        if not isinstance(step, np.ndarray) and steps.dtype.kind in "fO":
+            # A list of Python ints numpy could not fit in one integer type
+            # ([0, 2**63] becomes float64): check them as the integers they are.
+            items = np.asarray(step, dtype=object)
+            if items.size and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items.flat):
+                bad = next((int(v) for v in items.flat if not 0 <= int(v) <= _MAX_STEP), None)
+                if bad is not None:
+                    raise ValueError(f"steps must be integers in [0, 2**63 - 1], got {bad}")
         if steps.dtype.kind not in "iu":
             raise TypeError(f"steps must be integers, got dtype {steps.dtype}")
-        if steps.dtype.kind == "u" and steps.size and int(steps.max()) > np.iinfo(np.int64).max:
-            raise ValueError("steps must fit in int64")
+        if steps.dtype.kind == "u" and steps.size and int(steps.max()) > _MAX_STEP:
+            raise ValueError(f"steps must be integers in [0, 2**63 - 1], got {int(steps.max())}")
         return self._core.eval(np.ascontiguousarray(steps, dtype=np.int64))
 
     @property
@@ -377,27 +405,49 @@ FACTORIES: dict[str, Callable[..., Schedule]] = {
 }
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
 def from_dict(data: dict[str, Any]) -> Schedule:
-    """Rebuild a schedule from ``Schedule.to_dict()`` output (e.g. after a JSON round trip)."""
+    """Rebuild a schedule from ``Schedule.to_dict()`` output (e.g. after a JSON round trip).
+
+    Anything else raises ValueError naming what is wrong: an unknown type,
+    missing, unknown or mistyped fields, non-finite numbers, nesting deeper
+    than ``MAX_DEPTH`` levels or more than ``MAX_NODES`` schedules in all
+    (refused before recursing into them).
+    """
+    return _from_dict(data, 1, [0])
+
+
+def _from_dict(data: Any, depth: int, count: list[int]) -> Schedule:
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
-        raise ValueError(f"a schedule dict needs a 'type' naming its factory, got {data!r}")
+        raise ValueError(f"a schedule dict needs a 'type' naming its factory, got {_short(data)}")
     name = data["type"]
     factory = FACTORIES.get(name)
     if factory is None:
-        raise ValueError(f"unknown schedule type {name!r}; known: {', '.join(sorted(FACTORIES))}")
+        raise ValueError(f"unknown schedule type {_short(name)}; known: {', '.join(sorted(FACTORIES))}")
+    if depth > MAX_DEPTH:
+        raise ValueError(f"schedules nest at most {MAX_DEPTH} levels deep; this dict nests deeper")
+    count[0] += 1
+    if count[0] > MAX_NODES:
+        raise ValueError(f"a schedule may have at most {MAX_NODES} nodes; this dict has more")
 
     def value(v: Any) -> Any:  # nested schedules (warmup, sequence) are dicts too
         if isinstance(v, dict):
-            return from_dict(v)
+            return _from_dict(v, depth + 1, count)
         if isinstance(v, list) and v and isinstance(v[0], dict):
-            return [from_dict(x) for x in v]
+            if len(v) > MAX_NODES:
+                raise ValueError(f"a schedule may have at most {MAX_NODES} nodes; a list here has {len(v)}")
+            return [_from_dict(x, depth + 1, count) for x in v]
         return v
 
     args = {k: value(v) for k, v in data.items() if k != "type"}
     try:
         return factory(**args)
     except TypeError as e:
-        raise ValueError(f"bad {name!r} schedule dict {data!r}: {e}") from e
+        raise ValueError(f"bad {name!r} schedule dict {_short(data)}: {e}") from e
 
 
-__all__ = ["FACTORIES", "Schedule", "from_dict", *FACTORIES]
+__all__ = ["FACTORIES", "MAX_DEPTH", "MAX_NODES", "Schedule", "from_dict", *FACTORIES]

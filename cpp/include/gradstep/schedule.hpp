@@ -46,9 +46,19 @@ struct ScheduleNode {
   std::vector<std::size_t> children;
 };
 
+// Composition limits: warmup and sequence each add one level of nesting
+// over their children (a plain schedule is one level), and a sequence
+// copies its children's nodes. Deeper or larger compositions are refused
+// when built (std::invalid_argument), which bounds evaluation's recursion
+// and a schedule's size (nested sequences would otherwise double it per level).
+inline constexpr std::size_t kMaxScheduleDepth = 64;
+inline constexpr std::size_t kMaxScheduleNodes = 10000;
+
 class Schedule {
  public:
-  // The rate of update k; throws std::invalid_argument if k < 0.
+  // The rate of update k; throws std::invalid_argument if k < 0, or if the
+  // rate is not finite there (a growing schedule past the float64 range).
+  // Every value lies in the range the schedule's formula allows.
   double operator()(std::int64_t k) const;
   // out[i] = (*this)(k[i]). Every k is checked before any out is written.
   void eval(const std::int64_t* k, double* out, std::size_t n) const;
@@ -106,6 +116,8 @@ class Schedule {
   Schedule() = default;
   static Schedule leaf(ScheduleNode node);
   double at(std::size_t node, std::int64_t k) const;
+  double finite_at(std::int64_t k) const;
+  void check_limits() const;
 
   std::vector<ScheduleNode> nodes_;
 };
