@@ -395,3 +395,12 @@ HOSTILE = [
 def test_from_dict_hostile_input_raises_value_error(data, words):
     with pytest.raises(ValueError, match=words):
         S.from_dict(data)
+
+
+def test_stepping_past_int64_is_a_clear_error_and_changes_nothing():
+    w = np.ones(3)
+    opt = gs.SGD([w], lr=0.1)
+    opt._step_count = 2**63 - 1  # unreachable by loading (MAX_STEP) or by stepping in practice
+    with pytest.raises(ValueError, match="largest step"):
+        opt.step([np.ones(3)])
+    assert np.array_equal(w, np.ones(3)) and opt.step_count == 2**63 - 1

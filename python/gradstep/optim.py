@@ -30,6 +30,9 @@ from gradstep.flat import FlatBuffers
 from gradstep.ranges import check_learning_rate
 from gradstep.schedules import Schedule, from_dict
 
+_LAST_STEP = 2**63 - 1
+
+
 class _StepLock:
     """One step, snapshot or load at a time, and a clear error on re-entry.
 
@@ -234,6 +237,8 @@ class Optimizer:
         """
         with self._lock:
             k = self._step_count
+            if k >= _LAST_STEP:  # the core counts steps in int64
+                raise ValueError(f"step_count {k} has reached the largest step gradstep can count")
             base = self._lr
             if isinstance(base, Schedule):
                 schedule = base._core  # evaluated in C++, inside the step call
