@@ -35,12 +35,17 @@ def _where(gi: int, i: int | None = None) -> str:
     return f"param_groups[{gi}]" if i is None else f"param_groups[{gi}]['params'][{i}]"
 
 
+_CONTIGUOUS = ("contiguous",)  # _dense_strides of every C-contiguous tensor
+
+
 def _dense_strides(t: torch.Tensor) -> tuple[int, ...] | None:
     """The strides of t's dims longer than 1 if t is dense and non-overlapping
     (its elements tile its memory span exactly), else None. Two tensors of one
     shape with equal such strides keep their elements in the same memory order."""
+    if t.is_contiguous():  # the common case, without building the tuple
+        return _CONTIGUOUS
     strides = tuple(st for sz, st in zip(t.shape, t.stride()) if sz != 1)
-    if t.is_contiguous() or t.numel() == 0:
+    if t.numel() == 0:
         return strides
     expected = 1
     for st, sz in sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1):
@@ -274,16 +279,21 @@ class _GradstepStep:
                 batch.params.append(p)
                 g = p.grad
                 batch.sources.append(g)
-                same = _dense_strides(g) == _dense_strides(p)
+                layout = _dense_strides(p)
+                same = _dense_strides(g) == layout
                 batch.grads.append(_flat(g if same else _like(g, p)))
                 batch.copied.append(not same)
                 state = self.state.get(p, {}) if stateful else {}
+                # New state only for what is missing: allocating it every step
+                # and dropping it would cost more than the step.
+                missing = stateful and (any(n not in state for n in needed)
+                                        or (self._has_step and "step" not in state))
                 new = {n: v for n, v in self._new_state(p, group).items() if n not in state} \
-                    if stateful else {}
+                    if missing else {}
                 bufs = {}
                 for n in needed:
                     t = new[n] if n in new else state[n]
-                    if _dense_strides(t) != _dense_strides(p):  # e.g. loaded contiguous
+                    if _dense_strides(t) != layout:  # e.g. loaded contiguous
                         t = new[n] = _like(t, p)
                     bufs[n] = t
                 batch.new_states.append(new)
