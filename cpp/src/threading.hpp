@@ -16,7 +16,12 @@ constexpr std::size_t kChunkElems = 1u << 13;
 // chunks of about equal element count (many small tensors share a block, a
 // large tensor spans many). A block is the unit a thread claims, so threads
 // balance by element count, not by tensor.
-using WorkPlan = TensorSet::Plan;
+struct WorkPlan {
+  std::vector<Chunk> chunks;
+  std::vector<std::size_t> block_starts;  // block b is chunks [starts[b], starts[b + 1])
+  std::size_t elements = 0;
+  std::size_t blocks() const { return block_starts.empty() ? 0 : block_starts.size() - 1; }
+};
 
 // Plans tensors of the given sizes (zero-sized ones get no chunk).
 WorkPlan plan_work(const std::size_t* sizes, std::size_t count);
