@@ -108,26 +108,26 @@ OpenmpParallel loaded_openmp() { return nullptr; }
 
 // One job on an OpenMP team: every member claims blocks from a shared counter.
 struct OpenmpJob {
-  const WorkPlan* plan;
+  const Blocks* blocks;
   SliceFn fn;
   void* ctx;
   std::atomic<std::size_t> next{0};
 
   static void body(void* data) {
     auto* job = static_cast<OpenmpJob*>(data);
-    const std::size_t* starts = job->plan->block_starts.data();
-    const std::size_t blocks = job->plan->blocks();
-    for (std::size_t b; (b = job->next.fetch_add(1, std::memory_order_relaxed)) < blocks;)
+    const std::size_t* starts = job->blocks->starts.data();
+    const std::size_t count = job->blocks->count();
+    for (std::size_t b; (b = job->next.fetch_add(1, std::memory_order_relaxed)) < count;)
       job->fn(job->ctx, starts[b], starts[b + 1]);
   }
 };
 
 }  // namespace
 
-bool run_on_openmp_team(const WorkPlan& plan, int threads, SliceFn fn, void* ctx) {
+bool run_on_openmp_team(const Blocks& blocks, int threads, SliceFn fn, void* ctx) {
   OpenmpParallel omp = loaded_openmp();
   if (omp == nullptr) return false;
-  OpenmpJob job{&plan, fn, ctx};
+  OpenmpJob job{&blocks, fn, ctx};
   omp(&OpenmpJob::body, &job, static_cast<unsigned>(threads), 0);
   return true;
 }

@@ -109,12 +109,10 @@ unsigned state_mask(const RmspropOptions& o) {
 }
 unsigned state_mask(const AdamOptions& o) { return 3u | (o.amsgrad ? 4u : 0u); }
 
-TensorSet::TensorSet(const TensorView* tensors, std::size_t count, unsigned slot_mask)
-    : impl_(std::make_unique<TensorSetImpl>()) {
+TensorSet::TensorSet(const TensorView* tensors, std::size_t count, unsigned slot_mask) {
   if (count > 0 && tensors == nullptr) throw std::invalid_argument("tensors is null");
+  impl_ = std::make_unique<TensorSetImpl>(tensors, count, slot_mask);
   TensorSetImpl& s = *impl_;
-  s.slot_mask = slot_mask;
-  s.tensors.assign(tensors, tensors + count);
   struct Owned {
     Span span;
     std::size_t tensor;
@@ -143,9 +141,6 @@ TensorSet::TensorSet(const TensorView* tensors, std::size_t count, unsigned slot
                                   " overlap (a param or state aliases another)");
   s.written.reserve(owned.size());
   for (const Owned& o : owned) s.written.push_back(o.span);
-  std::vector<std::size_t> sizes(count);
-  for (std::size_t t = 0; t < count; ++t) sizes[t] = s.tensors[t].size;
-  s.plan = detail::plan_work(sizes.data(), count);
   std::vector<const void*> grads(count);
   bool have_grads = true;
   for (std::size_t t = 0; t < count; ++t) {

@@ -17,10 +17,13 @@ struct Span {
 };
 
 struct TensorSetImpl {
+  TensorSetImpl(const TensorView* views, std::size_t count, unsigned mask)
+      : tensors(views, views + count), plan(views, count), slot_mask(mask) {}
+
   std::vector<TensorView> tensors;
   std::vector<Span> written;  // sorted, disjoint byte ranges of params and states
   WorkPlan plan;
-  unsigned slot_mask = 0;
+  unsigned slot_mask;
   bool have_grads = false;
 
   // For tests (tests/cpp): the state of a set that has not been moved from.

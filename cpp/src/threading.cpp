@@ -127,12 +127,12 @@ class Pool {
   // are woken only if the step has at least `wake_min` elements. Only one
   // job at a time: a second caller (another Python thread stepping another
   // set) runs its step alone instead of waiting or adding threads.
-  void run(const detail::WorkPlan& plan, int threads, std::size_t wake_min, detail::SliceFn fn,
-           void* ctx) {
+  void run(const detail::WorkPlan& plan, const detail::Blocks& blocks, int threads, std::size_t wake_min,
+           detail::SliceFn fn, void* ctx) {
     const std::size_t all = plan.chunks.size();
     std::unique_lock<std::mutex> lock(run_mutex_, std::try_to_lock);
     if (!lock.owns_lock()) return fn(ctx, 0, all);
-    if (detail::run_on_openmp_team(plan, threads, fn, ctx)) return;
+    if (detail::run_on_openmp_team(blocks, threads, fn, ctx)) return;
     resize(threads - 1);
     const auto now = std::chrono::steady_clock::now();
     const bool wake = plan.elements >= wake_min || now - last_end_ < kBackToBack;
@@ -144,9 +144,9 @@ class Pool {
     if (!wake && sleepers_.load() == static_cast<int>(workers_.size())) return fn(ctx, 0, all);
     fn_.store(fn, std::memory_order_relaxed);
     ctx_.store(ctx, std::memory_order_relaxed);
-    starts_.store(plan.block_starts.data(), std::memory_order_relaxed);
-    const auto blocks = static_cast<std::uint32_t>(plan.blocks());
-    blocks_.store(blocks, std::memory_order_release);
+    starts_.store(blocks.starts.data(), std::memory_order_relaxed);
+    const auto count = static_cast<std::uint32_t>(blocks.count());
+    blocks_.store(count, std::memory_order_release);
     done_.store(0, std::memory_order_relaxed);
     const std::uint32_t gen = ++generation_;
     // seq_cst, paired with the worker's sleepers_ increment: either the
@@ -157,7 +157,7 @@ class Pool {
       park_cv_.notify_all();
     }
     work(gen);
-    wait_done(blocks);
+    wait_done(count);
     // Close the job before the next one rewrites blocks_: a worker that read
     // this generation's cursor but not yet blocks_ must fail its claim.
     cursor_.store((std::uint64_t(gen) << 32) | kClosed, std::memory_order_release);
@@ -313,38 +313,46 @@ void set_num_threads(int n) {
 }
 int num_threads() { return threads_slot().load(); }
 
-detail::WorkPlan detail::plan_work(const std::size_t* sizes, std::size_t count) {
-  WorkPlan plan;
+detail::WorkPlan::WorkPlan(const TensorView* tensors, std::size_t count) {
   for (std::size_t t = 0; t < count; ++t) {
-    for (std::size_t b = 0; b < sizes[t]; b += kChunkElems)
-      plan.chunks.push_back({t, b, std::min(sizes[t], b + kChunkElems)});
-    plan.elements += sizes[t];
+    const std::size_t size = tensors[t].size;
+    for (std::size_t b = 0; b < size; b += kChunkElems)
+      chunks.push_back({t, b, std::min(size, b + kChunkElems)});
+    elements += size;
   }
-  // About 4 blocks per thread (at least 16), so that a late or preempted
-  // thread leaves others something to take, within [one chunk, 64K elements]
-  // so that claiming (one atomic per block) stays negligible.
-  const std::size_t parts = std::size_t(std::max(16, 4 * num_threads()));
-  const std::size_t target =
-      std::clamp<std::size_t>(plan.elements / parts, kChunkElems, std::size_t(1) << 16);
+}
+
+const detail::Blocks& detail::WorkPlan::cut(std::size_t target) const {
+  std::lock_guard<std::mutex> lock(cut_mutex_);
+  for (const auto& blocks : cut_)
+    if (blocks->target == target) {
+      last_.store(blocks.get(), std::memory_order_release);
+      return *blocks;
+    }
+  auto blocks = std::make_unique<Blocks>();
+  blocks->target = target;
   std::size_t in_block = 0;
-  for (std::size_t c = 0; c < plan.chunks.size(); ++c) {
-    if (in_block == 0) plan.block_starts.push_back(c);
-    in_block += plan.chunks[c].end - plan.chunks[c].begin;
+  for (std::size_t c = 0; c < chunks.size(); ++c) {
+    if (in_block == 0) blocks->starts.push_back(c);
+    in_block += chunks[c].end - chunks[c].begin;
     if (in_block >= target) in_block = 0;
   }
-  plan.block_starts.push_back(plan.chunks.size());
-  if (plan.chunks.empty()) plan.block_starts.clear();
-  return plan;
+  if (!chunks.empty()) blocks->starts.push_back(chunks.size());
+  cut_.push_back(std::move(blocks));
+  last_.store(cut_.back().get(), std::memory_order_release);
+  return *cut_.back();
 }
 
 void detail::run_plan(const WorkPlan& plan, std::size_t min_parallel, SliceFn fn, void* ctx) {
-  if (plan.chunks.empty()) return;
+  const std::size_t all = plan.chunks.size();
+  if (all == 0) return;
+  // Read once: blocks and team are sized by the same count, whatever another
+  // thread's set_num_threads does meanwhile.
   const int threads = num_threads();
-  if (threads <= 1 || plan.elements < min_parallel || plan.blocks() < 2) {
-    fn(ctx, 0, plan.chunks.size());
-    return;
-  }
-  pool().run(plan, threads, min_parallel * kWakeFactor, fn, ctx);
+  if (threads <= 1 || plan.elements < min_parallel) return fn(ctx, 0, all);
+  const Blocks& blocks = plan.blocks_for(threads);
+  if (blocks.count() < 2) return fn(ctx, 0, all);
+  pool().run(plan, blocks, threads, min_parallel * kWakeFactor, fn, ctx);
 }
 
 }  // namespace gradstep

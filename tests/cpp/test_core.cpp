@@ -1,5 +1,6 @@
 // Unit tests of the public C++ API: validation, aliasing checks, per-ISA
-// bit identity, the convenience step(), and (test_threads.cpp) threaded steps.
+// bit identity, the convenience step(), copies and moves, (test_threads.cpp)
+// threaded steps, and (test_plan.cpp) a set's blocks following the thread count.
 // Prints "N passed, M failed".
 #include <gradstep/gradstep.hpp>
 
@@ -114,6 +115,7 @@ int main() {
     check(copy.size() == 1, "copy assignment");
   }
   gradstep_test::run_thread_tests();
+  gradstep_test::run_plan_tests();
   std::printf("%d passed, %d failed\n", gradstep_test::passed, gradstep_test::failed);
   return gradstep_test::failed == 0 ? 0 : 1;
 }
