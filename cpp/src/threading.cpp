@@ -123,7 +123,7 @@ class Pool {
   Pool(const Pool&) = delete;
   Pool& operator=(const Pool&) = delete;
 
-  // Runs the plan on the caller plus up to threads-1 workers; parked workers
+  // Runs the blocks on the caller plus up to threads-1 workers; parked workers
   // are woken only if the step has at least `wake_min` elements. Only one
   // job at a time: a second caller (another Python thread stepping another
   // set) runs its step alone instead of waiting or adding threads.
