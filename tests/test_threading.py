@@ -240,3 +240,36 @@ def test_forked_child_steps_with_threads(backend):
     env = dict(GRADSTEP_THREADING="pool") if backend == "pool" else dict(USE_TORCH="1", GRADSTEP_THREADING="openmp")
     assert run_python(code, **env) == "ok"
 
+
+
+def run_with_thread_count_changing(thread_counts, control):
+    """One Adam over 1M elements built on 1 thread, stepped on each count in turn."""
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal(1 << 20).astype(np.float32)
+    grads = [rng.standard_normal(1 << 20).astype(np.float32) for _ in thread_counts]
+    before = gs.get_num_threads()
+    gs.set_num_threads(1)
+    try:
+        opt = gs.Adam([w], lr=0.01, **control)
+        results = []
+        for threads, g in zip(thread_counts, grads):
+            gs.set_num_threads(threads)
+            results.append(opt.step([g]).grad_norm)
+    finally:
+        gs.set_num_threads(before)
+    return [w.tobytes()] + [a.tobytes() for arrays in opt.state.values() for a in arrays], results
+
+
+@pytest.mark.parametrize("backend", ["pool", "openmp"])
+def test_thread_count_changed_after_construction(backend):
+    # The set's blocks are cut again for each step's thread count (8 threads
+    # get twice the blocks of 4 at this size); the bits stay those of 1 thread.
+    code = """
+        import test_threading as t
+        control = dict(max_grad_norm=1.0)
+        want = t.run_with_thread_count_changing([1, 1, 1, 1], control)
+        got = t.run_with_thread_count_changing([8, 2, 8, 3], control)
+        print("ok" if got == want else "differs")
+    """
+    # test_threading imports torch, so its OpenMP runtime is loaded to borrow.
+    assert run_python(code, GRADSTEP_THREADING=backend) == "ok"

@@ -12,7 +12,9 @@
 namespace gradstep::detail {
 
 // A contiguous range [begin, end) of one tensor: the unit of work a thread takes.
-using Chunk = TensorSet::Chunk;
+struct Chunk {
+  std::size_t tensor, begin, end;
+};
 
 struct Job {
   const TensorView* tensors;

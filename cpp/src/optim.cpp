@@ -10,6 +10,7 @@
 
 #include "dispatch.hpp"
 #include "gradstep/optim.hpp"
+#include "tensor_set.hpp"
 #include "threading.hpp"
 
 namespace gradstep {
@@ -54,6 +55,9 @@ std::size_t bytes_of(const TensorView& v) { return v.size * (v.dtype == DType::f
 std::string tensor_error(std::size_t t, const char* what) {
   return "tensor " + std::to_string(t) + ": " + what;
 }
+
+using detail::Span;
+using detail::TensorSetImpl;
 
 }  // namespace
 
@@ -105,17 +109,17 @@ unsigned state_mask(const RmspropOptions& o) {
 }
 unsigned state_mask(const AdamOptions& o) { return 3u | (o.amsgrad ? 4u : 0u); }
 
-TensorSet::TensorSet(const TensorView* tensors, std::size_t count, unsigned slot_mask)
-    : slot_mask_(slot_mask) {
+TensorSet::TensorSet(const TensorView* tensors, std::size_t count, unsigned slot_mask) {
   if (count > 0 && tensors == nullptr) throw std::invalid_argument("tensors is null");
-  tensors_.assign(tensors, tensors + count);
+  impl_ = std::make_unique<TensorSetImpl>(tensors, count, slot_mask);
+  TensorSetImpl& s = *impl_;
   struct Owned {
     Span span;
     std::size_t tensor;
   };
   std::vector<Owned> owned;
   for (std::size_t t = 0; t < count; ++t) {
-    const TensorView& v = tensors_[t];
+    const TensorView& v = s.tensors[t];
     if (v.dtype != DType::f32 && v.dtype != DType::f64)
       throw std::invalid_argument(tensor_error(t, "unknown dtype"));
     if (v.size == 0) continue;
@@ -125,8 +129,8 @@ TensorSet::TensorSet(const TensorView* tensors, std::size_t count, unsigned slot
       owned.push_back({{c, c + bytes_of(v)}, t});
     };
     add(v.param, "param is null");
-    for (int s = 0; s < 3; ++s)
-      if (slot_mask & (1u << s)) add(v.state[s], "a state buffer the optimizer needs is null");
+    for (int k = 0; k < 3; ++k)
+      if (slot_mask & (1u << k)) add(v.state[k], "a state buffer the optimizer needs is null");
   }
   std::sort(owned.begin(), owned.end(),
             [](const Owned& a, const Owned& b) { return a.span.lo < b.span.lo; });
@@ -135,36 +139,54 @@ TensorSet::TensorSet(const TensorView* tensors, std::size_t count, unsigned slot
       throw std::invalid_argument("buffers of tensor " + std::to_string(owned[i - 1].tensor) +
                                   " and tensor " + std::to_string(owned[i].tensor) +
                                   " overlap (a param or state aliases another)");
-  written_.reserve(owned.size());
-  for (const Owned& o : owned) written_.push_back(o.span);
-  std::vector<std::size_t> sizes(count);
-  for (std::size_t t = 0; t < count; ++t) sizes[t] = tensors_[t].size;
-  plan_ = detail::plan_work(sizes.data(), count);
+  s.written.reserve(owned.size());
+  for (const Owned& o : owned) s.written.push_back(o.span);
   std::vector<const void*> grads(count);
   bool have_grads = true;
   for (std::size_t t = 0; t < count; ++t) {
-    grads[t] = tensors_[t].grad;
-    have_grads = have_grads && (grads[t] != nullptr || tensors_[t].size == 0);
+    grads[t] = s.tensors[t].grad;
+    have_grads = have_grads && (grads[t] != nullptr || s.tensors[t].size == 0);
   }
   // Grads given here are checked like any others; none counts as checked yet.
-  for (TensorView& v : tensors_) v.grad = nullptr;
+  for (TensorView& v : s.tensors) v.grad = nullptr;
   if (have_grads) set_grads(grads.data());
 }
 
+TensorSet::TensorSet(const TensorSet& other)
+    : impl_(other.impl_ ? std::make_unique<TensorSetImpl>(*other.impl_) : nullptr) {}
+TensorSet::TensorSet(TensorSet&&) noexcept = default;
+TensorSet& TensorSet::operator=(const TensorSet& other) {
+  if (this != &other) *this = TensorSet(other);
+  return *this;
+}
+TensorSet& TensorSet::operator=(TensorSet&&) noexcept = default;
+TensorSet::~TensorSet() = default;
+
+std::size_t TensorSet::size() const { return impl_ ? impl_->tensors.size() : 0; }
+const TensorView& TensorSet::operator[](std::size_t i) const { return impl_->tensors[i]; }
+
+namespace {
+TensorSetImpl& live(const std::unique_ptr<TensorSetImpl>& impl) {
+  if (!impl) throw std::logic_error("this TensorSet was moved from");
+  return *impl;
+}
+}  // namespace
+
 void TensorSet::set_grads(const void* const* grads) {
-  for (std::size_t t = 0; t < tensors_.size(); ++t) {
-    if (tensors_[t].size == 0 || grads[t] == tensors_[t].grad) continue;  // checked when set
+  TensorSetImpl& s = live(impl_);
+  for (std::size_t t = 0; t < s.tensors.size(); ++t) {
+    if (s.tensors[t].size == 0 || grads[t] == s.tensors[t].grad) continue;  // checked when set
     const char* lo = static_cast<const char*>(grads[t]);
     if (lo == nullptr) throw std::invalid_argument(tensor_error(t, "grad is null"));
-    const char* hi = lo + bytes_of(tensors_[t]);
+    const char* hi = lo + bytes_of(s.tensors[t]);
     // The last written span starting before hi is the only one that can overlap.
-    auto it = std::lower_bound(written_.begin(), written_.end(), hi,
-                               [](const Span& s, const char* p) { return s.lo < p; });
-    if (it != written_.begin() && std::prev(it)->hi > lo)
+    auto it = std::lower_bound(s.written.begin(), s.written.end(), hi,
+                               [](const Span& w, const char* p) { return w.lo < p; });
+    if (it != s.written.begin() && std::prev(it)->hi > lo)
       throw std::invalid_argument(tensor_error(t, "grad overlaps a param or state buffer"));
   }
-  for (std::size_t t = 0; t < tensors_.size(); ++t) tensors_[t].grad = grads[t];
-  have_grads_ = true;
+  for (std::size_t t = 0; t < s.tensors.size(); ++t) s.tensors[t].grad = grads[t];
+  s.have_grads = true;
 }
 
 namespace {
@@ -174,29 +196,28 @@ double grad_sign(const Options& o) {
   return o.maximize ? -1.0 : 1.0;
 }
 double grad_sign(const detail::StreamOptions&) { return 1.0; }
-}  // namespace
 
 template <class Options, class Kernel>
-StepReport TensorSet::run(const Options& o, Kernel kernel, std::int64_t step, const StepControl& control,
-                          std::size_t min_parallel) const {
+StepReport run(const TensorSetImpl& s, const Options& o, Kernel kernel, std::int64_t step,
+               const StepControl& control, std::size_t min_parallel) {
   if (step < 1) throw std::invalid_argument("step must be >= 1 (the 1-based number of this update)");
   if (!(control.max_grad_norm >= 0.0) || std::isinf(control.max_grad_norm))
     fail("max_grad_norm", "a finite number >= 0 (0 = no clipping)", control.max_grad_norm);
-  if (!have_grads_) throw std::invalid_argument("no gradients set: call set_grads first");
-  detail::Job job{tensors_.data(), plan_.chunks.data(), step, grad_sign(o)};
+  if (!s.have_grads) throw std::invalid_argument("no gradients set: call set_grads first");
+  detail::Job job{s.tensors.data(), s.plan.chunks.data(), step, grad_sign(o)};
   StepReport report;
   if (control.skip_nonfinite || control.max_grad_norm > 0.0) {
     // A pass over the gradients alone, before anything is written, so that a
     // non-finite step can leave every buffer as it was.
-    std::vector<detail::GradStats> stats(plan_.chunks.size());
+    std::vector<detail::GradStats> stats(s.plan.chunks.size());
     const auto stats_kernel = detail::kernels().grad_stats;
-    detail::parallel_chunks(plan_, min_parallel, [&](std::size_t first, std::size_t last) {
+    detail::parallel_chunks(s.plan, min_parallel, [&](std::size_t first, std::size_t last) {
       stats_kernel(job, first, last, stats.data());
     });
     double sum_squares = 0.0, nonfinite = 0.0;
-    for (const detail::GradStats& s : stats) {  // chunk order: independent of threading
-      sum_squares += s.sum_squares;
-      nonfinite += s.nonfinite;
+    for (const detail::GradStats& chunk : stats) {  // chunk order: independent of threading
+      sum_squares += chunk.sum_squares;
+      nonfinite += chunk.nonfinite;
     }
     report.grad_norm = std::sqrt(sum_squares);
     report.found_inf = std::isnan(nonfinite);
@@ -211,12 +232,11 @@ StepReport TensorSet::run(const Options& o, Kernel kernel, std::int64_t step, co
       job.grad_scale *= coeff;
     }
   }
-  detail::parallel_chunks(plan_, min_parallel,
+  detail::parallel_chunks(s.plan, min_parallel,
                           [&](std::size_t first, std::size_t last) { kernel(o, job, first, last); });
   return report;
 }
 
-namespace {
 // Options checks shared by every optimizer's step.
 template <class Options>
 void check_step_options(const Options& o, unsigned slot_mask) {
@@ -227,28 +247,34 @@ void check_step_options(const Options& o, unsigned slot_mask) {
 }  // namespace
 
 StepReport TensorSet::step(const SgdOptions& o, std::int64_t k, const StepControl& c) const {
-  check_step_options(o, slot_mask_);
-  return run(o, detail::kernels().sgd, k, c, kParallelMinSgd);
+  const TensorSetImpl& s = live(impl_);
+  check_step_options(o, s.slot_mask);
+  return run(s, o, detail::kernels().sgd, k, c, kParallelMinSgd);
 }
 StepReport TensorSet::step(const AdagradOptions& o, std::int64_t k, const StepControl& c) const {
-  check_step_options(o, slot_mask_);
-  return run(o, detail::kernels().adagrad, k, c, kParallelMinAdagrad);
+  const TensorSetImpl& s = live(impl_);
+  check_step_options(o, s.slot_mask);
+  return run(s, o, detail::kernels().adagrad, k, c, kParallelMinAdagrad);
 }
 StepReport TensorSet::step(const AdadeltaOptions& o, std::int64_t k, const StepControl& c) const {
-  check_step_options(o, slot_mask_);
-  return run(o, detail::kernels().adadelta, k, c, kParallelMinAdadelta);
+  const TensorSetImpl& s = live(impl_);
+  check_step_options(o, s.slot_mask);
+  return run(s, o, detail::kernels().adadelta, k, c, kParallelMinAdadelta);
 }
 StepReport TensorSet::step(const RmspropOptions& o, std::int64_t k, const StepControl& c) const {
-  check_step_options(o, slot_mask_);
-  return run(o, detail::kernels().rmsprop, k, c, kParallelMinRmsprop);
+  const TensorSetImpl& s = live(impl_);
+  check_step_options(o, s.slot_mask);
+  return run(s, o, detail::kernels().rmsprop, k, c, kParallelMinRmsprop);
 }
 StepReport TensorSet::step(const AdamOptions& o, std::int64_t k, const StepControl& c) const {
-  check_step_options(o, slot_mask_);
-  return run(o, detail::kernels().adam, k, c, kParallelMinAdam);
+  const TensorSetImpl& s = live(impl_);
+  check_step_options(o, s.slot_mask);
+  return run(s, o, detail::kernels().adam, k, c, kParallelMinAdam);
 }
 void TensorSet::stream() const {
-  const detail::StreamOptions probe{slot_mask_};
-  run(probe, detail::kernels().stream, 1, StepControl{}, kParallelMinStream);
+  const TensorSetImpl& s = live(impl_);
+  const detail::StreamOptions probe{s.slot_mask};
+  run(s, probe, detail::kernels().stream, 1, StepControl{}, kParallelMinStream);
 }
 
 }  // namespace gradstep

@@ -1,20 +1,6 @@
-// Threads for large steps: a small persistent pool of our own, or, opted
-// into with GRADSTEP_THREADING=openmp, the OpenMP team of a runtime already
-// loaded in the process (torch loads libgomp).
-//
-// Why offer the borrowed team: torch runs its ops on an OpenMP team whose
-// threads spin for ~10 ms after every op (measured on the 2-core test VM).
-// Threads of our own, right after a torch op, compete with those spinning
-// threads for the same cores (bench/pool_vs_openmp.py: a 1M-element Adam
-// step after a torch op, 597 us on the borrowed team, 902 us on the own
-// pool). Handing our blocks to torch's team (GOMP_parallel, found with
-// dlopen(RTLD_NOLOAD), never loading a runtime ourselves) keeps one set of
-// threads per process. Why it is not the default: see pool_forced.
-//
-// Why not link OpenMP ourselves: with no torch around, libgomp's spinning
-// would burn a core for milliseconds after every step of a numpy training
-// loop; and a wheel linking its own libgomp can end up as a second runtime
-// beside torch's (wheels that bundle it under a hashed name).
+// Threads for large steps: a small persistent pool of our own. (With
+// GRADSTEP_THREADING=openmp the pool hands its blocks to the OpenMP team of a
+// runtime already loaded in the process instead: openmp_team.cpp.)
 //
 // The pool polls briefly after a step, yielding its core to any other thread
 // that wants it, then parks.
@@ -55,17 +41,11 @@
 #include <vector>
 
 #include "gradstep/isa.hpp"
+#include "openmp_team.hpp"
 
 #if defined(__linux__)
 #include <pthread.h>
 #include <sched.h>
-#endif
-#if defined(__GLIBC__)
-#include <dlfcn.h>
-#include <link.h>
-
-#include <cstring>
-#include <string>
 #endif
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -137,106 +117,22 @@ std::atomic<int>& threads_slot() {
   return slot;
 }
 
-// GOMP_parallel(fn, data, num_threads, flags): runs fn(data) on a team of
-// num_threads (the caller included) and returns when all are done. GNU
-// libgomp's entry point, also exported by LLVM's libomp and Intel's libiomp5.
-using OpenmpParallel = void (*)(void (*)(void*), void*, unsigned, unsigned);
-
-// Set in a forked child: the parent's OpenMP team does not exist there, and
-// libgomp would wait for it forever.
-std::atomic<bool> g_forked{false};
-
-// Borrowing is opt-in (GRADSTEP_THREADING=openmp): GOMP_parallel waits for
-// every thread of the team, so on a busy machine one descheduled team thread
-// stalls the whole step (seen: a 100k-element Adam step at 12 ms instead of
-// 70 us while another process loaded the cores), where the own pool's caller
-// simply claims the blocks that no worker took.
-bool pool_forced() {
-  static const bool forced = [] {
-    const char* s = std::getenv("GRADSTEP_THREADING");
-    return s == nullptr || std::string(s) != "openmp";
-  }();
-  return forced;
-}
-
-#if defined(__GLIBC__)
-// The GOMP_parallel of an OpenMP runtime already loaded in the process, or
-// nullptr. Rescans the loaded objects only when their count changed (cheap
-// to ask: dl_iterate_phdr's first callback carries it). Call under a lock.
-OpenmpParallel loaded_openmp() {
-  if (g_forked.load(std::memory_order_relaxed) || pool_forced()) return nullptr;
-  static unsigned long long scanned = ~0ull;
-  static OpenmpParallel found = nullptr;
-  unsigned long long adds = 0;
-  dl_iterate_phdr(
-      [](dl_phdr_info* info, std::size_t size, void* out) {
-        if (size >= offsetof(dl_phdr_info, dlpi_adds) + sizeof info->dlpi_adds)
-          *static_cast<unsigned long long*>(out) = info->dlpi_adds;
-        return 1;
-      },
-      &adds);
-  if (adds == scanned && adds != 0) return found;
-  std::string path;
-  dl_iterate_phdr(
-      [](dl_phdr_info* info, std::size_t, void* out) {
-        const char* name = info->dlpi_name;
-        if (name == nullptr) return 0;
-        if (std::strstr(name, "/libgomp") || std::strstr(name, "/libiomp") || std::strstr(name, "/libomp")) {
-          *static_cast<std::string*>(out) = name;
-          return 1;
-        }
-        return 0;
-      },
-      &path);
-  found = nullptr;
-  // RTLD_NOLOAD: only a runtime someone else loaded. The handle is never
-  // closed, so the library stays loaded while we may call into it.
-  if (!path.empty())
-    if (void* lib = dlopen(path.c_str(), RTLD_LAZY | RTLD_NOLOAD))
-      found = reinterpret_cast<OpenmpParallel>(dlsym(lib, "GOMP_parallel"));
-  scanned = adds;
-  return found;
-}
-#else
-OpenmpParallel loaded_openmp() { return nullptr; }
-#endif
-
-// One job on an OpenMP team: every member claims blocks from a shared counter.
-struct OpenmpJob {
-  const detail::WorkPlan* plan;
-  detail::SliceFn fn;
-  void* ctx;
-  std::atomic<std::size_t> next{0};
-
-  static void body(void* data) {
-    auto* job = static_cast<OpenmpJob*>(data);
-    const std::size_t* starts = job->plan->block_starts.data();
-    const std::size_t blocks = job->plan->blocks();
-    for (std::size_t b; (b = job->next.fetch_add(1, std::memory_order_relaxed)) < blocks;)
-      job->fn(job->ctx, starts[b], starts[b + 1]);
-  }
-};
-
 class Pool {
  public:
   Pool() = default;
   Pool(const Pool&) = delete;
   Pool& operator=(const Pool&) = delete;
 
-  // Runs the plan on the caller plus up to threads-1 workers; parked workers
+  // Runs the blocks on the caller plus up to threads-1 workers; parked workers
   // are woken only if the step has at least `wake_min` elements. Only one
   // job at a time: a second caller (another Python thread stepping another
   // set) runs its step alone instead of waiting or adding threads.
-  void run(const detail::WorkPlan& plan, int threads, std::size_t wake_min, detail::SliceFn fn,
-           void* ctx) {
+  void run(const detail::WorkPlan& plan, const detail::Blocks& blocks, int threads, std::size_t wake_min,
+           detail::SliceFn fn, void* ctx) {
     const std::size_t all = plan.chunks.size();
     std::unique_lock<std::mutex> lock(run_mutex_, std::try_to_lock);
     if (!lock.owns_lock()) return fn(ctx, 0, all);
-    if (OpenmpParallel omp = loaded_openmp()) {
-      OpenmpJob job{&plan, fn, ctx};
-      omp(&OpenmpJob::body, &job, static_cast<unsigned>(threads), 0);
-      return;
-    }
+    if (detail::run_on_openmp_team(blocks, threads, fn, ctx)) return;
     resize(threads - 1);
     const auto now = std::chrono::steady_clock::now();
     const bool wake = plan.elements >= wake_min || now - last_end_ < kBackToBack;
@@ -248,9 +144,9 @@ class Pool {
     if (!wake && sleepers_.load() == static_cast<int>(workers_.size())) return fn(ctx, 0, all);
     fn_.store(fn, std::memory_order_relaxed);
     ctx_.store(ctx, std::memory_order_relaxed);
-    starts_.store(plan.block_starts.data(), std::memory_order_relaxed);
-    const auto blocks = static_cast<std::uint32_t>(plan.blocks());
-    blocks_.store(blocks, std::memory_order_release);
+    starts_.store(blocks.starts.data(), std::memory_order_relaxed);
+    const auto count = static_cast<std::uint32_t>(blocks.count());
+    blocks_.store(count, std::memory_order_release);
     done_.store(0, std::memory_order_relaxed);
     const std::uint32_t gen = ++generation_;
     // seq_cst, paired with the worker's sleepers_ increment: either the
@@ -261,7 +157,7 @@ class Pool {
       park_cv_.notify_all();
     }
     work(gen);
-    wait_done(blocks);
+    wait_done(count);
     // Close the job before the next one rewrites blocks_: a worker that read
     // this generation's cursor but not yet blocks_ must fail its claim.
     cursor_.store((std::uint64_t(gen) << 32) | kClosed, std::memory_order_release);
@@ -393,12 +289,9 @@ class Pool {
 std::atomic<Pool*> g_pool{nullptr};
 
 #if defined(__linux__)
-// Registered when the library loads, so that a child forked before the first
-// parallel step is marked too.
-const int g_atfork_registered = pthread_atfork(nullptr, nullptr, [] {
-  g_pool.store(nullptr, std::memory_order_relaxed);
-  g_forked.store(true, std::memory_order_relaxed);
-});
+// Registered when the library loads (openmp_team.cpp registers its own).
+const int g_atfork_registered =
+    pthread_atfork(nullptr, nullptr, [] { g_pool.store(nullptr, std::memory_order_relaxed); });
 #endif
 
 Pool& pool() {
@@ -420,38 +313,46 @@ void set_num_threads(int n) {
 }
 int num_threads() { return threads_slot().load(); }
 
-detail::WorkPlan detail::plan_work(const std::size_t* sizes, std::size_t count) {
-  WorkPlan plan;
+detail::WorkPlan::WorkPlan(const TensorView* tensors, std::size_t count) {
   for (std::size_t t = 0; t < count; ++t) {
-    for (std::size_t b = 0; b < sizes[t]; b += kChunkElems)
-      plan.chunks.push_back({t, b, std::min(sizes[t], b + kChunkElems)});
-    plan.elements += sizes[t];
+    const std::size_t size = tensors[t].size;
+    for (std::size_t b = 0; b < size; b += kChunkElems)
+      chunks.push_back({t, b, std::min(size, b + kChunkElems)});
+    elements += size;
   }
-  // About 4 blocks per thread (at least 16), so that a late or preempted
-  // thread leaves others something to take, within [one chunk, 64K elements]
-  // so that claiming (one atomic per block) stays negligible.
-  const std::size_t parts = std::size_t(std::max(16, 4 * num_threads()));
-  const std::size_t target =
-      std::clamp<std::size_t>(plan.elements / parts, kChunkElems, std::size_t(1) << 16);
+}
+
+const detail::Blocks& detail::WorkPlan::cut(std::size_t target) const {
+  std::lock_guard<std::mutex> lock(cut_mutex_);
+  for (const auto& blocks : cut_)
+    if (blocks->target == target) {
+      last_.store(blocks.get(), std::memory_order_release);
+      return *blocks;
+    }
+  auto blocks = std::make_unique<Blocks>();
+  blocks->target = target;
   std::size_t in_block = 0;
-  for (std::size_t c = 0; c < plan.chunks.size(); ++c) {
-    if (in_block == 0) plan.block_starts.push_back(c);
-    in_block += plan.chunks[c].end - plan.chunks[c].begin;
+  for (std::size_t c = 0; c < chunks.size(); ++c) {
+    if (in_block == 0) blocks->starts.push_back(c);
+    in_block += chunks[c].end - chunks[c].begin;
     if (in_block >= target) in_block = 0;
   }
-  plan.block_starts.push_back(plan.chunks.size());
-  if (plan.chunks.empty()) plan.block_starts.clear();
-  return plan;
+  if (!chunks.empty()) blocks->starts.push_back(chunks.size());
+  cut_.push_back(std::move(blocks));
+  last_.store(cut_.back().get(), std::memory_order_release);
+  return *cut_.back();
 }
 
 void detail::run_plan(const WorkPlan& plan, std::size_t min_parallel, SliceFn fn, void* ctx) {
-  if (plan.chunks.empty()) return;
+  const std::size_t all = plan.chunks.size();
+  if (all == 0) return;
+  // Read once: blocks and team are sized by the same count, whatever another
+  // thread's set_num_threads does meanwhile.
   const int threads = num_threads();
-  if (threads <= 1 || plan.elements < min_parallel || plan.blocks() < 2) {
-    fn(ctx, 0, plan.chunks.size());
-    return;
-  }
-  pool().run(plan, threads, min_parallel * kWakeFactor, fn, ctx);
+  if (threads <= 1 || plan.elements < min_parallel) return fn(ctx, 0, all);
+  const Blocks& blocks = plan.blocks_for(threads);
+  if (blocks.count() < 2) return fn(ctx, 0, all);
+  pool().run(plan, blocks, threads, min_parallel * kWakeFactor, fn, ctx);
 }
 
 }  // namespace gradstep

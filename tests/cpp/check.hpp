@@ -30,5 +30,7 @@ bool throws_invalid(F&& f, const char* needle) {
 
 // tests/cpp/test_threads.cpp: steps on the thread pool against one thread.
 void run_thread_tests();
+// tests/cpp/test_plan.cpp: a set's blocks follow the thread count (white box).
+void run_plan_tests();
 
 }  // namespace gradstep_test

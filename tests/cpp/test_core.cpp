@@ -1,5 +1,6 @@
 // Unit tests of the public C++ API: validation, aliasing checks, per-ISA
-// bit identity, the convenience step(), and (test_threads.cpp) threaded steps.
+// bit identity, the convenience step(), copies and moves, (test_threads.cpp)
+// threaded steps, and (test_plan.cpp) a set's blocks following the thread count.
 // Prints "N passed, M failed".
 #include <gradstep/gradstep.hpp>
 
@@ -9,6 +10,8 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -84,7 +87,35 @@ int main() {
     check(same && !results.empty(), "bit-identical across ISA targets");
     check(throws_invalid([] { gradstep::set_isa("nope"); }, "unknown"), "unknown ISA rejected");
   }
+  {  // A set is copyable (the copy steps the same buffers) and movable; a
+     // moved-from set is empty and refuses to step.
+    static_assert(std::is_nothrow_move_constructible_v<gradstep::TensorSet> &&
+                  std::is_nothrow_move_assignable_v<gradstep::TensorSet>);
+    Adam1 a(300), b(300);
+    auto ta = a.view(), tb = b.view();
+    gradstep::TensorSet set(&ta, 1, gradstep::state_mask(adam));
+    set.step(adam, 1);
+    gradstep::TensorSet copy = set;
+    copy.step(adam, 2);
+    gradstep::TensorSet moved = std::move(set);
+    moved.step(adam, 3);
+    gradstep::TensorSet other(&tb, 1, gradstep::state_mask(adam));
+    for (int k = 1; k <= 3; ++k) other.step(adam, k);
+    check(a.p == b.p && a.m == b.m && a.v == b.v, "steps through a copy and a moved-to set = through one set");
+    check(moved.size() == 1 && moved[0].param == a.p.data() && copy[0].param == a.p.data(),
+          "copies and moved-to sets view the same buffers");
+    bool refused = false;
+    try {
+      set.step(adam, 4);  // NOLINT(bugprone-use-after-move): that is the point
+    } catch (const std::logic_error&) {
+      refused = true;
+    }
+    check(set.size() == 0 && refused && a.p == b.p, "a moved-from set is empty and refuses to step");
+    copy = moved;
+    check(copy.size() == 1, "copy assignment");
+  }
   gradstep_test::run_thread_tests();
+  gradstep_test::run_plan_tests();
   std::printf("%d passed, %d failed\n", gradstep_test::passed, gradstep_test::failed);
   return gradstep_test::failed == 0 ? 0 : 1;
 }

@@ -6,8 +6,9 @@
 // count; the thread count changed between steps, which joins the pool's
 // workers and starts new ones (the API has no other way to create or destroy
 // the pool: it is created on the first parallel step and never destroyed).
-// The last test leaves a pool of four threads behind, so main() returns,
-// and the process exits, with its workers alive. .ci/tsan runs this under
+// The last test leaves a pool of four threads behind (test_plan.cpp, run
+// next, leaves a larger one), so main() returns, and the process exits,
+// with its workers alive. .ci/tsan runs this under
 // ThreadSanitizer; nothing here depends on timing.
 #include <gradstep/gradstep.hpp>
 

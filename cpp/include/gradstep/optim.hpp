@@ -6,11 +6,15 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <vector>
+#include <memory>
 
 namespace gradstep {
 
 enum class DType : std::uint8_t { f32, f64 };
+
+namespace detail {
+struct TensorSetImpl;  // TensorSet's state; defined where TensorSet is implemented
+}
 
 // One parameter tensor: its buffer, its gradient and up to three state buffers
 // of the same dtype and length. Which state slot holds what is fixed per
@@ -86,16 +90,24 @@ struct StepReport {
 // is checked once, at construction; set_grads checks only new grad pointers,
 // in O(log n) each, so a step over many tensors costs no per-step validation.
 // Large steps are shared between the calling thread and a worker pool
-// (num_threads() in total); results are bit-identical for any thread count.
+// (num_threads() at the time of the step, in total); results are
+// bit-identical for any thread count.
 class TensorSet {
  public:
   // Checks: known dtype, non-null param and every state in slot_mask, and no
   // written buffer (param, state) overlapping any other buffer. Grads may be
   // null here (then set_grads must come before the first step).
   TensorSet(const TensorView* tensors, std::size_t count, unsigned slot_mask);
+  // A copy steps the same buffers. A moved-from set is empty (size() 0) and
+  // throws std::logic_error from set_grads, step and stream.
+  TensorSet(const TensorSet&);
+  TensorSet(TensorSet&&) noexcept;
+  TensorSet& operator=(const TensorSet&);
+  TensorSet& operator=(TensorSet&&) noexcept;
+  ~TensorSet();
 
-  std::size_t size() const { return tensors_.size(); }
-  const TensorView& operator[](std::size_t i) const { return tensors_[i]; }
+  std::size_t size() const;
+  const TensorView& operator[](std::size_t i) const;
 
   // One gradient pointer per tensor (same length and dtype as its param).
   // All are checked before any is taken: on error the set is unchanged. A
@@ -124,32 +136,9 @@ class TensorSet {
   // Overwrites the params and states (with finite values).
   void stream() const;
 
-  struct Span {
-    const char* lo;
-    const char* hi;
-  };
-  struct Chunk {
-    std::size_t tensor, begin, end;
-  };
-  // Chunks grouped into blocks of about equal element count: the unit of
-  // work a thread claims (see cpp/src/threading.hpp).
-  struct Plan {
-    std::vector<Chunk> chunks;
-    std::vector<std::size_t> block_starts;  // block b is chunks [starts[b], starts[b + 1])
-    std::size_t elements = 0;
-    std::size_t blocks() const { return block_starts.empty() ? 0 : block_starts.size() - 1; }
-  };
-
  private:
-  template <class Options, class Kernel>
-  StepReport run(const Options&, Kernel, std::int64_t step, const StepControl&,
-                 std::size_t min_parallel) const;
-
-  std::vector<TensorView> tensors_;
-  std::vector<Span> written_;  // sorted, disjoint byte ranges of params and states
-  Plan plan_;
-  unsigned slot_mask_;
-  bool have_grads_ = false;
+  friend struct detail::TensorSetImpl;
+  std::unique_ptr<detail::TensorSetImpl> impl_;  // buffers, their checked ranges, the work plan
 };
 
 // Convenience for callers without a persistent set: validate everything, step once.
