@@ -29,6 +29,7 @@ from gradstep.bench.candidates import (
     Candidate,
     deepspeed_available,
     make_candidates,
+    torch_optimizer,
     torch_present,
 )
 from gradstep.bench.cli import add_arguments, run
@@ -74,6 +75,7 @@ __all__ = [
     "run_case",
     "state_count",
     "table",
+    "torch_optimizer",
     "torch_present",
     "versions",
 ]

@@ -83,6 +83,20 @@ def probe_candidate(spec: Spec, case: Case, dtype: np.dtype) -> Candidate:
     return Candidate("roof", lambda: probe.stream([grad]))
 
 
+def torch_optimizer(cls: Callable[..., Any], spec: Spec, params: list[np.ndarray],
+                    grads: list[np.ndarray], **extra: Any) -> Any:
+    """``cls`` (a torch.optim.Optimizer) over torch copies of ``params``, whose grads view
+    ``grads``, after one step: a missing implementation raises here, not while timing."""
+    import torch
+
+    tensors = [torch.from_numpy(p.copy()).requires_grad_() for p in params]
+    for t, g in zip(tensors, grads):
+        t.grad = torch.from_numpy(g)
+    opt = cls(tensors, **spec.hyper, **extra)
+    opt.step()
+    return opt
+
+
 def torch_candidates(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray]) -> list[Candidate]:
     """torch.optim for-loop, foreach and fused, each only if this torch supports it."""
     try:
@@ -90,25 +104,18 @@ def torch_candidates(spec: Spec, params: list[np.ndarray], grads: list[np.ndarra
     except ImportError:
         return []
     out = []
+    cls = getattr(torch.optim, spec.torch)
     for name, flags in (("torch-loop", dict(foreach=False)), ("torch-foreach", dict(foreach=True)),
                         ("torch-fused", dict(fused=True))):
-        tensors = [torch.from_numpy(p.copy()).requires_grad_() for p in params]
-        for t, g in zip(tensors, grads):
-            t.grad = torch.from_numpy(g)
         try:
-            opt = getattr(torch.optim, spec.torch)(tensors, **spec.hyper, **flags)
-            opt.step()
+            opt = torch_optimizer(cls, spec, params, grads, **flags)
         except (RuntimeError, TypeError, ValueError):
             continue  # e.g. no fused implementation of this optimizer on CPU
         out.append(Candidate(name, opt.step))
     # gradstep.torch: the torch.optim subclass stepping the same torch tensors.
     import gradstep.torch as gt
 
-    tensors = [torch.from_numpy(p.copy()).requires_grad_() for p in params]
-    for t, g in zip(tensors, grads):
-        t.grad = torch.from_numpy(g)
-    adapter = getattr(gt, spec.torch)(tensors, **spec.hyper)
-    adapter.step()
+    adapter = torch_optimizer(getattr(gt, spec.torch), spec, params, grads)
     out.append(Candidate("gradstep.torch", adapter.step))
     return out
 
@@ -126,14 +133,8 @@ def deepspeed_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.nda
         return None
     module_name, class_name, extra = spec.deepspeed
     try:
-        import torch
-
         cls = getattr(importlib.import_module(module_name), class_name)
-        tensors = [torch.from_numpy(p.copy()).requires_grad_() for p in params]
-        for t, g in zip(tensors, grads):
-            t.grad = torch.from_numpy(g)
-        opt = cls(tensors, **spec.hyper, **extra)
-        opt.step()
+        opt = torch_optimizer(cls, spec, params, grads, **extra)
     except Exception:  # a broken or CUDA-only build: report it as absent
         return None
     return Candidate("deepspeed", opt.step)
