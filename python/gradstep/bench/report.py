@@ -85,10 +85,9 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> str:
 
 def chart(record: dict[str, Any], path: Path) -> None:
     """Time per step by case, one panel per optimizer, the roof as a black dash."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure with its own Agg canvas, no pyplot: no global backend switch, no GUI.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     results = record["results"]
     optimizers = list(dict.fromkeys(r["optimizer"] for r in results))
@@ -98,7 +97,9 @@ def chart(record: dict[str, Any], path: Path) -> None:
                               "#9467bd"]))
     cols = min(3, len(optimizers))
     rows = -(-len(optimizers) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
+    fig = Figure(figsize=(4.6 * cols, 3.4 * rows))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False)
     width = 0.8 / len(names)
     for ax, opt in zip(axes.flat, optimizers):
         mine = [r for r in results if r["optimizer"] == opt]
@@ -126,5 +127,4 @@ def chart(record: dict[str, Any], path: Path) -> None:
                  "(lower is better)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
-    plt.close(fig)
 
