@@ -6,6 +6,14 @@ JSON of Schedule.to_dict(). Expressions are parsed, not evaluated: only
 factory calls and literal numbers, strings and lists are accepted.
 """
 
+# (That docstring is also the help of `gradstep plot-schedule`.)
+#
+# Every figure gradstep draws is drawn here: the schedules, and the range test's curve
+# (LRFinderResult.plot). The bench's chart reads a bench record and lives with the
+# table and the comparison that read it too, in gradstep.bench.report. All use
+# matplotlib's object-oriented API (a Figure, no pyplot): no global backend
+# switch and no GUI, whatever the caller has set up.
+
 from __future__ import annotations
 
 import argparse
@@ -13,12 +21,15 @@ import ast
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 
 from gradstep import schedules as _schedules
 from gradstep.schedules import Schedule
+
+if TYPE_CHECKING:
+    from gradstep.lr_finder import LRFinderResult
 
 ScheduleLike = Union[Schedule, Callable[[int], float]]
 
@@ -78,6 +89,53 @@ def plot_schedules(
     out = Path(path)
     fig.savefig(out, format="png")
     return out
+
+
+# ---- the range test -------------------------------------------------------------
+
+# How each suggestion is marked on the curve.
+SUGGESTION_MARKERS = {"steepest": ("C3", "o"), "valley": ("C4", "s"), "minimum": ("C5", "^")}
+
+
+def plot_range_test(result: LRFinderResult, path: Optional[Union[str, Path]] = None, *, ax: Any = None,
+                    title: Optional[str] = None) -> Any:
+    """Loss against lr (log axis) with the suggestions marked; saves a PNG to ``path``.
+
+    Draws into ``ax`` when given, else into a new figure (no pyplot, no global
+    backend change). Returns the figure. Reads ``result`` only.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4), dpi=100) if ax is None else ax.figure
+    if ax is None:
+        ax = fig.add_subplot()
+    shown = np.isfinite(result.losses)
+    ax.plot(result.lrs[shown], result.losses[shown], color="0.7", lw=1, label="loss")
+    ax.plot(result.lrs[shown], result.smoothed_losses[shown], color="k", lw=2, label="smoothed")
+    lrs, losses = result.usable()
+    for method, value in result.suggestions.items():
+        if value is None:
+            continue
+        color, marker = SUGGESTION_MARKERS[method]
+        y = float(np.interp(np.log(value), np.log(lrs), losses))
+        ax.plot([value], [y], marker=marker, color=color, ls="none", ms=8,
+                label=f"{method}: {value:.2g}")
+    ax.set_xscale("log" if np.all(result.lrs > 0) else "linear")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss")
+    smooth = result.smoothed_losses[np.isfinite(result.smoothed_losses)]
+    if len(smooth):  # a diverging tail (and raw spikes) would flatten the curve: cut it
+        low = float(min(smooth.min(), result.losses[shown].min()))
+        descent = smooth[: int(np.argmin(smooth)) + 1]
+        high = float(max(descent.max(), min(smooth.max(), 1.5 * smooth[0])))
+        pad = 0.05 * (high - low) or 0.1 * abs(high) or 1.0
+        ax.set_ylim(low - pad, high + pad)
+    ax.set_title(title or "learning-rate range test")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    if path is not None:
+        fig.savefig(path, bbox_inches="tight")
+    return fig
 
 
 # ---- parsing schedule expressions for the command line ----------------------
