@@ -8,6 +8,7 @@ never one that diverges, and must stop soon after the rate passes 2/a.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,16 @@ import numpy as np
 import pytest
 
 import gradstep as gs
-from gradstep.lr_finder import MIN_POINTS, _longest_decreasing_run, lr_sweep
+from gradstep.lr_finder import (
+    METHODS,
+    MIN_POINTS,
+    SUGGESTERS,
+    _longest_decreasing_run,
+    lr_sweep,
+    suggest_minimum,
+    suggest_steepest,
+    suggest_valley,
+)
 
 
 def quadratic(a: float, noise: float = 0.0, seed: int = 0, dim: int = 100):
@@ -137,6 +147,70 @@ def test_a_loss_that_only_rises_has_no_suggestion() -> None:
     result = gs.LRFinderResult(lrs, losses, losses, skip_start=2, skip_end=2)
     assert result.suggestions == {"steepest": None, "valley": None, "minimum": None}
     assert "never decreased" in result.notes["steepest"]
+
+
+def test_suggestion_rules_are_pure_functions_of_the_curve() -> None:
+    lrs = np.logspace(-6, 1, 60)
+    losses = 1.0 / (1.0 + (lrs / 1e-3) ** 2) + 0.1 + (lrs / 1.0) ** 2  # falls around 1e-3, then rises
+    result = gs.LRFinderResult(lrs, losses, losses, skip_start=0, skip_end=0)
+    assert SUGGESTERS == {"steepest": suggest_steepest, "valley": suggest_valley, "minimum": suggest_minimum}
+    assert tuple(SUGGESTERS) == METHODS
+    for method, rule in SUGGESTERS.items():
+        x, y = lrs.copy(), losses.copy()
+        rate, note = rule(x, y)
+        assert note is None and rate is not None and 1e-5 <= rate <= 1e-2, method
+        assert rate == result.suggestion(method)
+        assert np.array_equal(x, lrs) and np.array_equal(y, losses)  # arguments untouched
+    for rule in SUGGESTERS.values():
+        rate, note = rule(lrs[:MIN_POINTS - 1], losses[:MIN_POINTS - 1])
+        assert rate is None and note is not None and "usable points" in note
+        rate, note = rule(lrs, np.linspace(1.0, 2.0, len(lrs)))
+        assert rate is None and note is not None and "never decreased" in note
+    with pytest.raises(ValueError, match="differ in length"):
+        suggest_valley(lrs, losses[:-1])
+
+
+def _reading_cases() -> dict[str, gs.LRFinderResult]:
+    lrs = np.logspace(-3, 0, 30)
+    rising = np.linspace(1.0, 2.0, 30)
+    short = np.linspace(1.0, 0.5, MIN_POINTS - 1)
+    _, opt, step = quadratic(4.0)
+    found = gs.lr_find(opt, step, start_lr=1e-5, end_lr=100.0, progress=False)
+    found.run_notes["data"] = "a quadratic"
+    return {
+        "found": found,  # every reading suggests a rate; one note of the run's own
+        "rising": gs.LRFinderResult(lrs, rising, rising, skip_start=2, skip_end=2),
+        "short": gs.LRFinderResult(lrs[: MIN_POINTS - 1], short, short),
+    }
+
+
+@pytest.mark.parametrize("case", ["found", "rising", "short"])
+def test_reading_a_result_in_any_order_leaves_its_notes_unchanged(case: str, tmp_path: Path) -> None:
+    readers: dict[str, Callable[[gs.LRFinderResult], object]] = {
+        "str": str,
+        "plot": lambda r: r.plot(tmp_path / "curve.png"),
+        "suggestion": lambda r: [r.suggestion(m) for m in reversed(METHODS)],
+    }
+    seen = []
+    for order in itertools.permutations(readers):
+        result = _reading_cases()[case]
+        notes, run_notes = result.notes, dict(result.run_notes)
+        for name in order:
+            readers[name](result)
+            assert result.notes == notes, (order, name)
+            assert result.run_notes == run_notes, (order, name)
+        result.notes["data"] = "written into a copy"  # notes is a fresh dict: this changes nothing
+        assert result.notes == notes
+        seen.append((notes, str(result)))
+    assert all(x == seen[0] for x in seen)  # the same notes and text whatever the order
+    notes = seen[0][0]
+    if case == "found":
+        assert notes == {"data": "a quadratic"}
+    else:
+        assert list(notes) == list(METHODS)
+    result = _reading_cases()[case]
+    for method in METHODS:  # suggest() returns the rate with its note
+        assert result.suggest(method) == (result.suggestion(method), notes.get(method))
 
 
 def test_longest_decreasing_run() -> None:

@@ -42,7 +42,7 @@ __all__ = [
     "set_isa",
     "set_num_threads",
 ]
-__version__ = "0.1.0"
+from gradstep._version import __version__  # written from pyproject.toml at build time
 
 
 def cmake_dir() -> str:

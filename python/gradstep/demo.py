@@ -23,6 +23,7 @@ from typing import Any, Optional
 import numpy as np
 
 import gradstep as gs
+from gradstep import plotting
 from gradstep.lr_finder import LRFinderResult
 from gradstep.mlp import MLP
 
@@ -219,72 +220,17 @@ def write_results(runs: list[Run], out: Path, header: str) -> None:
         writer.writerows(_row(r) for r in runs)
 
 
-def _figure(ncols: int = 1, nrows: int = 1, size: tuple[float, float] = (6.4, 4.2)) -> tuple[Any, Any]:
-    # Figure + Agg canvas, no pyplot: no global backend switch, no GUI.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    # Fixed margins: a constrained layout costs seconds on these log axes.
-    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), dpi=80)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    width, height = fig.get_size_inches()
-    fig.subplots_adjust(left=0.7 / width, right=1 - 0.15 / width, bottom=0.55 / height,
-                        top=1 - 0.35 / height, wspace=0.3, hspace=0.45)
-    return fig, axes
-
-
-def _loss_axes(ax: Any, runs: list[Run], title: str) -> None:
-    for i, run in enumerate(runs):
-        epochs = np.arange(1, len(run.val_loss) + 1)
-        ax.plot(epochs, run.val_loss, color=f"C{i % 10}", lw=2, label=run.name)
-        ax.plot(epochs, run.train_loss, color=f"C{i % 10}", lw=1, ls="--")
-    ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("cross-entropy")
-    ax.set_title(title + " (solid: validation, dashed: train)", fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-
-
 def plot_all(out: Path, finder: dict[str, LRFinderResult], rate_runs: list[Run], rates: list[float],
              schedule_runs: list[Run], optimizer_runs: list[Run], total_steps: int) -> None:
-    fig, axes = _figure(3, 2, (4.6, 3.4))
-    for ax, (name, result) in zip(axes.flat, finder.items()):
-        result.plot(ax=ax, title=LABELS.get(name, name))
-    fig.savefig(out / "lr_range_test.png")
-
-    fig, axes = _figure(2, 1, (5.6, 4.0))
-    result = finder[MAIN]
-    result.plot(ax=axes[0, 0], title=f"range test, {LABELS.get(MAIN, MAIN)}")
-    for i, (run, lr) in enumerate(zip(rate_runs, rates)):
-        axes[0, 0].axvline(lr, color=f"C{i}", ls=":", lw=1.5)
-    ax = axes[0, 1]
-    spe = len(rate_runs[0].step_losses) / max(len(rate_runs[0].val_loss), 1)
-    for i, run in enumerate(rate_runs):
-        steps = np.arange(1, len(run.step_losses) + 1) / spe
-        ax.plot(steps, run.step_losses, color=f"C{i}", lw=0.7, alpha=0.45)
-        ax.plot(np.arange(1, len(run.val_loss) + 1), run.val_loss, color=f"C{i}", lw=2, marker="o", ms=3,
-                label=f"{run.name}, lr {run.lr_text} (validation; thin: batches)")
-    ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("cross-entropy")
-    ax.set_title("training at three constant rates")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.savefig(out / "rates.png")
-
+    main = LABELS.get(MAIN, MAIN)
+    plotting.plot_range_tests({LABELS.get(name, name): result for name, result in finder.items()},
+                              out / "lr_range_test.png")
+    plotting.plot_rates(finder[MAIN], rate_runs, rates, out / "rates.png", title=f"range test, {main}")
     schedules = {run.name: (lambda k, lrs=run.lrs: lrs[k]) for run in schedule_runs if len(run.lrs) == total_steps}
-    gs.plot_schedules(schedules, total_steps, out / "schedules.png", log_y=True,
-                      title=f"learning-rate schedules ({LABELS.get(MAIN, MAIN)})")
-
-    fig, axes = _figure()
-    _loss_axes(axes[0, 0], schedule_runs, f"schedules, {LABELS.get(MAIN, MAIN)}")
-    fig.savefig(out / "schedule_runs.png")
-
-    fig, axes = _figure()
-    _loss_axes(axes[0, 0], optimizer_runs, "optimizers at their suggested rates")
-    fig.savefig(out / "optimizers.png")
+    plotting.plot_schedules(schedules, total_steps, out / "schedules.png", log_y=True,
+                            title=f"learning-rate schedules ({main})")
+    plotting.plot_loss_curves(schedule_runs, out / "schedule_runs.png", title=f"schedules, {main}")
+    plotting.plot_loss_curves(optimizer_runs, out / "optimizers.png", title="optimizers at their suggested rates")
 
 
 # -- the command ---------------------------------------------------------------

@@ -20,9 +20,82 @@ import numpy as np
 
 from gradstep.optim import Optimizer
 
-METHODS = ("steepest", "valley", "minimum")
 # Fewer usable points than this and a curve says nothing about slopes or runs.
 MIN_POINTS = 5
+NEVER_DECREASED = "the loss never decreased: the range holds no good rate"
+
+# A suggested rate, or None and why there is none.
+Suggestion = tuple[Optional[float], Optional[str]]
+
+
+# -- the suggestion rules: pure functions of a curve --------------------------
+#
+# Each reads a curve as LRFinderResult.usable() gives it (finite losses,
+# positive rates, the noisy ends skipped) and returns (rate, None) or
+# (None, why not). None of them changes its arguments.
+
+
+def _descent(lrs: np.ndarray, losses: np.ndarray) -> tuple[int, Optional[str]]:
+    """The index of the lowest loss, or -1 and why the curve holds no suggestion."""
+    if len(lrs) != len(losses):
+        raise ValueError(f"lrs and losses differ in length: {len(lrs)}, {len(losses)}")
+    if len(lrs) < MIN_POINTS:
+        return -1, f"only {len(lrs)} usable points (need {MIN_POINTS})"
+    lowest = int(np.argmin(losses))
+    if lowest == 0:
+        return -1, NEVER_DECREASED
+    return lowest, None
+
+
+def suggest_minimum(lrs: np.ndarray, losses: np.ndarray) -> Suggestion:
+    """A tenth of the rate at the lowest loss."""
+    lrs, losses = np.asarray(lrs, dtype=np.float64), np.asarray(losses, dtype=np.float64)
+    lowest, note = _descent(lrs, losses)
+    if note is not None:
+        return None, note
+    return float(lrs[lowest] / 10.0), None
+
+
+def suggest_steepest(lrs: np.ndarray, losses: np.ndarray) -> Suggestion:
+    """Where the loss falls fastest against log(lr), on the way down to its lowest point."""
+    lrs, losses = np.asarray(lrs, dtype=np.float64), np.asarray(losses, dtype=np.float64)
+    lowest, note = _descent(lrs, losses)
+    if note is not None:
+        return None, note
+    # Only the way down to the lowest point counts: past it the loss has
+    # blown up, and a fall back from a spike is not a good rate.
+    log_lrs = np.log(lrs)
+    if np.all(np.diff(log_lrs) > 0):
+        slopes = np.gradient(losses, log_lrs)[: lowest + 1]
+    else:  # a hand-made curve with repeated rates: fall back to per-point slopes
+        slopes = np.gradient(losses)[: lowest + 1]
+    i = int(np.argmin(slopes))
+    if not slopes[i] < 0:
+        return None, NEVER_DECREASED
+    return float(lrs[i]), None
+
+
+def suggest_valley(lrs: np.ndarray, losses: np.ndarray) -> Suggestion:
+    """Along the longest decreasing run down to the lowest loss, the rate at which the
+    loss has made half of the run's fall."""
+    lrs, losses = np.asarray(lrs, dtype=np.float64), np.asarray(losses, dtype=np.float64)
+    lowest, note = _descent(lrs, losses)
+    if note is not None:
+        return None, note
+    first, last = _longest_decreasing_run(losses[: lowest + 1])
+    # Where the loss has made half its fall along the run. (fastai takes the run's
+    # middle in index, which a long, slowly sinking start drags decades too low.)
+    half = 0.5 * (losses[first] + losses[last])
+    i = first + int(np.argmax(losses[first : last + 1] <= half))
+    return float(lrs[i]), None
+
+
+SUGGESTERS: dict[str, Callable[[np.ndarray, np.ndarray], Suggestion]] = {
+    "steepest": suggest_steepest,
+    "valley": suggest_valley,
+    "minimum": suggest_minimum,
+}
+METHODS = tuple(SUGGESTERS)
 
 
 @dataclass
@@ -32,6 +105,13 @@ class LRFinderResult:
     ``lrs[i]`` is the rate update ``i`` used and ``losses[i]`` the loss the step
     function returned for it; ``smoothed_losses`` is their bias-corrected
     exponential moving average. ``stop_reason`` says why the test ended.
+
+    Reading a result changes nothing: suggestions are computed from the curve
+    each time (``suggest``), and ``notes`` is a fresh dict of the run's own
+    notes (``run_notes``) and of why each reading that has no suggestion has
+    none. (Earlier, ``suggestion()`` wrote those into a ``notes`` field, so
+    ``str()`` and ``plot()`` changed the result and ``notes`` depended on what
+    had been called; that field is now ``run_notes``.)
     """
 
     lrs: np.ndarray
@@ -40,7 +120,7 @@ class LRFinderResult:
     stop_reason: str = "completed"
     skip_start: int = 10
     skip_end: int = 5
-    notes: dict[str, str] = field(default_factory=dict)
+    run_notes: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.lrs = np.asarray(self.lrs, dtype=np.float64)
@@ -72,6 +152,19 @@ class LRFinderResult:
             end = min(end, spare - start)
         return self.lrs[start : n - end], self.smoothed_losses[start : n - end]
 
+    def suggest(self, method: str = "valley") -> Suggestion:
+        """(rate, None), or (None, why the curve cannot give one); see ``suggestion``."""
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        lrs, losses = self.usable()
+        if len(lrs) < MIN_POINTS:  # the run was too short: say how it ended
+            return None, (
+                f"only {len(lrs)} usable points (need {MIN_POINTS}) before the loss "
+                f"stopped being finite or the test ended ({self.stop_reason}); "
+                "lower start_lr or use more steps"
+            )
+        return SUGGESTERS[method](lrs, losses)
+
     def suggestion(self, method: str = "valley") -> Optional[float]:
         """A suggested rate, or None when the curve cannot give one (see ``notes``).
 
@@ -84,42 +177,25 @@ class LRFinderResult:
           decreasing subsequence, as fastai's "valley"), the rate at which the
           loss has made half of the run's fall;
         - "minimum": a tenth of the rate at the lowest loss.
+
+        The rules are the pure functions ``suggest_steepest``, ``suggest_valley``
+        and ``suggest_minimum`` of this module.
         """
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        lrs, losses = self.usable()
-        if len(lrs) < MIN_POINTS:
-            self.notes[method] = (
-                f"only {len(lrs)} usable points (need {MIN_POINTS}) before the loss "
-                f"stopped being finite or the test ended ({self.stop_reason}); "
-                "lower start_lr or use more steps"
-            )
-            return None
-        lowest = int(np.argmin(losses))
-        if lowest == 0:
-            self.notes[method] = "the loss never decreased: the range holds no good rate"
-            return None
-        if method == "minimum":
-            return float(lrs[lowest] / 10.0)
-        if method == "steepest":
-            # Only the way down to the lowest point counts: past it the loss has
-            # blown up, and a fall back from a spike is not a good rate.
-            log_lrs = np.log(lrs)
-            if np.all(np.diff(log_lrs) > 0):
-                slopes = np.gradient(losses, log_lrs)[: lowest + 1]
-            else:  # a hand-made curve with repeated rates: fall back to per-point slopes
-                slopes = np.gradient(losses)[: lowest + 1]
-            i = int(np.argmin(slopes))
-            if not slopes[i] < 0:
-                self.notes[method] = "the loss never decreased: the range holds no good rate"
-                return None
-            return float(lrs[i])
-        first, last = _longest_decreasing_run(losses[: lowest + 1])
-        # Where the loss has made half its fall along the run. (fastai takes the run's
-        # middle in index, which a long, slowly sinking start drags decades too low.)
-        half = 0.5 * (losses[first] + losses[last])
-        i = first + int(np.argmax(losses[first : last + 1] <= half))
-        return float(lrs[i])
+        return self.suggest(method)[0]
+
+    @property
+    def notes(self) -> dict[str, str]:
+        """The run's notes, then, by method, why a reading gives no suggestion.
+
+        A new dict at every access, computed from the curve: writing to it
+        changes nothing (set ``run_notes`` for notes of your own).
+        """
+        notes = dict(self.run_notes)
+        for method in METHODS:
+            note = self.suggest(method)[1]
+            if note is not None:
+                notes[method] = note
+        return notes
 
     @property
     def suggestions(self) -> dict[str, Optional[float]]:
@@ -152,41 +228,11 @@ class LRFinderResult:
         """Loss against lr (log axis) with the suggestions marked; saves a PNG to ``path``.
 
         Draws into ``ax`` when given, else into a new figure (no pyplot, no global
-        backend change). Returns the figure.
+        backend change). Returns the figure. (``gradstep.plotting.plot_range_test``.)
         """
-        from matplotlib.figure import Figure
+        from gradstep.plotting import plot_range_test
 
-        fig = Figure(figsize=(6, 4), dpi=100) if ax is None else ax.figure
-        if ax is None:
-            ax = fig.add_subplot()
-        shown = np.isfinite(self.losses)
-        ax.plot(self.lrs[shown], self.losses[shown], color="0.7", lw=1, label="loss")
-        ax.plot(self.lrs[shown], self.smoothed_losses[shown], color="k", lw=2, label="smoothed")
-        lrs, losses = self.usable()
-        markers = {"steepest": ("C3", "o"), "valley": ("C4", "s"), "minimum": ("C5", "^")}
-        for method, value in self.suggestions.items():
-            if value is None:
-                continue
-            color, marker = markers[method]
-            y = float(np.interp(np.log(value), np.log(lrs), losses))
-            ax.plot([value], [y], marker=marker, color=color, ls="none", ms=8,
-                    label=f"{method}: {value:.2g}")
-        ax.set_xscale("log" if np.all(self.lrs > 0) else "linear")
-        ax.set_xlabel("learning rate")
-        ax.set_ylabel("loss")
-        smooth = self.smoothed_losses[np.isfinite(self.smoothed_losses)]
-        if len(smooth):  # a diverging tail (and raw spikes) would flatten the curve: cut it
-            low = float(min(smooth.min(), self.losses[shown].min()))
-            descent = smooth[: int(np.argmin(smooth)) + 1]
-            high = float(max(descent.max(), min(smooth.max(), 1.5 * smooth[0])))
-            pad = 0.05 * (high - low) or 0.1 * abs(high) or 1.0
-            ax.set_ylim(low - pad, high + pad)
-        ax.set_title(title or "learning-rate range test")
-        ax.legend(fontsize=8)
-        ax.grid(True, which="both", alpha=0.3)
-        if path is not None:
-            fig.savefig(path, bbox_inches="tight")
-        return fig
+        return plot_range_test(self, path, ax=ax, title=title)
 
 
 def _longest_decreasing_run(losses: np.ndarray) -> tuple[int, int]:

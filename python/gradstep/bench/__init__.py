@@ -1,0 +1,81 @@
+"""Time optimizer steps against the peers installed and against the memory roof.
+
+For every optimizer and case (one tensor of N elements, or M tensors of N
+elements each), gradstep's step is timed beside the peers this Python has:
+numpy written by hand from the update equations (always), torch.optim with a
+for-loop, foreach and fused implementation (when torch is installed and the
+optimizer has that implementation), and DeepSpeedCPUAdam / DeepSpeedCPUAdagrad
+(when deepspeed imports). The roof is a STREAM-like probe in the C++ core that
+reads and writes the same buffers as the step (param, grad and the
+optimizer's states) with the same threads but no optimizer math.
+
+All candidates of a case run in one process, interleaved round-robin: each
+round sleeps first so that torch's OpenMP threads, which spin for ~10 ms
+after every torch op, have parked, then every candidate warms up (a few
+steps, untimed) and takes one sample of back-to-back steps. Reported times
+are medians over rounds of the time per step, Python call included. Cases
+of 4M elements and more get new buffers every round (physical placement
+matters to DRAM-bound steps; see measure).
+
+Results print as a table; with ``--out DIR`` the table, a JSON record (with
+the machine, versions and settings, to keep and ``--compare`` against later)
+and a PNG chart are written there.
+"""
+
+from __future__ import annotations
+
+from gradstep.bench.candidates import (
+    PEERS,
+    Candidate,
+    deepspeed_available,
+    make_candidates,
+    torch_optimizer,
+    torch_present,
+)
+from gradstep.bench.cli import add_arguments, run
+from gradstep.bench.numpy_steps import NumpyState
+from gradstep.bench.record import FORMAT, machine_info, versions
+from gradstep.bench.report import chart, compare, fmt_time, table
+from gradstep.bench.spec import (
+    DEFAULT_CASES,
+    OPTIMIZERS,
+    QUICK_CASES,
+    SPECS,
+    Case,
+    Spec,
+    bytes_per_element,
+    state_count,
+)
+from gradstep.bench.timing import FRESH_ELEMENTS, TORCH_SETTLE_S, measure, run_all, run_case
+
+__all__ = [
+    "DEFAULT_CASES",
+    "FORMAT",
+    "FRESH_ELEMENTS",
+    "OPTIMIZERS",
+    "PEERS",
+    "QUICK_CASES",
+    "SPECS",
+    "TORCH_SETTLE_S",
+    "Candidate",
+    "Case",
+    "NumpyState",
+    "Spec",
+    "add_arguments",
+    "bytes_per_element",
+    "chart",
+    "compare",
+    "deepspeed_available",
+    "fmt_time",
+    "machine_info",
+    "make_candidates",
+    "measure",
+    "run",
+    "run_all",
+    "run_case",
+    "state_count",
+    "table",
+    "torch_optimizer",
+    "torch_present",
+    "versions",
+]

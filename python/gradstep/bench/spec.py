@@ -1,0 +1,80 @@
+"""What is timed: the cases (tensor counts and sizes) and the optimizer configurations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+import gradstep as gs
+from gradstep.bench import numpy_steps
+
+DEFAULT_CASES = "4096,65536,1048576,16777216,200x5000"
+QUICK_CASES = "4096,20x5000"
+OPTIMIZERS = ("adam", "sgd", "adagrad", "rmsprop", "adadelta")
+
+
+@dataclass(frozen=True)
+class Case:
+    """``tensors`` tensors of ``size`` elements each."""
+
+    tensors: int
+    size: int
+
+    @property
+    def label(self) -> str:
+        return str(self.size) if self.tensors == 1 else f"{self.tensors}x{self.size}"
+
+    @property
+    def elements(self) -> int:
+        return self.tensors * self.size
+
+    @staticmethod
+    def parse(text: str) -> Case:
+        parts = text.lower().replace("×", "x").split("x")
+        try:
+            numbers = [int(p) for p in parts]
+        except ValueError:
+            raise ValueError(f"bad case {text!r}: expected N or MxN (M tensors of N elements)") from None
+        if len(numbers) == 1:
+            numbers = [1, numbers[0]]
+        if len(numbers) != 2 or min(numbers) < 1:
+            raise ValueError(f"bad case {text!r}: expected N or MxN with positive integers")
+        return Case(numbers[0], numbers[1])
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One optimizer configuration, as every implementation spells it."""
+
+    name: str
+    gradstep: str  # class in gradstep
+    torch: str  # class in torch.optim
+    hyper: dict[str, Any]  # constructor arguments common to gradstep and torch
+    numpy_step: Callable[[Any, int], None]  # (NumpyState, 1-based step)
+    deepspeed: Optional[tuple[str, str, dict[str, Any]]] = None  # module, class, extra kwargs
+
+
+SPECS = {
+    "adam": Spec("adam", "Adam", "Adam", dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8), numpy_steps.adam,
+                 ("deepspeed.ops.adam", "DeepSpeedCPUAdam", dict(adamw_mode=False))),
+    "sgd": Spec("sgd", "SGD", "SGD", dict(lr=1e-2, momentum=0.9), numpy_steps.sgd),
+    "adagrad": Spec("adagrad", "Adagrad", "Adagrad", dict(lr=1e-2, eps=1e-10), numpy_steps.adagrad,
+                    ("deepspeed.ops.adagrad", "DeepSpeedCPUAdagrad", {})),
+    "rmsprop": Spec("rmsprop", "RMSprop", "RMSprop", dict(lr=1e-2, alpha=0.99, eps=1e-8), numpy_steps.rmsprop),
+    "adadelta": Spec("adadelta", "Adadelta", "Adadelta", dict(lr=1.0, rho=0.9, eps=1e-6), numpy_steps.adadelta),
+}
+
+
+def state_count(spec: Spec) -> int:
+    """State buffers per parameter of this configuration (from the core's slot mask)."""
+    opt = getattr(gs, spec.gradstep)([np.zeros(1, np.float32)], **spec.hyper)
+    return bin(opt._options.state_mask).count("1")
+
+
+def bytes_per_element(spec: Spec, itemsize: int) -> int:
+    """Memory traffic of one element's update: param, grad and states read; param and states written."""
+    states = state_count(spec)
+    return itemsize * ((2 + states) + (1 + states))
