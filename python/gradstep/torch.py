@@ -35,7 +35,7 @@ def _where(gi: int, i: int | None = None) -> str:
     return f"param_groups[{gi}]" if i is None else f"param_groups[{gi}]['params'][{i}]"
 
 
-_CONTIGUOUS = ("contiguous",)  # _dense_strides of every C-contiguous tensor
+_CONTIGUOUS: tuple[int, ...] = (-1,)  # _dense_strides of every C-contiguous tensor (no stride is negative)
 
 
 def _dense_strides(t: torch.Tensor) -> tuple[int, ...] | None:
