@@ -299,7 +299,7 @@ struct Cyclic {
   double base_lr;
   double max_lr;
   std::int64_t step_size_up = 2000;
-  std::optional<std::int64_t> step_size_down;
+  std::optional<std::int64_t> step_size_down = std::nullopt;
   CyclicMode mode = CyclicMode::triangular;
   double gamma = 1.0;
   static constexpr auto fields() {
