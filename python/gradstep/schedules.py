@@ -218,15 +218,18 @@ _F = TypeVar("_F", bound=Callable[..., Schedule])
 def _factory(declaration: _F) -> _F:
     """The factory of the C++ kind named like ``declaration``.
 
-    The decorated function only declares the signature (names, types and
-    order of the kind's fields, defaults written ``_FROM_CPP``) and the
-    docstring; its body hands its arguments over (``return _arguments(locals())``).
-    The defaults become the C++ struct's member defaults, and a mismatch
-    between the declaration and the C++ fields fails at import.
+    The decorated function declares the signature users see (the kind's
+    fields, in order, with their types; each default written ``_FROM_CPP``)
+    and the docstring; its body hands the bound arguments over
+    (``return _arguments(locals())``). Its defaults are replaced by the C++
+    struct's member initializers, and a declaration that disagrees with the
+    C++ fields fails at import.
     """
     function: Any = declaration
     name = function.__name__
-    kind = next(k for k in _kinds.KINDS if k.name == name)
+    kind = next((k for k in _kinds.KINDS if k.name == name), None)
+    if kind is None:
+        raise ImportError(f"gradstep.schedules.{name}: no C++ schedule kind of that name")
     params = list(inspect.signature(function).parameters.values())
     if [p.name for p in params] != [field for field, _ in kind.fields]:
         raise ImportError(f"gradstep.schedules.{name} does not declare the C++ kind's fields {kind.fields}")
@@ -245,6 +248,7 @@ def _factory(declaration: _F) -> _F:
 
 
 def _arguments(values: dict[str, Any]) -> Any:
+    """A factory declaration's bound arguments, for @_factory (typed Any: the declaration returns a Schedule)."""
     return values
 
 
