@@ -1,4 +1,6 @@
-// Closed-form evaluation of learning-rate schedules.
+// Closed-form evaluation of learning-rate schedules: one section per kind
+// (its closed form and what it checks across fields; its fields and their
+// rules are in schedule.hpp), then building and evaluating a Schedule.
 //
 // Where torch.optim.lr_scheduler has a schedule, the arithmetic below is its
 // formula written in the same order of operations (torch's closed form, or
@@ -28,19 +30,6 @@ std::string number(double v) {
   return buf;
 }
 
-void require_finite(const char* name, double v) {
-  if (!std::isfinite(v)) fail(std::string(name) + " must be a finite number, got " + number(v));
-}
-void require_nonneg(const char* name, double v) {
-  if (!std::isfinite(v) || v < 0.0) fail(std::string(name) + " must be a finite number >= 0, got " + number(v));
-}
-void require_positive(const char* name, double v) {
-  if (!std::isfinite(v) || v <= 0.0) fail(std::string(name) + " must be a finite number > 0, got " + number(v));
-}
-void require_at_least(const char* name, std::int64_t v, std::int64_t least) {
-  if (v < least)
-    fail(std::string(name) + " must be an integer >= " + std::to_string(least) + ", got " + std::to_string(v));
-}
 // Sorted step lists: `strict` forbids repeats.
 void require_sorted(const char* name, const std::vector<std::int64_t>& v, bool strict) {
   for (std::size_t i = 0; i < v.size(); ++i) {
@@ -77,9 +66,6 @@ double clamp_between(double v, double a, double b) { return std::min(std::max(v,
 // lr * factor, with a zero rate staying zero when the factor overflows
 // (0 * inf would be NaN; the limit is 0).
 double scaled(double lr, double factor) { return lr == 0.0 ? 0.0 : lr * factor; }
-
-enum CyclicMode : std::int64_t { triangular, triangular2, exp_range };
-enum Anneal : std::int64_t { anneal_cos, anneal_linear };
 
 // Stirling's series for log Gamma(z) minus its leading terms (z >= 32 here,
 // where the first omitted term is below 1e-19).
@@ -151,27 +137,6 @@ std::pair<double, double> restart_position(std::int64_t k, std::int64_t period, 
   return {static_cast<double>(k - start), static_cast<double>(length)};
 }
 
-double cyclic_rate(const ScheduleNode& node, std::int64_t k) {
-  const double base_lr = node.real[0], max_lr = node.real[1], gamma = node.real[2];
-  // torch's cycle = floor(1 + k / total) and x = 1 + k / total - cycle, in
-  // integers: exact at any step (the sum fits in uint64).
-  const std::uint64_t up = static_cast<std::uint64_t>(node.integer[0]);
-  const std::uint64_t down = static_cast<std::uint64_t>(node.integer[1]);
-  const std::uint64_t total = up + down, kk = static_cast<std::uint64_t>(k);
-  const std::uint64_t cycle = kk / total + 1, pos = kk % total;
-  const double scale_factor = pos <= up ? static_cast<double>(pos) / static_cast<double>(up)
-                                        : static_cast<double>(total - pos) / static_cast<double>(down);
-  const double base_height = (max_lr - base_lr) * scale_factor;
-  if (base_height == 0.0) return base_lr;
-  double scale = 1.0;
-  if (node.integer[2] == triangular2)
-    scale = std::ldexp(1.0, -static_cast<int>(std::min<std::uint64_t>(cycle - 1, 2000)));
-  else if (node.integer[2] == exp_range)
-    scale = std::pow(gamma, static_cast<double>(k));  // torch scales exp_range by iterations, not cycles
-  const double rate = base_lr + base_height * scale;
-  return scale <= 1.0 ? clamp_between(rate, base_lr, max_lr) : rate;
-}
-
 // OneCycleLR's phase boundaries, as torch computes them (floats, the first
 // ones ending one step before pct_start * total_steps).
 struct OneCyclePhases {
@@ -180,12 +145,12 @@ struct OneCyclePhases {
   int count;
 };
 
-OneCyclePhases one_cycle_phases(const ScheduleNode& node) {
-  const double max_lr = node.real[0], pct = node.real[1], div = node.real[2], final_div = node.real[3];
-  const std::int64_t total = node.integer[0];
+OneCyclePhases one_cycle_phases(const schedules::OneCycle& s) {
+  const double max_lr = s.max_lr, pct = s.pct_start, div = s.div_factor, final_div = s.final_div_factor;
+  const std::int64_t total = s.total_steps;
   const double initial_lr = max_lr / div, min_lr = initial_lr / final_div;
   const double last = static_cast<double>(total - 1);
-  if (node.integer[2]) {
+  if (s.three_phase) {
     return {{pct * static_cast<double>(total) - 1.0, 2.0 * pct * static_cast<double>(total) - 2.0, last},
             {initial_lr, max_lr, initial_lr},
             {max_lr, initial_lr, min_lr},
@@ -194,261 +159,138 @@ OneCyclePhases one_cycle_phases(const ScheduleNode& node) {
   return {{pct * static_cast<double>(total) - 1.0, last, 0.0}, {initial_lr, max_lr, 0.0}, {max_lr, min_lr, 0.0}, 2};
 }
 
-double one_cycle_rate(const ScheduleNode& node, std::int64_t k) {
-  const OneCyclePhases p = one_cycle_phases(node);
-  // torch raises past total_steps, and at total_steps extrapolates the last
-  // phase; no update of a total_steps-update run uses either, so hold the end.
-  const double step = static_cast<double>(std::min(k, node.integer[0] - 1));
-  double start_step = 0.0;
-  for (int i = 0; i < p.count; ++i) {
-    if (step <= p.end[i] || i == p.count - 1) {
-      const double start = p.start_lr[i], end = p.end_lr[i];
-      const double done = step - start_step, length = p.end[i] - start_step;
-      const double rate = node.integer[1] == anneal_linear
-                              ? (end - start) * (done / length) + start
-                              : end + (start - end) * half_cos(std::min(done, length), std::max(p.end[i] - step, 0.0), length);
-      return clamp_between(rate, start, end);
-    }
-    start_step = p.end[i];
-  }
-  return p.end_lr[p.count - 1];  // unreachable: the last phase always matches
-}
-
 }  // namespace
 
-// ---- evaluation -----------------------------------------------------------
+// ---- rules ------------------------------------------------------------------
 
-double Schedule::at(std::size_t index, std::int64_t k) const {
-  const ScheduleNode& n = nodes_[index];
-  const std::vector<double>& r = n.real;
-  const std::vector<std::int64_t>& i = n.integer;
-  const double kd = static_cast<double>(k);
-  switch (n.kind) {
-    case ScheduleKind::constant:
-      return r[0];
-    case ScheduleKind::step:
-      return scaled(r[0], std::pow(r[1], static_cast<double>(k / i[0])));
-    case ScheduleKind::multistep:
-      return scaled(r[0], std::pow(r[1], static_cast<double>(count_le(i, k))));
-    case ScheduleKind::exponential:
-      return scaled(r[0], std::pow(r[1], kd));
-    case ScheduleKind::exponential_rate:
-      return scaled(r[0], std::exp(-r[1] * kd));
-    case ScheduleKind::exponential_decay: {
-      const double t = i[1] ? static_cast<double>(k / i[0]) : kd / static_cast<double>(i[0]);
-      return scaled(r[0], std::pow(r[1], t));
-    }
-    case ScheduleKind::inverse_time: {
-      const double t = i[1] ? static_cast<double>(k / i[0]) : kd / static_cast<double>(i[0]);
-      return r[0] / (1.0 + r[1] * t);  // d t may overflow to inf: the rate's limit, 0
-    }
-    case ScheduleKind::time_based:
-      return r[0] * std::exp(-time_based_log_growth(r[1], k));
-    case ScheduleKind::polynomial: {
-      // 1 - min(k, T) / T as (T - min(k, T)) / T: exact remaining steps, no
-      // cancellation near the end however large T is.
-      const double left = static_cast<double>(i[0] - std::min(k, i[0])) / static_cast<double>(i[0]);
-      return clamp_between((r[0] - r[2]) * std::pow(left, r[1]) + r[2], r[0], r[2]);
-    }
-    case ScheduleKind::linear: {
-      // Interpolated from the nearer end, with the exact remaining steps in
-      // the second half: start_lr + (end_lr - start_lr) t / T would lose the
-      // last steps' distance to end_lr when T is large.
-      const std::int64_t t = std::min(k, i[0]), left = i[0] - t;
-      const double T = static_cast<double>(i[0]);
-      const double rate = t <= left ? r[0] + (r[1] - r[0]) * static_cast<double>(t) / T
-                                    : r[1] + (r[0] - r[1]) * static_cast<double>(left) / T;
-      return clamp_between(rate, r[0], r[1]);
-    }
-    case ScheduleKind::cosine: {
-      // cos(pi k / T) has period 2T and is symmetric about T: fold k into
-      // m in [0, T] in integers (2T could overflow), exact at any step.
-      const std::int64_t q = k / i[0], rem = k % i[0];
-      const std::int64_t m = q % 2 == 0 ? rem : i[0] - rem;
-      const double c = half_cos(static_cast<double>(m), static_cast<double>(i[0] - m), static_cast<double>(i[0]));
-      return clamp_between(r[1] + (r[0] - r[1]) * c, r[0], r[1]);
-    }
-    case ScheduleKind::cosine_restarts: {
-      const auto [t_cur, t_i] = restart_position(k, i[0], i[1]);
-      return clamp_between(r[1] + (r[0] - r[1]) * half_cos(t_cur, t_i - t_cur, t_i), r[0], r[1]);
-    }
-    case ScheduleKind::cyclic:
-      return cyclic_rate(n, k);
-    case ScheduleKind::one_cycle:
-      return one_cycle_rate(n, k);
-    case ScheduleKind::piecewise_constant:
-      return r[count_le(i, k)];
-    case ScheduleKind::warmup: {
-      if (k >= i[0]) return at(n.children[0], k - i[0]);
-      const double target = at(n.children[0], 0);
-      return clamp_between(r[0] + (target - r[0]) * kd / static_cast<double>(i[0]), r[0], target);
-    }
-    case ScheduleKind::sequence: {
-      const std::size_t j = count_le(i, k);
-      return at(n.children[j], j == 0 ? k : k - i[j - 1]);
-    }
+namespace schedules {
+
+void bad_choice(const char* field, const std::string& text, const char* const* names, std::size_t n) {
+  std::string list;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (i > 0) list += i + 1 == n ? " or " : ", ";
+    list += std::string("'") + names[i] + "'";
   }
-  throw std::logic_error("gradstep: unknown schedule node kind");
+  fail(std::string(field) + " must be " + list + ", got '" + text + "'");
 }
 
-// A growing schedule (gamma > 1, a negative rate, exp_range with gamma > 1)
-// can leave the float64 range; that is an error at the step that reaches it,
-// never an infinite learning rate handed to a kernel.
-double Schedule::finite_at(std::int64_t k) const {
-  const double rate = at(nodes_.size() - 1, k);
-  if (!std::isfinite(rate))
-    fail("the schedule's rate at step " + std::to_string(k) + " is " + number(rate) +
-         ": it grows past the float64 range there");
-  return rate;
+namespace rules {
+void finite(const char* name, const double& v) {
+  if (!std::isfinite(v)) fail(std::string(name) + " must be a finite number, got " + number(v));
+}
+void nonneg(const char* name, const double& v) {
+  if (!std::isfinite(v) || v < 0.0) fail(std::string(name) + " must be a finite number >= 0, got " + number(v));
+}
+void positive(const char* name, const double& v) {
+  if (!std::isfinite(v) || v <= 0.0) fail(std::string(name) + " must be a finite number > 0, got " + number(v));
+}
+void open_unit(const char* name, const double& v) {
+  if (!(v > 0.0 && v < 1.0)) fail(std::string(name) + " must be in (0, 1), got " + number(v));
+}
+void require_at_least(const char* name, std::int64_t v, std::int64_t least) {
+  if (v < least)
+    fail(std::string(name) + " must be an integer >= " + std::to_string(least) + ", got " + std::to_string(v));
+}
+void sorted(const char* name, const std::vector<std::int64_t>& v) { require_sorted(name, v, false); }
+void increasing(const char* name, const std::vector<std::int64_t>& v) { require_sorted(name, v, true); }
+void each_nonneg(const char* name, const std::vector<double>& v) {
+  for (std::size_t j = 0; j < v.size(); ++j) nonneg((std::string(name) + "[" + std::to_string(j) + "]").c_str(), v[j]);
+}
+void not_empty(const char* name, const Schedule& v) {
+  if (v.empty()) fail(std::string(name) + " must not be an empty schedule");
+}
+void not_empty(const char* name, const std::vector<Schedule>& v) {
+  if (v.empty()) fail(std::string(name) + " must not be empty");
+  for (std::size_t j = 0; j < v.size(); ++j) not_empty((std::string(name) + "[" + std::to_string(j) + "]").c_str(), v[j]);
+}
+}  // namespace rules
+
+// ---- the kinds ----------------------------------------------------------------
+
+double Constant::at(std::int64_t) const { return lr; }
+
+double Step::at(std::int64_t k) const { return scaled(lr, std::pow(gamma, static_cast<double>(k / step_size))); }
+
+double MultiStep::at(std::int64_t k) const {
+  return scaled(lr, std::pow(gamma, static_cast<double>(count_le(milestones, k))));
 }
 
-double Schedule::operator()(std::int64_t k) const {
-  if (k < 0) fail("step must be an integer >= 0, got " + std::to_string(k));
-  return finite_at(k);
+double Exponential::at(std::int64_t k) const { return scaled(lr, std::pow(gamma, static_cast<double>(k))); }
+
+double ExponentialRate::at(std::int64_t k) const { return scaled(lr, std::exp(-rate * static_cast<double>(k))); }
+
+double ExponentialDecay::at(std::int64_t k) const {
+  const double t = staircase ? static_cast<double>(k / decay_steps)
+                             : static_cast<double>(k) / static_cast<double>(decay_steps);
+  return scaled(lr, std::pow(decay_rate, t));
 }
 
-void Schedule::eval(const std::int64_t* k, double* out, std::size_t n) const {
-  for (std::size_t j = 0; j < n; ++j)
-    if (k[j] < 0) fail("steps[" + std::to_string(j) + "] must be >= 0, got " + std::to_string(k[j]));
-  for (std::size_t j = 0; j < n; ++j) out[j] = finite_at(k[j]);
+double InverseTime::at(std::int64_t k) const {
+  const double t = staircase ? static_cast<double>(k / decay_steps)
+                             : static_cast<double>(k) / static_cast<double>(decay_steps);
+  return lr / (1.0 + decay_rate * t);  // d t may overflow to inf: the rate's limit, 0
 }
 
-double plateau_rate(double rate, double scale, double min_lr) {
-  require_nonneg("lr_scale", scale);
-  require_nonneg("min_lr", min_lr);
-  return std::max(scale * rate, std::min(rate, min_lr));
+double TimeBased::at(std::int64_t k) const { return lr * std::exp(-time_based_log_growth(decay, k)); }
+
+double Polynomial::at(std::int64_t k) const {
+  // 1 - min(k, T) / T as (T - min(k, T)) / T: exact remaining steps, no
+  // cancellation near the end however large T is.
+  const double left =
+      static_cast<double>(total_steps - std::min(k, total_steps)) / static_cast<double>(total_steps);
+  return clamp_between((lr - end_lr) * std::pow(left, power) + end_lr, lr, end_lr);
 }
 
-// ---- construction ---------------------------------------------------------
-
-Schedule Schedule::leaf(ScheduleNode node) {
-  Schedule s;
-  s.nodes_.push_back(std::move(node));
-  return s;
+double Linear::at(std::int64_t k) const {
+  // Interpolated from the nearer end, with the exact remaining steps in the
+  // second half: start_lr + (end_lr - start_lr) t / T would lose the last
+  // steps' distance to end_lr when T is large.
+  const std::int64_t t = std::min(k, total_steps), left = total_steps - t;
+  const double T = static_cast<double>(total_steps);
+  const double rate = t <= left ? start_lr + (end_lr - start_lr) * static_cast<double>(t) / T
+                                : end_lr + (start_lr - end_lr) * static_cast<double>(left) / T;
+  return clamp_between(rate, start_lr, end_lr);
 }
 
-Schedule Schedule::constant(double lr) {
-  require_nonneg("lr", lr);
-  return leaf({ScheduleKind::constant, {lr}, {}, {}});
+double Cosine::at(std::int64_t k) const {
+  // cos(pi k / T) has period 2T and is symmetric about T: fold k into m in
+  // [0, T] in integers (2T could overflow), exact at any step.
+  const std::int64_t q = k / total_steps, rem = k % total_steps;
+  const std::int64_t m = q % 2 == 0 ? rem : total_steps - rem;
+  const double c = half_cos(static_cast<double>(m), static_cast<double>(total_steps - m),
+                            static_cast<double>(total_steps));
+  return clamp_between(final_lr + (lr - final_lr) * c, lr, final_lr);
 }
 
-Schedule Schedule::step(double lr, std::int64_t step_size, double gamma) {
-  require_nonneg("lr", lr);
-  require_at_least("step_size", step_size, 1);
-  require_nonneg("gamma", gamma);
-  return leaf({ScheduleKind::step, {lr, gamma}, {step_size}, {}});
+double CosineRestarts::at(std::int64_t k) const {
+  const auto [t_cur, t_i] = restart_position(k, period, period_mult);
+  return clamp_between(final_lr + (lr - final_lr) * half_cos(t_cur, t_i - t_cur, t_i), lr, final_lr);
 }
 
-Schedule Schedule::multistep(double lr, const std::vector<std::int64_t>& milestones, double gamma) {
-  require_nonneg("lr", lr);
-  require_sorted("milestones", milestones, false);
-  require_nonneg("gamma", gamma);
-  return leaf({ScheduleKind::multistep, {lr, gamma}, milestones, {}});
+double Cyclic::at(std::int64_t k) const {
+  // torch's cycle = floor(1 + k / total) and x = 1 + k / total - cycle, in
+  // integers: exact at any step (the sum fits in uint64).
+  const std::uint64_t up = static_cast<std::uint64_t>(step_size_up);
+  const std::uint64_t down = static_cast<std::uint64_t>(*step_size_down);  // set when built
+  const std::uint64_t total = up + down, kk = static_cast<std::uint64_t>(k);
+  const std::uint64_t cycle = kk / total + 1, pos = kk % total;
+  const double scale_factor = pos <= up ? static_cast<double>(pos) / static_cast<double>(up)
+                                        : static_cast<double>(total - pos) / static_cast<double>(down);
+  const double base_height = (max_lr - base_lr) * scale_factor;
+  if (base_height == 0.0) return base_lr;
+  double scale = 1.0;
+  if (mode == CyclicMode::triangular2)
+    scale = std::ldexp(1.0, -static_cast<int>(std::min<std::uint64_t>(cycle - 1, 2000)));
+  else if (mode == CyclicMode::exp_range)
+    scale = std::pow(gamma, static_cast<double>(k));  // torch scales exp_range by iterations, not cycles
+  const double rate = base_lr + base_height * scale;
+  return scale <= 1.0 ? clamp_between(rate, base_lr, max_lr) : rate;
 }
 
-Schedule Schedule::exponential(double lr, double gamma) {
-  require_nonneg("lr", lr);
-  require_nonneg("gamma", gamma);
-  return leaf({ScheduleKind::exponential, {lr, gamma}, {}, {}});
-}
-
-Schedule Schedule::exponential_rate(double lr, double rate) {
-  require_nonneg("lr", lr);
-  require_finite("rate", rate);
-  return leaf({ScheduleKind::exponential_rate, {lr, rate}, {}, {}});
-}
-
-Schedule Schedule::exponential_decay(double lr, double decay_rate, std::int64_t decay_steps, bool staircase) {
-  require_nonneg("lr", lr);
-  require_nonneg("decay_rate", decay_rate);
-  require_at_least("decay_steps", decay_steps, 1);
-  return leaf({ScheduleKind::exponential_decay, {lr, decay_rate}, {decay_steps, staircase ? 1 : 0}, {}});
-}
-
-Schedule Schedule::inverse_time(double lr, double decay_rate, std::int64_t decay_steps, bool staircase) {
-  require_nonneg("lr", lr);
-  require_nonneg("decay_rate", decay_rate);
-  require_at_least("decay_steps", decay_steps, 1);
-  return leaf({ScheduleKind::inverse_time, {lr, decay_rate}, {decay_steps, staircase ? 1 : 0}, {}});
-}
-
-Schedule Schedule::time_based(double lr, double decay) {
-  require_nonneg("lr", lr);
-  require_nonneg("decay", decay);
-  return leaf({ScheduleKind::time_based, {lr, decay}, {}, {}});
-}
-
-Schedule Schedule::polynomial(double lr, std::int64_t total_steps, double power, double end_lr) {
-  require_nonneg("lr", lr);
-  require_at_least("total_steps", total_steps, 1);
-  require_nonneg("power", power);
-  require_nonneg("end_lr", end_lr);
-  return leaf({ScheduleKind::polynomial, {lr, power, end_lr}, {total_steps}, {}});
-}
-
-Schedule Schedule::linear(double start_lr, double end_lr, std::int64_t total_steps) {
-  require_nonneg("start_lr", start_lr);
-  require_nonneg("end_lr", end_lr);
-  require_at_least("total_steps", total_steps, 1);
-  return leaf({ScheduleKind::linear, {start_lr, end_lr}, {total_steps}, {}});
-}
-
-Schedule Schedule::cosine(double lr, std::int64_t total_steps, double final_lr) {
-  require_nonneg("lr", lr);
-  require_at_least("total_steps", total_steps, 1);
-  require_nonneg("final_lr", final_lr);
-  return leaf({ScheduleKind::cosine, {lr, final_lr}, {total_steps}, {}});
-}
-
-Schedule Schedule::cosine_restarts(double lr, std::int64_t period, std::int64_t period_mult, double final_lr) {
-  require_nonneg("lr", lr);
-  require_at_least("period", period, 1);
-  require_at_least("period_mult", period_mult, 1);
-  require_nonneg("final_lr", final_lr);
-  return leaf({ScheduleKind::cosine_restarts, {lr, final_lr}, {period, period_mult}, {}});
-}
-
-Schedule Schedule::cyclic(double base_lr, double max_lr, std::int64_t step_size_up, std::int64_t step_size_down,
-                          const std::string& mode, double gamma) {
-  require_nonneg("base_lr", base_lr);
-  require_nonneg("max_lr", max_lr);
-  require_at_least("step_size_up", step_size_up, 1);
-  require_at_least("step_size_down", step_size_down, 1);
-  std::int64_t m;
-  if (mode == "triangular")
-    m = triangular;
-  else if (mode == "triangular2")
-    m = triangular2;
-  else if (mode == "exp_range")
-    m = exp_range;
-  else
-    fail("mode must be 'triangular', 'triangular2' or 'exp_range', got '" + mode + "'");
-  require_nonneg("gamma", gamma);
-  return leaf({ScheduleKind::cyclic, {base_lr, max_lr, gamma}, {step_size_up, step_size_down, m}, {}});
-}
-
-Schedule Schedule::one_cycle(double max_lr, std::int64_t total_steps, double pct_start,
-                             const std::string& anneal_strategy, double div_factor, double final_div_factor,
-                             bool three_phase) {
-  require_nonneg("max_lr", max_lr);
-  require_at_least("total_steps", total_steps, 2);
-  if (!(pct_start > 0.0 && pct_start < 1.0)) fail("pct_start must be in (0, 1), got " + number(pct_start));
-  std::int64_t anneal;
-  if (anneal_strategy == "cos")
-    anneal = anneal_cos;
-  else if (anneal_strategy == "linear")
-    anneal = anneal_linear;
-  else
-    fail("anneal_strategy must be 'cos' or 'linear', got '" + anneal_strategy + "'");
-  require_positive("div_factor", div_factor);
-  require_positive("final_div_factor", final_div_factor);
-  ScheduleNode node{ScheduleKind::one_cycle,
-                    {max_lr, pct_start, div_factor, final_div_factor},
-                    {total_steps, anneal, three_phase ? 1 : 0},
-                    {}};
+void OneCycle::check() const {
   // torch divides by each phase's length (0/0 for an empty one) and lets a
   // phase end before the previous one; require every phase to move forward.
-  const OneCyclePhases p = one_cycle_phases(node);
+  const OneCyclePhases p = one_cycle_phases(*this);
   double start = 0.0;
   for (int i = 0; i < p.count; ++i) {
     if (!(p.end[i] > start))
@@ -458,65 +300,146 @@ Schedule Schedule::one_cycle(double max_lr, std::int64_t total_steps, double pct
            ")");
     start = p.end[i];
   }
-  return leaf(std::move(node));
 }
 
-Schedule Schedule::piecewise_constant(const std::vector<std::int64_t>& boundaries, const std::vector<double>& values) {
-  require_sorted("boundaries", boundaries, true);
+double OneCycle::at(std::int64_t k) const {
+  const OneCyclePhases p = one_cycle_phases(*this);
+  // torch raises past total_steps, and at total_steps extrapolates the last
+  // phase; no update of a total_steps-update run uses either, so hold the end.
+  const double step = static_cast<double>(std::min(k, total_steps - 1));
+  double start_step = 0.0;
+  for (int i = 0; i < p.count; ++i) {
+    if (step <= p.end[i] || i == p.count - 1) {
+      const double start = p.start_lr[i], end = p.end_lr[i];
+      const double done = step - start_step, length = p.end[i] - start_step;
+      const double rate = anneal_strategy == Anneal::linear
+                              ? (end - start) * (done / length) + start
+                              : end + (start - end) * half_cos(std::min(done, length), std::max(p.end[i] - step, 0.0), length);
+      return clamp_between(rate, start, end);
+    }
+    start_step = p.end[i];
+  }
+  return p.end_lr[p.count - 1];  // unreachable: the last phase always matches
+}
+
+void PiecewiseConstant::check() const {
   if (values.size() != boundaries.size() + 1)
     fail("values must have one more entry than boundaries, got " + std::to_string(values.size()) + " values for " +
          std::to_string(boundaries.size()) + " boundaries");
-  for (std::size_t j = 0; j < values.size(); ++j) require_nonneg(("values[" + std::to_string(j) + "]").c_str(), values[j]);
-  return leaf({ScheduleKind::piecewise_constant, values, boundaries, {}});
+  rules::each_nonneg("values", values);
 }
 
-// The one place the composition limits are enforced (from_dict refuses the
-// same before it recurses, reading the limits from here).
-void Schedule::check_limits() const {
-  if (nodes_.size() > kMaxScheduleNodes)
-    fail("a schedule may have at most " + std::to_string(kMaxScheduleNodes) + " nodes, this one would have " +
-         std::to_string(nodes_.size()));
-  std::vector<std::size_t> depth(nodes_.size(), 1);  // children come before their parent
-  for (std::size_t j = 0; j < nodes_.size(); ++j)
-    for (std::size_t c : nodes_[j].children) depth[j] = std::max(depth[j], depth[c] + 1);
-  if (depth.back() > kMaxScheduleDepth)
-    fail("schedules nest at most " + std::to_string(kMaxScheduleDepth) +
-         " levels deep (warmup and sequence each add one), this one would nest " + std::to_string(depth.back()));
+double PiecewiseConstant::at(std::int64_t k) const { return values[count_le(boundaries, k)]; }
+
+double Warmup::at(std::int64_t k) const {
+  if (k >= steps) return schedule.unchecked(k - steps);
+  const double target = schedule.unchecked(0);
+  return clamp_between(start_lr + (target - start_lr) * static_cast<double>(k) / static_cast<double>(steps), start_lr,
+                       target);
 }
 
-Schedule Schedule::warmup(const Schedule& schedule, std::int64_t steps, double start_lr) {
-  require_at_least("steps", steps, 0);
-  require_nonneg("start_lr", start_lr);
-  Schedule s = schedule;
-  s.nodes_.push_back({ScheduleKind::warmup, {start_lr}, {steps}, {schedule.nodes_.size() - 1}});
-  s.check_limits();
-  return s;
-}
-
-Schedule Schedule::sequence(const std::vector<Schedule>& schedules, const std::vector<std::int64_t>& boundaries) {
-  if (schedules.empty()) fail("schedules must not be empty");
+void Sequence::check() const {
   if (boundaries.size() + 1 != schedules.size())
     fail("boundaries must have one fewer entry than schedules, got " + std::to_string(boundaries.size()) +
          " boundaries for " + std::to_string(schedules.size()) + " schedules");
-  require_sorted("boundaries", boundaries, true);
-  std::size_t total = 1;
-  for (const Schedule& child : schedules) total += child.nodes_.size();
-  if (total > kMaxScheduleNodes)  // before copying anything
-    fail("a schedule may have at most " + std::to_string(kMaxScheduleNodes) + " nodes, this one would have " +
-         std::to_string(total));
-  Schedule s;
-  ScheduleNode root{ScheduleKind::sequence, {}, boundaries, {}};
-  for (const Schedule& child : schedules) {
-    const std::size_t offset = s.nodes_.size();
-    for (ScheduleNode node : child.nodes_) {
-      for (std::size_t& c : node.children) c += offset;
-      s.nodes_.push_back(std::move(node));
-    }
-    root.children.push_back(s.nodes_.size() - 1);
+  rules::increasing("boundaries", boundaries);
+}
+
+double Sequence::at(std::int64_t k) const {
+  const std::size_t j = count_le(boundaries, k);
+  return schedules[j].unchecked(j == 0 ? k : k - boundaries[j - 1]);
+}
+
+}  // namespace schedules
+
+// ---- building ---------------------------------------------------------------
+
+namespace {
+
+// A node's children: warmup's schedule, sequence's schedules.
+template <class Kind, class F>
+void for_each_child(const Kind& kind, F&& f) {
+  if constexpr (std::is_same_v<Kind, schedules::Warmup>) {
+    f(kind.schedule);
+  } else if constexpr (std::is_same_v<Kind, schedules::Sequence>) {
+    for (const Schedule& child : kind.schedules) f(child);
   }
-  s.nodes_.push_back(std::move(root));
-  s.check_limits();
-  return s;
+}
+
+}  // namespace
+
+// The one place the composition limits are enforced (from_dict refuses the
+// same before it recurses, reading the limits from here).
+Schedule::Schedule(ScheduleNode node) {
+  std::size_t size = 1, depth = 1;
+  std::visit(
+      [&](auto& kind) {
+        schedules::resolve(kind);
+        schedules::validate(kind);
+        for_each_child(kind, [&](const Schedule& child) {
+          size += child.size();
+          depth = std::max(depth, child.depth() + 1);
+        });
+      },
+      node);
+  if (size > kMaxScheduleNodes)
+    fail("a schedule may have at most " + std::to_string(kMaxScheduleNodes) + " nodes, this one would have " +
+         std::to_string(size));
+  if (depth > kMaxScheduleDepth)
+    fail("schedules nest at most " + std::to_string(kMaxScheduleDepth) +
+         " levels deep (warmup and sequence each add one), this one would nest " + std::to_string(depth));
+  node_ = std::make_shared<const ScheduleNode>(std::move(node));
+  size_ = size;
+  depth_ = depth;
+}
+
+const char* Schedule::name() const {
+  if (empty()) return "";
+  return std::visit([](const auto& kind) { return std::decay_t<decltype(kind)>::name; }, *node_);
+}
+
+// ---- evaluation -------------------------------------------------------------
+
+double Schedule::unchecked(std::int64_t k) const {
+  return std::visit([k](const auto& kind) { return kind.at(k); }, *node_);
+}
+
+namespace {
+
+// A growing schedule (gamma > 1, a negative rate, exp_range with gamma > 1)
+// can leave the float64 range; that is an error at the step that reaches it,
+// never an infinite learning rate handed to a kernel.
+double finite_at(const Schedule& s, std::int64_t k) {
+  const double rate = s.unchecked(k);
+  if (!std::isfinite(rate))
+    fail("the schedule's rate at step " + std::to_string(k) + " is " + number(rate) +
+         ": it grows past the float64 range there");
+  return rate;
+}
+
+void require_built(const Schedule& s) {
+  if (s.empty()) fail("the schedule is empty (a default-constructed Schedule has no rate)");
+}
+
+}  // namespace
+
+double Schedule::operator()(std::int64_t k) const {
+  require_built(*this);
+  if (k < 0) fail("step must be an integer >= 0, got " + std::to_string(k));
+  return finite_at(*this, k);
+}
+
+void Schedule::eval(const std::int64_t* k, double* out, std::size_t n) const {
+  require_built(*this);
+  for (std::size_t j = 0; j < n; ++j)
+    if (k[j] < 0) fail("steps[" + std::to_string(j) + "] must be >= 0, got " + std::to_string(k[j]));
+  for (std::size_t j = 0; j < n; ++j) out[j] = finite_at(*this, k[j]);
+}
+
+double plateau_rate(double rate, double scale, double min_lr) {
+  schedules::rules::nonneg("lr_scale", scale);
+  schedules::rules::nonneg("min_lr", min_lr);
+  return std::max(scale * rate, std::min(rate, min_lr));
 }
 
 }  // namespace gradstep

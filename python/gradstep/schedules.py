@@ -34,18 +34,20 @@ Past the end of a finite schedule:
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Sequence
-from typing import Any, Optional, Union
+from typing import Any, Optional, TypeVar, Union
 
 import numpy as np
 
 from gradstep import _core
 
-_factories = _core.schedules
+_kinds = _core.schedules
 
 # The composition limits, defined once in the C++ core (schedule.hpp).
-MAX_DEPTH: int = int(_factories.MAX_DEPTH)
-MAX_NODES: int = int(_factories.MAX_NODES)
+MAX_DEPTH: int = int(_kinds.MAX_DEPTH)
+MAX_NODES: int = int(_kinds.MAX_NODES)
 _MAX_STEP = 2**63 - 1  # the largest step a schedule is evaluated at (int64)
 
 Steps = Union[int, np.integer, np.ndarray, Sequence[int]]
@@ -63,6 +65,10 @@ def _int(name: str, value: Any) -> int:
     if not -(2**63) <= int(value) <= _MAX_STEP:
         raise ValueError(f"{name} must fit in int64 (at most 2**63 - 1), got {int(value)}")
     return int(value)
+
+
+def _int_or_none(name: str, value: Any) -> Optional[int]:
+    return None if value is None else _int(name, value)
 
 
 def _ints(name: str, values: Any) -> list[int]:
@@ -89,13 +95,34 @@ def _text(name: str, value: Any) -> str:
     return value
 
 
-def _schedule(name: str, value: Any) -> Schedule:
+def _schedule(name: str, value: Any) -> Any:
     if not isinstance(value, Schedule):
         raise TypeError(
             f"{name} must be a gradstep schedule (from gradstep.schedules), got "
             f"{type(value).__name__}; Python callables are accepted only as an optimizer's lr"
         )
-    return value
+    return value._core
+
+
+def _schedules(name: str, values: Any) -> list[Any]:
+    if not isinstance(values, (list, tuple)):
+        raise TypeError(f"{name} must be a list of schedules, got {type(values).__name__}")
+    return [_schedule(f"{name}[{i}]", s) for i, s in enumerate(values)]
+
+
+# A field's Python type, as the C++ core names it (register_schedules.cpp):
+# the check and conversion its argument goes through before C++ sees it.
+_CONVERT: dict[str, Callable[[str, Any], Any]] = {
+    "real": _real,
+    "int": _int,
+    "int_or_none": _int_or_none,
+    "flag": _flag,
+    "ints": _ints,
+    "reals": _reals,
+    "text": _text,
+    "schedule": _schedule,
+    "schedules": _schedules,
+}
 
 
 class Schedule:
@@ -105,13 +132,11 @@ class Schedule:
     of update ``k`` as a float; ``sched(array_of_steps)`` an array of rates.
     """
 
-    __slots__ = ("_args", "_core", "_name")
+    __slots__ = ("_core",)
 
-    def __init__(self, name: str, args: dict[str, Any], core: Any) -> None:
-        # Private: `args` are the factory's normalized arguments (what to_dict
-        # writes), `core` the C++ schedule built from them.
-        self._name = name
-        self._args = args
+    def __init__(self, core: _core.Schedule) -> None:
+        # Private: the factories build the C++ schedule; everything else
+        # (name, fields, to_dict, repr) is read back from it.
         self._core = core
 
     def __call__(self, step: Steps) -> Any:
@@ -138,12 +163,23 @@ class Schedule:
     @property
     def name(self) -> str:
         """The factory that made this schedule (``"cosine"``, ``"warmup"``, ...)."""
-        return self._name
+        return self._core.name
+
+    def _fields(self) -> list[tuple[str, Any]]:
+        # The C++ node's fields in its declared order; child schedules wrapped.
+        def wrap(value: Any) -> Any:
+            if isinstance(value, _core.Schedule):
+                return Schedule(value)
+            if isinstance(value, list) and value and isinstance(value[0], _core.Schedule):
+                return [Schedule(v) for v in value]
+            return value
+
+        return [(key, wrap(value)) for key, value in self._core.fields()]
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, JSON-serializable dict; ``from_dict`` rebuilds the schedule."""
-        out: dict[str, Any] = {"type": self._name}
-        for key, value in self._args.items():
+        out: dict[str, Any] = {"type": self.name}
+        for key, value in self._fields():
             if isinstance(value, Schedule):
                 value = value.to_dict()
             elif isinstance(value, list):
@@ -163,46 +199,78 @@ class Schedule:
         return from_dict, (self.to_dict(),)
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self._args.items())
-        return f"{self._name}({args})"
+        args = ", ".join(f"{k}={v!r}" for k, v in self._fields())
+        return f"{self.name}({args})"
 
 
-def _make(name: str, core_factory: str, **args: Any) -> Schedule:
-    def core_arg(value: Any) -> Any:
-        if isinstance(value, Schedule):
-            return value._core
-        if isinstance(value, list) and value and isinstance(value[0], Schedule):
-            return [v._core for v in value]
-        return value
+def _build(kind: Any, args: dict[str, Any]) -> Schedule:
+    """A schedule of the C++ kind from the factory's arguments: each checked
+    and converted as its field's type says, in the kind's field order."""
+    return Schedule(kind(*(_CONVERT[tag](name, args[name]) for name, tag in kind.fields)))
 
-    core = getattr(_factories, core_factory)(**{k: core_arg(v) for k, v in args.items()})
-    return Schedule(name, args, core)
+
+# A factory's default, filled in from the C++ kind's (schedule.hpp) by @_factory.
+_FROM_CPP: Any = object()
+
+_F = TypeVar("_F", bound=Callable[..., Schedule])
+
+
+def _factory(declaration: _F) -> _F:
+    """The factory of the C++ kind named like ``declaration``.
+
+    The decorated function declares the signature users see (the kind's
+    fields, in order, with their types; each default written ``_FROM_CPP``)
+    and the docstring; its body hands the bound arguments over
+    (``return _arguments(locals())``). Its defaults are replaced by the C++
+    struct's member initializers, and a declaration that disagrees with the
+    C++ fields fails at import.
+    """
+    function: Any = declaration
+    name = function.__name__
+    kind = next((k for k in _kinds.KINDS if k.name == name), None)
+    if kind is None:
+        raise ImportError(f"gradstep.schedules.{name}: no C++ schedule kind of that name")
+    params = list(inspect.signature(function).parameters.values())
+    if [p.name for p in params] != [field for field, _ in kind.fields]:
+        raise ImportError(f"gradstep.schedules.{name} does not declare the C++ kind's fields {kind.fields}")
+    for p in params:
+        if (p.default is _FROM_CPP) != (p.name in kind.defaults):
+            raise ImportError(f"gradstep.schedules.{name}: {p.name}'s default must be the C++ kind's (_FROM_CPP)")
+    function.__defaults__ = tuple(kind.defaults[p.name] for p in params if p.name in kind.defaults) or None
+
+    @functools.wraps(function)
+    def factory(*args: Any, **kwargs: Any) -> Schedule:
+        return _build(kind, function(*args, **kwargs))  # that call binds the arguments, as Python does
+
+    wrapped: Any = factory
+    wrapped.kind = kind
+    return wrapped
+
+
+def _arguments(values: dict[str, Any]) -> Any:
+    """A factory declaration's bound arguments, for @_factory (typed Any: the declaration returns a Schedule)."""
+    return values
 
 
 # ---- factories -------------------------------------------------------------
 
 
+@_factory
 def constant(lr: float) -> Schedule:
     """The same rate at every step."""
-    return _make("constant", "constant", lr=_real("lr", lr))
+    return _arguments(locals())
 
 
-def step(lr: float, step_size: int, gamma: float = 0.1) -> Schedule:
+@_factory
+def step(lr: float, step_size: int, gamma: float = _FROM_CPP) -> Schedule:
     """StepLR: ``lr * gamma ** (k // step_size)``."""
-    return _make(
-        "step", "step", lr=_real("lr", lr), step_size=_int("step_size", step_size), gamma=_real("gamma", gamma)
-    )
+    return _arguments(locals())
 
 
-def multistep(lr: float, milestones: Sequence[int], gamma: float = 0.1) -> Schedule:
+@_factory
+def multistep(lr: float, milestones: Sequence[int], gamma: float = _FROM_CPP) -> Schedule:
     """MultiStepLR: ``lr * gamma ** (number of milestones <= k)``; milestones sorted."""
-    return _make(
-        "multistep",
-        "multistep",
-        lr=_real("lr", lr),
-        milestones=_ints("milestones", milestones),
-        gamma=_real("gamma", gamma),
-    )
+    return _arguments(locals())
 
 
 def exponential(lr: float, gamma: Optional[float] = None, *, rate: Optional[float] = None) -> Schedule:
@@ -210,176 +278,109 @@ def exponential(lr: float, gamma: Optional[float] = None, *, rate: Optional[floa
     if (gamma is None) == (rate is None):
         raise ValueError("exponential takes exactly one of gamma and rate")
     if gamma is not None:
-        return _make("exponential", "exponential", lr=_real("lr", lr), gamma=_real("gamma", gamma))
-    return _make("exponential", "exponential_rate", lr=_real("lr", lr), rate=_real("rate", rate))
+        return _build(_kinds.Exponential, {"lr": lr, "gamma": gamma})
+    return _build(_kinds.ExponentialRate, {"lr": lr, "rate": rate})
 
 
-def exponential_decay(lr: float, decay_rate: float, decay_steps: int, staircase: bool = False) -> Schedule:
+@_factory
+def exponential_decay(lr: float, decay_rate: float, decay_steps: int, staircase: bool = _FROM_CPP) -> Schedule:
     """``lr * decay_rate ** (k / decay_steps)`` (Keras, optax); ``staircase`` floors the exponent."""
-    return _make(
-        "exponential_decay",
-        "exponential_decay",
-        lr=_real("lr", lr),
-        decay_rate=_real("decay_rate", decay_rate),
-        decay_steps=_int("decay_steps", decay_steps),
-        staircase=_flag("staircase", staircase),
-    )
+    return _arguments(locals())
 
 
-def inverse_time(lr: float, decay_rate: float, decay_steps: int = 1, staircase: bool = False) -> Schedule:
+@_factory
+def inverse_time(lr: float, decay_rate: float, decay_steps: int = _FROM_CPP, staircase: bool = _FROM_CPP) -> Schedule:
     """1/t decay: ``lr / (1 + decay_rate * k / decay_steps)``; ``staircase`` floors ``k / decay_steps``."""
-    return _make(
-        "inverse_time",
-        "inverse_time",
-        lr=_real("lr", lr),
-        decay_rate=_real("decay_rate", decay_rate),
-        decay_steps=_int("decay_steps", decay_steps),
-        staircase=_flag("staircase", staircase),
-    )
+    return _arguments(locals())
 
 
+@_factory
 def time_based(lr: float, decay: float) -> Schedule:
     """``eta_0 = lr``, ``eta_{k+1} = eta_k / (1 + decay * k)``, in closed form (via the gamma function)."""
-    return _make("time_based", "time_based", lr=_real("lr", lr), decay=_real("decay", decay))
+    return _arguments(locals())
 
 
-def polynomial(lr: float, total_steps: int, power: float = 1.0, end_lr: float = 0.0) -> Schedule:
+@_factory
+def polynomial(lr: float, total_steps: int, power: float = _FROM_CPP, end_lr: float = _FROM_CPP) -> Schedule:
     """PolynomialLR: ``(lr - end_lr) * (1 - min(k, total_steps) / total_steps) ** power + end_lr``."""
-    return _make(
-        "polynomial",
-        "polynomial",
-        lr=_real("lr", lr),
-        total_steps=_int("total_steps", total_steps),
-        power=_real("power", power),
-        end_lr=_real("end_lr", end_lr),
-    )
+    return _arguments(locals())
 
 
+@_factory
 def linear(start_lr: float, end_lr: float, total_steps: int) -> Schedule:
     """From ``start_lr`` to ``end_lr`` in ``total_steps`` steps, then ``end_lr``."""
-    return _make(
-        "linear",
-        "linear",
-        start_lr=_real("start_lr", start_lr),
-        end_lr=_real("end_lr", end_lr),
-        total_steps=_int("total_steps", total_steps),
-    )
+    return _arguments(locals())
 
 
-def cosine(lr: float, total_steps: int, final_lr: float = 0.0) -> Schedule:
+@_factory
+def cosine(lr: float, total_steps: int, final_lr: float = _FROM_CPP) -> Schedule:
     """CosineAnnealingLR: ``final_lr + (lr - final_lr) * (1 + cos(pi * k / total_steps)) / 2``.
 
     As torch's, it keeps cycling after ``total_steps`` (see the module docs).
     """
-    return _make(
-        "cosine",
-        "cosine",
-        lr=_real("lr", lr),
-        total_steps=_int("total_steps", total_steps),
-        final_lr=_real("final_lr", final_lr),
-    )
+    return _arguments(locals())
 
 
-def cosine_restarts(lr: float, period: int, period_mult: int = 1, final_lr: float = 0.0) -> Schedule:
+@_factory
+def cosine_restarts(lr: float, period: int, period_mult: int = _FROM_CPP, final_lr: float = _FROM_CPP) -> Schedule:
     """CosineAnnealingWarmRestarts (``T_0=period``, ``T_mult=period_mult``, ``eta_min=final_lr``)."""
-    return _make(
-        "cosine_restarts",
-        "cosine_restarts",
-        lr=_real("lr", lr),
-        period=_int("period", period),
-        period_mult=_int("period_mult", period_mult),
-        final_lr=_real("final_lr", final_lr),
-    )
+    return _arguments(locals())
 
 
+@_factory
 def cyclic(
     base_lr: float,
     max_lr: float,
-    step_size_up: int = 2000,
-    step_size_down: Optional[int] = None,
-    mode: str = "triangular",
-    gamma: float = 1.0,
+    step_size_up: int = _FROM_CPP,
+    step_size_down: Optional[int] = _FROM_CPP,
+    mode: str = _FROM_CPP,
+    gamma: float = _FROM_CPP,
 ) -> Schedule:
     """CyclicLR's rate (modes ``triangular``, ``triangular2``, ``exp_range``).
 
     Momentum is not cycled: a schedule drives the learning rate only.
     """
-    up = _int("step_size_up", step_size_up)
-    down = up if step_size_down is None else _int("step_size_down", step_size_down)
-    return _make(
-        "cyclic",
-        "cyclic",
-        base_lr=_real("base_lr", base_lr),
-        max_lr=_real("max_lr", max_lr),
-        step_size_up=up,
-        step_size_down=down,
-        mode=_text("mode", mode),
-        gamma=_real("gamma", gamma),
-    )
+    return _arguments(locals())
 
 
+@_factory
 def one_cycle(
     max_lr: float,
     total_steps: int,
-    pct_start: float = 0.3,
-    anneal_strategy: str = "cos",
-    div_factor: float = 25.0,
-    final_div_factor: float = 1e4,
-    three_phase: bool = False,
+    pct_start: float = _FROM_CPP,
+    anneal_strategy: str = _FROM_CPP,
+    div_factor: float = _FROM_CPP,
+    final_div_factor: float = _FROM_CPP,
+    three_phase: bool = _FROM_CPP,
 ) -> Schedule:
     """OneCycleLR's rate; from step ``total_steps - 1`` on it holds its last value.
 
     ``pct_start`` must lie in (0, 1) and leave every phase at least one step.
     Momentum is not cycled.
     """
-    return _make(
-        "one_cycle",
-        "one_cycle",
-        max_lr=_real("max_lr", max_lr),
-        total_steps=_int("total_steps", total_steps),
-        pct_start=_real("pct_start", pct_start),
-        anneal_strategy=_text("anneal_strategy", anneal_strategy),
-        div_factor=_real("div_factor", div_factor),
-        final_div_factor=_real("final_div_factor", final_div_factor),
-        three_phase=_flag("three_phase", three_phase),
-    )
+    return _arguments(locals())
 
 
+@_factory
 def piecewise_constant(boundaries: Sequence[int], values: Sequence[float]) -> Schedule:
     """``values[i]`` for ``boundaries[i-1] <= k < boundaries[i]``: a boundary step takes the new value."""
-    return _make(
-        "piecewise_constant",
-        "piecewise_constant",
-        boundaries=_ints("boundaries", boundaries),
-        values=_reals("values", values),
-    )
+    return _arguments(locals())
 
 
-def warmup(schedule: Schedule, steps: int, start_lr: float = 0.0) -> Schedule:
+@_factory
+def warmup(schedule: Schedule, steps: int, start_lr: float = _FROM_CPP) -> Schedule:
     """A linear ramp from ``start_lr`` towards ``schedule(0)``, then ``schedule`` shifted by ``steps``.
 
     ``lr(k) = start_lr + (schedule(0) - start_lr) * k / steps`` for ``k < steps``,
     and ``schedule(k - steps)`` after (the optax / transformers convention).
     """
-    return _make(
-        "warmup",
-        "warmup",
-        schedule=_schedule("schedule", schedule),
-        steps=_int("steps", steps),
-        start_lr=_real("start_lr", start_lr),
-    )
+    return _arguments(locals())
 
 
+@_factory
 def sequence(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
     """SequentialLR / optax.join_schedules: ``schedules[i]`` runs from ``boundaries[i-1]``, restarted at 0."""
-    if not isinstance(schedules, (list, tuple)):
-        raise TypeError(f"schedules must be a list of schedules, got {type(schedules).__name__}")
-    return _make(
-        "sequence",
-        "sequence",
-        schedules=[_schedule(f"schedules[{i}]", s) for i, s in enumerate(schedules)],
-        boundaries=_ints("boundaries", boundaries),
-    )
+    return _arguments(locals())
 
 
 FACTORIES: dict[str, Callable[..., Schedule]] = {
