@@ -77,7 +77,12 @@ class RMSpropRef(Reference):
         if self.h.get("centered"):
             m = s.setdefault("m", np.zeros_like(p))
             m[:] = a * m + (1 - a) * g
-            denom = np.sqrt(v - m * m) + eps
+            var = v - m * m
+            # How much the subtraction amplifies rounding: v / (v - m^2).
+            with np.errstate(all="ignore"):
+                ratio = np.where(var > 0, v / np.where(var > 0, var, 1.0), np.inf)
+            self.conditioning = max(getattr(self, "conditioning", 1.0), float(np.max(ratio, initial=1.0)))
+            denom = np.sqrt(var) + eps
         else:
             denom = np.sqrt(v) + eps
         if mu > 0:

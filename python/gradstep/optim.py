@@ -33,41 +33,18 @@ from gradstep.schedules import Schedule, from_dict
 _LAST_STEP = 2**63 - 1
 
 
-class _StepLock:
-    """One step, snapshot or load at a time, and a clear error on re-entry.
-
-    A callback run inside a step (a callable lr, a grad's ``__dlpack__``)
-    that calls back into the same optimizer would otherwise deadlock on a
-    plain lock, or, with a reentrant one, see or change a half-done step.
-    """
-
-    __slots__ = ("_lock", "_owner")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._owner: Optional[int] = None
-
-    def __enter__(self) -> None:
-        if not self._lock.acquire(False):  # the uncontended path reads no thread id
-            if self._owner == threading.get_ident():
-                raise RuntimeError(
-                    "this optimizer was called from inside its own step (a callback of that "
-                    "step re-entered it); step, state_dict and load_state_dict cannot nest"
-                )
-            self._lock.acquire()
-        self._owner = threading.get_ident()
-
-    def __exit__(self, *exc: Any) -> None:
-        self._owner = None
-        self._lock.release()
+_REENTERED = ("this optimizer was called from inside its own step (a callback of that step "
+              "re-entered it); step, state_dict and load_state_dict cannot nest")
 
 
 def _serialized(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Run the method under the optimizer's step lock (see _StepLock)."""
+    """Run the method under the optimizer's step lock, never from inside a step."""
 
     @functools.wraps(method)
     def locked(self: Any, *args: Any, **kwargs: Any) -> Any:
         with self._lock:
+            if self._stepping:
+                raise RuntimeError(_REENTERED)
             return method(self, *args, **kwargs)
 
     return locked
@@ -127,8 +104,12 @@ class Optimizer:
         self._step_count = 0
         # One step at a time: the step number, the options and the buffers
         # must not be shared by two steps in flight from different threads,
-        # and a snapshot or a load never sees half a step.
-        self._lock = _StepLock()
+        # and a snapshot or a load never sees half a step. Reentrant, with a
+        # flag, so that a callback run inside a step (a callable lr, a grad's
+        # __dlpack__) calling back into this optimizer gets an error instead
+        # of a deadlock (a Python-level lock class would cost ~90 ns a step).
+        self._lock = threading.RLock()
+        self._stepping = False
         self._options_lr: Optional[float] = None  # the rate last written to _options
         mask = self._options.state_mask
         used = [name for slot, name in enumerate(self._state_names) if mask & (1 << slot)]
@@ -236,36 +217,42 @@ class Optimizer:
         ``result.grad_norm`` is their global norm before clipping.
         """
         with self._lock:
+            if self._stepping:
+                raise RuntimeError(_REENTERED)
             k = self._step_count
             if k >= _LAST_STEP:  # the core counts steps in int64
                 raise ValueError(f"step_count {k} has reached the largest step gradstep can count")
-            base = self._lr
-            if isinstance(base, Schedule):
-                schedule = base._core  # evaluated in C++, inside the step call
-            else:
-                schedule = None
-                rate = base if base.__class__ is float else self._lr_at(k)
-                if rate != self._options_lr:  # a pybind11 attribute write costs ~170 ns
-                    self._options.lr = self._options_lr = rate
-            tensor_set = self._set
-            if self._flat is None:
-                if grads is None:
-                    raise TypeError("step() needs grads: one array per parameter")
-            elif grads is None or grads is self._flat.grads:
-                grads = self._flat_grads
-            else:
-                if self._view_set is None:
-                    self._view_set = self._tensor_set(self.params, self.state)
-                tensor_set = self._view_set
-            # Positional arguments: keyword matching costs more than a small step.
-            # _make: the NamedTuple constructor parses arguments (~300 ns).
-            result = StepResult._make(tensor_set.step(
-                grads, self._options, k + 1, schedule, self._lr_scale, self._min_lr,
-                self.skip_nonfinite, self.max_grad_norm or 0.0,
-            ))
-            if not result.skipped:
-                self._step_count = k + 1
-            return result
+            self._stepping = True
+            try:
+                base = self._lr
+                if isinstance(base, Schedule):
+                    schedule = base._core  # evaluated in C++, inside the step call
+                else:
+                    schedule = None
+                    rate = base if base.__class__ is float else self._lr_at(k)
+                    if rate != self._options_lr:  # a pybind11 attribute write costs ~170 ns
+                        self._options.lr = self._options_lr = rate
+                tensor_set = self._set
+                if self._flat is None:
+                    if grads is None:
+                        raise TypeError("step() needs grads: one array per parameter")
+                elif grads is None or grads is self._flat.grads:
+                    grads = self._flat_grads
+                else:
+                    if self._view_set is None:
+                        self._view_set = self._tensor_set(self.params, self.state)
+                    tensor_set = self._view_set
+                # Positional arguments: keyword matching costs more than a small step.
+                # _make: the NamedTuple constructor parses arguments (~300 ns).
+                result = StepResult._make(tensor_set.step(
+                    grads, self._options, k + 1, schedule, self._lr_scale, self._min_lr,
+                    self.skip_nonfinite, self.max_grad_norm or 0.0,
+                ))
+                if not result.skipped:
+                    self._step_count = k + 1
+                return result
+            finally:
+                self._stepping = False
 
     # -- checkpoints ---------------------------------------------------------
     def hyperparameters(self) -> dict[str, Any]:
