@@ -16,29 +16,38 @@ class _Options:
     lr: float
     weight_decay: float
     maximize: bool
-    def __init__(self) -> None: ...
     def validate(self) -> None: ...
     @property
     def state_mask(self) -> int: ...
+    @staticmethod
+    def spec() -> dict[str, Any]: ...
+
+def check_bound(name: str, bound: str, value: float) -> None: ...
+
+# --- generated from the declarations (gradstep._spec.stub_text); do not edit ---
 
 class SgdOptions(_Options):
     momentum: float
     dampening: float
     nesterov: bool
+    def __init__(self, *, lr: float = ..., momentum: float = ..., dampening: float = ..., weight_decay: float = ..., nesterov: bool = ..., maximize: bool = ...) -> None: ...
 
 class AdagradOptions(_Options):
     lr_decay: float
     eps: float
+    def __init__(self, *, lr: float = ..., lr_decay: float = ..., weight_decay: float = ..., eps: float = ..., maximize: bool = ...) -> None: ...
 
 class AdadeltaOptions(_Options):
     rho: float
     eps: float
+    def __init__(self, *, lr: float = ..., rho: float = ..., eps: float = ..., weight_decay: float = ..., maximize: bool = ...) -> None: ...
 
 class RmspropOptions(_Options):
     alpha: float
     eps: float
     momentum: float
     centered: bool
+    def __init__(self, *, lr: float = ..., alpha: float = ..., eps: float = ..., weight_decay: float = ..., momentum: float = ..., centered: bool = ..., maximize: bool = ...) -> None: ...
 
 class AdamOptions(_Options):
     beta1: float
@@ -46,6 +55,10 @@ class AdamOptions(_Options):
     eps: float
     amsgrad: bool
     decoupled_weight_decay: bool
+    def __init__(self, *, lr: float = ..., beta1: float = ..., beta2: float = ..., eps: float = ..., weight_decay: float = ..., amsgrad: bool = ..., decoupled_weight_decay: bool = ..., maximize: bool = ...) -> None: ...
+
+OPTIONS: tuple[type[_Options], ...]
+# --- end of generated stubs ---
 
 class TensorSet:
     def __init__(
