@@ -25,7 +25,7 @@ from typing import Any, ClassVar, NamedTuple, Optional, Union
 
 import numpy as np
 
-from gradstep import _core
+from gradstep import _core, _spec
 from gradstep.flat import FlatBuffers
 from gradstep.ranges import check_learning_rate
 from gradstep.schedules import Schedule, from_dict
@@ -93,30 +93,59 @@ def _real(name: str, value: Any) -> float:
     return float(value)
 
 
-def _pair(name: str, value: Any) -> tuple[float, float]:
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise TypeError(f"{name} must be a pair of numbers, got {value!r}")
-    return _real(f"{name}[0]", value[0]), _real(f"{name}[1]", value[1])
+def _group(name: str, value: Any, size: int) -> tuple[float, ...]:
+    """A grouped parameter (Adam's betas): a tuple or list of `size` real numbers."""
+    if not isinstance(value, (tuple, list)) or len(value) != size:
+        what = "a pair" if size == 2 else f"a tuple of {size}"
+        raise TypeError(f"{name} must be {what} of numbers, got {value!r}")
+    return tuple(_real(f"{name}[{i}]", v) for i, v in enumerate(value))
+
+
+def _checked(spec: _spec.OptimizerSpec, given: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
+    """The declared parameters given to gs.X as (option fields, Python-only values), type-checked;
+    Python-only values also checked against their bounds (the options by validate())."""
+    unknown = set(given) - {p.name for p in spec.hyper_params}
+    if unknown:
+        raise TypeError(f"{spec.name} got unexpected arguments {sorted(unknown)}")
+    options: dict[str, Any] = dict(spec.fixed)
+    initial: dict[str, float] = {}
+    for p in spec.hyper_params:
+        value = given.get(p.name, p.default)
+        if p.grouped:
+            values = _group(p.name, value, len(p.fields))
+        else:
+            values = (value,)
+        for f, v in zip(p.fields, values):
+            v = bool(v) if f.type == "flag" else (v if p.grouped else _real(f.name, v))
+            if f.option:
+                options[f.name] = v
+            else:
+                _core.check_bound(f.name, f.bound, v)
+                initial[f.name] = v
+    return options, initial
 
 
 class Optimizer:
-    """Base class: owns params, states and the C++ TensorSet that steps them."""
+    """Base class: owns params, states and the C++ TensorSet that steps them.
 
-    _options_type: ClassVar[type]
-    # Names of the state slots, in the C++ core's slot order (torch's names).
-    _state_names: ClassVar[tuple[str, ...]]
+    Each optimizer class (gs.SGD, gs.Adam, ...) is generated from its
+    declaration in the C++ core; ``__gradstep_spec__`` is that declaration
+    (a :class:`gradstep._spec.OptimizerSpec`).
+    """
+
+    __gradstep_spec__: ClassVar[_spec.OptimizerSpec]
 
     def __init__(self, params: Params, lr: LearningRate, *, skip_nonfinite: bool = False,
-                 max_grad_norm: float | None = None, **options: Any) -> None:
+                 max_grad_norm: float | None = None, **hyperparameters: Any) -> None:
+        spec = self.__gradstep_spec__
         self.skip_nonfinite = bool(skip_nonfinite)
         if max_grad_norm is not None:
             max_grad_norm = _real("max_grad_norm", max_grad_norm)
             if not math.isfinite(max_grad_norm) or max_grad_norm <= 0:
                 raise ValueError(f"max_grad_norm must be a finite number > 0 or None, got {max_grad_norm!r}")
         self.max_grad_norm: float | None = max_grad_norm
-        self._options = self._options_type()
-        for name, value in options.items():
-            setattr(self._options, name, value)
+        fields, self._initial_values = _checked(spec, hyperparameters)
+        self._options = spec.options(**fields)
         self._lr: LearningRate = 0.0
         self.lr = lr  # validates
         # Set by ReduceLROnPlateau: the rate used is
@@ -131,6 +160,7 @@ class Optimizer:
         self._lock = _StepLock()
         self._options_lr: Optional[float] = None  # the rate last written to _options
         mask = self._options.state_mask
+        self._state_names = spec.state_names()
         used = [name for slot, name in enumerate(self._state_names) if mask & (1 << slot)]
         self._flat = params if isinstance(params, FlatBuffers) else None
         if not isinstance(params, FlatBuffers):
@@ -171,6 +201,9 @@ class Optimizer:
         )
 
     def _initial_state(self, name: str) -> float:
+        for value_name, state in self.__gradstep_spec__.initial_values().items():
+            if state == name:
+                return self._initial_values[value_name]
         return 0.0
 
     # -- learning rate -------------------------------------------------------
@@ -274,7 +307,12 @@ class Optimizer:
                 "max_grad_norm": self.max_grad_norm}
 
     def _update_hyperparameters(self) -> dict[str, Any]:
-        raise NotImplementedError
+        out: dict[str, Any] = {}
+        for p in self.__gradstep_spec__.hyper_params:
+            values = tuple(getattr(self._options, f.name) if f.option else self._initial_values[f.name]
+                           for f in p.fields)
+            out[p.name] = values if p.grouped else values[0]
+        return out
 
     @_serialized
     def state_dict(self) -> dict[str, Any]:
@@ -370,238 +408,41 @@ class Optimizer:
         return f"{type(self).__name__}({len(self.params)} tensors, lr={self._lr!r}, {args})"
 
 
-class SGD(Optimizer):
-    """torch.optim.SGD: momentum, dampening, Nesterov, L2 weight decay, maximize."""
+def _optimizer_class(spec: _spec.OptimizerSpec, base: type[Optimizer]) -> type[Optimizer]:
+    """gs.X from its declaration: torch's signature and defaults, the update equations as its doc."""
+    signature = spec.signature(lr_annotation=LearningRate, params_annotation=Params)
 
-    _options_type = _core.SgdOptions
-    _state_names = ("momentum_buffer",)
+    def __init__(self: Optimizer, *args: Any, **kwargs: Any) -> None:
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        given = dict(bound.arguments)
+        del given["self"]
+        Optimizer.__init__(self, given.pop("params"), given.pop("lr"),
+                           skip_nonfinite=given.pop("skip_nonfinite"),
+                           max_grad_norm=given.pop("max_grad_norm"), **given)
 
-    def __init__(
-        self,
-        params: Params,
-        lr: LearningRate = 1e-3,
-        momentum: float = 0.0,
-        dampening: float = 0.0,
-        weight_decay: float = 0.0,
-        nesterov: bool = False,
-        *,
-        maximize: bool = False,
-        skip_nonfinite: bool = False,
-        max_grad_norm: float | None = None,
-    ) -> None:
-        super().__init__(
-            params,
-            lr,
-            momentum=_real("momentum", momentum),
-            dampening=_real("dampening", dampening),
-            weight_decay=_real("weight_decay", weight_decay),
-            nesterov=bool(nesterov),
-            maximize=bool(maximize),
-            skip_nonfinite=skip_nonfinite,
-            max_grad_norm=max_grad_norm,
-        )
-
-    def _update_hyperparameters(self) -> dict[str, Any]:
-        o = self._options
-        return dict(
-            momentum=o.momentum,
-            dampening=o.dampening,
-            weight_decay=o.weight_decay,
-            nesterov=o.nesterov,
-            maximize=o.maximize,
-        )
+    __init__.__signature__ = signature  # type: ignore[attr-defined]
+    __init__.__qualname__ = f"{spec.name}.__init__"
+    doc = f"torch.optim.{spec.name}: {spec.summary}.\n\n{spec.doc()}\n"
+    namespace = {"__init__": __init__, "__doc__": doc, "__gradstep_spec__": spec,
+                 "__module__": __name__, "__qualname__": spec.name}
+    return type(spec.name, (base,), namespace)
 
 
-class Adagrad(Optimizer):
-    """torch.optim.Adagrad: lr_decay, weight_decay, initial_accumulator_value, eps."""
-
-    _options_type = _core.AdagradOptions
-    _state_names = ("sum",)
-
-    def __init__(
-        self,
-        params: Params,
-        lr: LearningRate = 1e-2,
-        lr_decay: float = 0.0,
-        weight_decay: float = 0.0,
-        initial_accumulator_value: float = 0.0,
-        eps: float = 1e-10,
-        *,
-        maximize: bool = False,
-        skip_nonfinite: bool = False,
-        max_grad_norm: float | None = None,
-    ) -> None:
-        init = _real("initial_accumulator_value", initial_accumulator_value)
-        if not math.isfinite(init) or init < 0:
-            raise ValueError(f"initial_accumulator_value must be a finite number >= 0, got {init!r}")
-        self.initial_accumulator_value = init
-        super().__init__(
-            params,
-            lr,
-            lr_decay=_real("lr_decay", lr_decay),
-            weight_decay=_real("weight_decay", weight_decay),
-            eps=_real("eps", eps),
-            maximize=bool(maximize),
-            skip_nonfinite=skip_nonfinite,
-            max_grad_norm=max_grad_norm,
-        )
-
-    def _initial_state(self, name: str) -> float:
-        return self.initial_accumulator_value
-
-    def _update_hyperparameters(self) -> dict[str, Any]:
-        o = self._options
-        return dict(
-            lr_decay=o.lr_decay,
-            weight_decay=o.weight_decay,
-            initial_accumulator_value=self.initial_accumulator_value,
-            eps=o.eps,
-            maximize=o.maximize,
-        )
+def _generate() -> dict[str, type[Optimizer]]:
+    classes: dict[str, type[Optimizer]] = {}
+    for spec in _spec.optimizers():  # a variant (AdamW) subclasses its base (Adam)
+        classes[spec.name] = _optimizer_class(spec, classes[spec.base] if spec.base else Optimizer)
+    return classes
 
 
-class Adadelta(Optimizer):
-    """torch.optim.Adadelta: rho, eps, weight_decay; lr scales the delta."""
-
-    _options_type = _core.AdadeltaOptions
-    _state_names = ("square_avg", "acc_delta")
-
-    def __init__(
-        self,
-        params: Params,
-        lr: LearningRate = 1.0,
-        rho: float = 0.9,
-        eps: float = 1e-6,
-        weight_decay: float = 0.0,
-        *,
-        maximize: bool = False,
-        skip_nonfinite: bool = False,
-        max_grad_norm: float | None = None,
-    ) -> None:
-        super().__init__(
-            params,
-            lr,
-            rho=_real("rho", rho),
-            eps=_real("eps", eps),
-            weight_decay=_real("weight_decay", weight_decay),
-            maximize=bool(maximize),
-            skip_nonfinite=skip_nonfinite,
-            max_grad_norm=max_grad_norm,
-        )
-
-    def _update_hyperparameters(self) -> dict[str, Any]:
-        o = self._options
-        return dict(rho=o.rho, eps=o.eps, weight_decay=o.weight_decay, maximize=o.maximize)
+# Every declared optimizer: gs.SGD, gs.Adagrad, ..., gs.AdamW.
+OPTIMIZERS: dict[str, type[Optimizer]] = _generate()
+globals().update(OPTIMIZERS)
+__all__ = ["LearningRate", "OPTIMIZERS", "Optimizer", "Params", "StepResult", *OPTIMIZERS]
 
 
-class RMSprop(Optimizer):
-    """torch.optim.RMSprop: alpha, eps, weight_decay, momentum, centered."""
-
-    _options_type = _core.RmspropOptions
-    _state_names = ("square_avg", "momentum_buffer", "grad_avg")
-
-    def __init__(
-        self,
-        params: Params,
-        lr: LearningRate = 1e-2,
-        alpha: float = 0.99,
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        momentum: float = 0.0,
-        centered: bool = False,
-        *,
-        maximize: bool = False,
-        skip_nonfinite: bool = False,
-        max_grad_norm: float | None = None,
-    ) -> None:
-        super().__init__(
-            params,
-            lr,
-            alpha=_real("alpha", alpha),
-            eps=_real("eps", eps),
-            weight_decay=_real("weight_decay", weight_decay),
-            momentum=_real("momentum", momentum),
-            centered=bool(centered),
-            maximize=bool(maximize),
-            skip_nonfinite=skip_nonfinite,
-            max_grad_norm=max_grad_norm,
-        )
-
-    def _update_hyperparameters(self) -> dict[str, Any]:
-        o = self._options
-        return dict(
-            alpha=o.alpha,
-            eps=o.eps,
-            weight_decay=o.weight_decay,
-            momentum=o.momentum,
-            centered=o.centered,
-            maximize=o.maximize,
-        )
-
-
-class Adam(Optimizer):
-    """torch.optim.Adam: betas, eps, L2 weight_decay, amsgrad."""
-
-    _options_type = _core.AdamOptions
-    _state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
-    _decoupled: ClassVar[bool] = False
-
-    def __init__(
-        self,
-        params: Params,
-        lr: LearningRate = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        amsgrad: bool = False,
-        *,
-        maximize: bool = False,
-        skip_nonfinite: bool = False,
-        max_grad_norm: float | None = None,
-    ) -> None:
-        beta1, beta2 = _pair("betas", betas)
-        super().__init__(
-            params,
-            lr,
-            beta1=beta1,
-            beta2=beta2,
-            eps=_real("eps", eps),
-            weight_decay=_real("weight_decay", weight_decay),
-            amsgrad=bool(amsgrad),
-            maximize=bool(maximize),
-            decoupled_weight_decay=self._decoupled,
-            skip_nonfinite=skip_nonfinite,
-            max_grad_norm=max_grad_norm,
-        )
-
-    def _update_hyperparameters(self) -> dict[str, Any]:
-        o = self._options
-        return dict(
-            betas=(o.beta1, o.beta2),
-            eps=o.eps,
-            weight_decay=o.weight_decay,
-            amsgrad=o.amsgrad,
-            maximize=o.maximize,
-        )
-
-
-class AdamW(Adam):
-    """torch.optim.AdamW: Adam with decoupled weight decay (default 1e-2)."""
-
-    _decoupled = True
-
-    def __init__(
-        self,
-        params: Params,
-        lr: LearningRate = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 1e-2,
-        amsgrad: bool = False,
-        *,
-        maximize: bool = False,
-        skip_nonfinite: bool = False,
-        max_grad_norm: float | None = None,
-    ) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
-                         skip_nonfinite=skip_nonfinite, max_grad_norm=max_grad_norm)
+def __getattr__(name: str) -> type[Optimizer]:
+    # Reached only for names that are not here. It tells type checkers that
+    # the generated names (gs.optim.Adam) are optimizer classes.
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
