@@ -37,6 +37,9 @@ def test_gs_torch_adapter_and_torch_agree_on_names_and_defaults(spec):
     torch = pytest.importorskip("torch")
     import gradstep.torch as gt
 
+    if not hasattr(torch.optim, spec.name):
+        assert not hasattr(gt, spec.name)  # no torch twin, no adapter
+        return
     want = declared(spec)
     ours = inspect.signature(getattr(gs, spec.name)).parameters
     adapter = inspect.signature(getattr(gt, spec.name)).parameters
@@ -155,3 +158,77 @@ def test_a_variant_is_its_base_with_fixed_and_changed_fields():
     assert issubclass(gs.AdamW, gs.Adam)
     assert gs.AdamW([np.zeros(2)])._options.decoupled_weight_decay is True  # noqa: SLF001 - the test's own
     assert gs.Adam([np.zeros(2)])._options.decoupled_weight_decay is False  # noqa: SLF001
+
+
+# -- the rate has one owner ------------------------------------------------------------
+
+PACKAGE = Path(gs.__file__).parent
+# bench.py is being split into a package by a parallel change (it reads
+# opt._options.state_mask; len(opt.state) says the same); it is left to that change.
+PRIVATE_READ_ALLOWED = {"bench.py"}
+
+
+def optimizer_private_fields():
+    """The `_`-prefixed attributes and methods gradstep.optim.Optimizer keeps on itself."""
+    import re
+
+    source = (PACKAGE / "optim.py").read_text()
+    fields = set(re.findall(r"self\.(_[a-z]\w*)\s*(?::[^=\n]*)?=(?!=)", source))
+    return fields | set(re.findall(r"    def (_[a-z]\w*)\(self", source)) | {"_options"}
+
+
+def test_no_module_reads_an_optimizers_private_fields():
+    import re
+
+    fields = optimizer_private_fields()
+    assert {"_set", "_lr_callable", "_step_count"} <= fields
+    names = "|".join(sorted(fields))
+    reach = re.compile(rf"\b(?!self\b)\w+\.({names})\b|getattr\([^,]+,\s*[\"']({names})[\"']")
+    offenders = []
+    for path in sorted(PACKAGE.glob("*.py")):
+        if path.name in ("optim.py", *PRIVATE_READ_ALLOWED):
+            continue
+        for n, line in enumerate(path.read_text().split("\n"), 1):
+            if reach.search(line):
+                offenders.append(f"{path.name}:{n}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_the_rate_lives_in_the_tensor_set():
+    opt = gs.SGD([np.zeros(3)], lr=0.1)
+    assert opt._set.lr_source == 0.1 and opt._set.lr_at(0) == 0.1  # noqa: SLF001 - the test's own
+    sched = gs.schedules.step(1.0, step_size=1, gamma=0.5)
+    opt.lr = sched
+    assert opt.schedule is sched and opt._set.lr_source is sched  # noqa: SLF001
+    opt.set_plateau(0.1, 0.05)
+    assert (opt.lr_scale, opt.min_lr) == (0.1, 0.05)
+    assert opt.lr == pytest.approx(0.1) and opt.base_lr == 1.0
+    opt.step([np.ones(3)])
+    assert opt.lr == pytest.approx(0.05) and opt.base_lr == 0.5  # floored at min_lr
+    opt.max_grad_norm = 2.0
+    assert opt._set.max_grad_norm == 2.0 and opt.max_grad_norm == 2.0  # noqa: SLF001
+    opt.max_grad_norm = None
+    assert opt._set.max_grad_norm == 0.0 and opt.max_grad_norm is None  # noqa: SLF001
+
+
+def test_pinned_lr_ignores_schedule_and_plateau_then_restores_them():
+    sched = gs.schedules.exponential(1.0, gamma=0.5)
+    p = np.zeros(2)
+    opt = gs.SGD([p], lr=sched)
+    opt.set_plateau(0.5, 0.0)
+    with opt.pinned_lr(0.25):
+        assert opt.lr == 0.25 and opt.lr_scale == 1.0
+        result = opt.step([np.ones(2)])
+        assert result.lr == 0.25
+        opt.lr = 0.125
+        assert opt.step([np.ones(2)]).lr == 0.125
+    assert opt.schedule is sched and opt.lr_scale == 0.5
+    assert opt.lr == 0.5 * 0.5**2
+    assert np.allclose(p, -0.375)
+
+
+def test_a_callable_rate_is_evaluated_in_python_and_handed_to_the_set():
+    opt = gs.SGD([np.zeros(1)], lr=lambda k: 0.1 * (k + 1))
+    for k in range(3):
+        assert opt.step([np.ones(1)]).lr == pytest.approx(0.1 * (k + 1))
+        assert opt._set.lr_at(k) == pytest.approx(0.1 * (k + 1))  # noqa: SLF001 - set before each step

@@ -25,12 +25,14 @@ def _listed(x: Any) -> list[Any]:
 
 def _run(options: Any, param: Any, grad: Any, states: Sequence[Optional[Any]],
          names: Sequence[str], step: int) -> None:
-    options.validate()
+    options.validate()  # options.lr is this update's rate
     params = _listed(param)
     tensor_set = _core.TensorSet(
         params, [None if s is None else _listed(s) for s in states], list(names)
     )
-    tensor_set.step(_listed(grad), options, step)
+    tensor_set.set_options(options)
+    tensor_set.set_lr(options.lr)
+    tensor_set.step(_listed(grad), step)
 
 
 def _kernel_function(spec: _spec.OptimizerSpec) -> Callable[..., None]:

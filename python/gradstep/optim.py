@@ -17,10 +17,11 @@ whichever it is (``lr_scale``, floored at its ``min_lr``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar, NamedTuple, Optional, Union
 
 import numpy as np
@@ -82,6 +83,14 @@ class StepResult(NamedTuple):
     lr: float  # the learning rate of this step
 
 
+class LRSettings(NamedTuple):
+    """An optimizer's rate as given and its plateau scaling (``opt.lr_settings()``)."""
+
+    lr: Any  # a number, a schedule or a callable
+    lr_scale: float
+    min_lr: float
+
+
 LearningRate = Union[float, Schedule, Callable[[int], float]]
 # A list of arrays (updated in place), or flat buffers from gs.flatten.
 Params = Union[Iterable[Any], FlatBuffers]
@@ -138,28 +147,24 @@ class Optimizer:
     def __init__(self, params: Params, lr: LearningRate, *, skip_nonfinite: bool = False,
                  max_grad_norm: float | None = None, **hyperparameters: Any) -> None:
         spec = self.__gradstep_spec__
-        self.skip_nonfinite = bool(skip_nonfinite)
+        skip_nonfinite = bool(skip_nonfinite)
         if max_grad_norm is not None:
             max_grad_norm = _real("max_grad_norm", max_grad_norm)
             if not math.isfinite(max_grad_norm) or max_grad_norm <= 0:
                 raise ValueError(f"max_grad_norm must be a finite number > 0 or None, got {max_grad_norm!r}")
-        self.max_grad_norm: float | None = max_grad_norm
         fields, self._initial_values = _checked(spec, hyperparameters)
-        self._options = spec.options(**fields)
-        self._lr: LearningRate = 0.0
-        self.lr = lr  # validates
-        # Set by ReduceLROnPlateau: the rate used is
-        # plateau_rate(base rate, _lr_scale, _min_lr), computed in C++.
-        self._lr_scale = 1.0
-        self._min_lr = 0.0
-        self._options.validate()
+        # Everything is checked before any buffer is made, lr with the rest:
+        # a number as it is, a schedule or callable when it is evaluated.
+        options = spec.options(**fields)
+        if not isinstance(lr, Schedule) and not callable(lr):
+            options.lr = _real("lr", lr)
+        options.validate()
         self._step_count = 0
-        # One step at a time: the step number, the options and the buffers
+        # One step at a time: the step number, the settings and the buffers
         # must not be shared by two steps in flight from different threads,
         # and a snapshot or a load never sees half a step.
         self._lock = _StepLock()
-        self._options_lr: Optional[float] = None  # the rate last written to _options
-        mask = self._options.state_mask
+        mask = options.state_mask
         self._state_names = spec.state_names()
         used = [name for slot, name in enumerate(self._state_names) if mask & (1 << slot)]
         self._flat = params if isinstance(params, FlatBuffers) else None
@@ -193,12 +198,47 @@ class Optimizer:
             )
             self._flat_grads = [flat.grad_buffer]
             self._view_set = None  # built on first use
+        # The set owns the options, the rate (base rate or schedule, plateau
+        # scale and floor) and the safeguards; they are set here and when they
+        # change, and read back from it.
+        self._set.set_options(options)
+        self._lr_callable: Optional[Callable[[int], float]] = None  # the slow path's function
+        self.lr = lr
+        self._set.set_safeguards(skip_nonfinite, max_grad_norm or 0.0)
         check_learning_rate(self)
 
     def _tensor_set(self, params: list[np.ndarray], state: dict[str, list[np.ndarray]]) -> Any:
         return _core.TensorSet(
             params, [state.get(name) for name in self._state_names], list(self._state_names)
         )
+
+    @property
+    def _options(self) -> Any:
+        """A copy of the core's options for this optimizer (lr: the rate of the last step)."""
+        return self._set.options
+
+    # -- safeguards ----------------------------------------------------------
+    @property
+    def skip_nonfinite(self) -> bool:
+        """A step whose gradients hold NaN or inf changes nothing and is not counted."""
+        return bool(self._set.skip_nonfinite)
+
+    @skip_nonfinite.setter
+    def skip_nonfinite(self, value: bool) -> None:
+        self._set.set_safeguards(bool(value), self._set.max_grad_norm)
+
+    @property
+    def max_grad_norm(self) -> float | None:
+        """Gradients are clipped to this global L2 norm (None: no clipping)."""
+        return float(self._set.max_grad_norm) or None
+
+    @max_grad_norm.setter
+    def max_grad_norm(self, value: float | None) -> None:
+        if value is not None:
+            value = _real("max_grad_norm", value)
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"max_grad_norm must be a finite number > 0 or None, got {value!r}")
+        self._set.set_safeguards(self._set.skip_nonfinite, value or 0.0)
 
     def _initial_state(self, name: str) -> float:
         for value_name, state in self.__gradstep_spec__.initial_values().items():
@@ -207,46 +247,85 @@ class Optimizer:
         return 0.0
 
     # -- learning rate -------------------------------------------------------
+    # The core's TensorSet owns the rate: the base rate or schedule (a callable
+    # is evaluated here at each step and handed over), the plateau scale and
+    # floor. The rate of update k is plateau_rate(base(k), lr_scale, min_lr).
     @property
     def lr(self) -> float:
         """The learning rate the next step will use (any plateau scaling applied)."""
-        return float(_core.plateau_rate(self._lr_at(self._step_count), self._lr_scale, self._min_lr))
+        k = self._step_count
+        if self._lr_callable is not None:
+            return float(_core.plateau_rate(self._callable_rate(k), self._set.lr_scale, self._set.min_lr))
+        return float(self._set.lr_at(k))
 
     @lr.setter
     def lr(self, value: LearningRate) -> None:
-        if isinstance(value, Schedule) or callable(value):
-            self._lr = value
-            return
-        rate = _real("lr", value)
-        if not math.isfinite(rate) or rate < 0:
-            raise ValueError(f"lr must be a finite number >= 0, got {rate!r}")
-        self._lr = rate
-
-    def _lr_at(self, k: int) -> float:
-        """The base rate of update k, before plateau scaling."""
-        if isinstance(self._lr, Schedule):
-            return float(self._lr(k))
-        if callable(self._lr):
-            rate = _real("lr(step)", self._lr(k))
+        if isinstance(value, Schedule):
+            self._set.set_schedule(value._core, value)  # evaluated in C++, inside each step
+            self._lr_callable = None
+        elif callable(value):
+            self._set.set_lr(0.0, value)  # the rate of each step is set just before it
+            self._lr_callable = value
+        else:
+            rate = _real("lr", value)
             if not math.isfinite(rate) or rate < 0:
-                raise ValueError(f"lr({k}) returned {rate!r}; it must be a finite number >= 0")
-            return rate
-        return self._lr
+                raise ValueError(f"lr must be a finite number >= 0, got {rate!r}")
+            self._set.set_lr(rate, rate)
+            self._lr_callable = None
+
+    def _callable_rate(self, k: int) -> float:
+        assert self._lr_callable is not None
+        rate = _real("lr(step)", self._lr_callable(k))
+        if not math.isfinite(rate) or rate < 0:
+            raise ValueError(f"lr({k}) returned {rate!r}; it must be a finite number >= 0")
+        return rate
+
+    @property
+    def base_lr(self) -> float:
+        """The base rate (number, schedule or callable) of the next step, before plateau scaling."""
+        k = self._step_count
+        return self._callable_rate(k) if self._lr_callable is not None else float(self._set.base_lr_at(k))
 
     @property
     def schedule(self) -> LearningRate:
         """The base rate as given: a number, a schedule or a callable."""
-        return self._lr
+        source: LearningRate = self._set.lr_source
+        return source
 
     @property
     def lr_scale(self) -> float:
         """The factor a ReduceLROnPlateau has applied to the base rate so far (1.0 if none)."""
-        return self._lr_scale
+        return float(self._set.lr_scale)
 
-    def _set_plateau(self, lr_scale: float, min_lr: float) -> None:
-        _core.plateau_rate(0.0, lr_scale, min_lr)  # validates both
-        self._lr_scale = float(lr_scale)
-        self._min_lr = float(min_lr)
+    @property
+    def min_lr(self) -> float:
+        """The floor of plateau scaling: a reduction never takes the rate below it."""
+        return float(self._set.min_lr)
+
+    def set_plateau(self, lr_scale: float, min_lr: float) -> None:
+        """Scale the base rate by ``lr_scale``, floored at ``min_lr`` (ReduceLROnPlateau's hook)."""
+        self._set.set_plateau(_real("lr_scale", lr_scale), _real("min_lr", min_lr))
+
+    def lr_settings(self) -> LRSettings:
+        """The rate as given and its plateau scaling, to restore with ``restore_lr_settings``."""
+        return LRSettings(self.schedule, self.lr_scale, self.min_lr)
+
+    def restore_lr_settings(self, settings: LRSettings) -> None:
+        """Put back what ``lr_settings`` returned (the very rate object, a schedule included)."""
+        self.set_plateau(settings.lr_scale, settings.min_lr)
+        self.lr = settings.lr
+
+    @contextlib.contextmanager
+    def pinned_lr(self, rate: float) -> Iterator[None]:
+        """Steps inside use exactly ``rate`` (no schedule, no plateau scaling; ``opt.lr = x``
+        may change it); the rate and its scaling as they were come back on exit."""
+        saved = self.lr_settings()
+        self.set_plateau(1.0, 0.0)
+        try:
+            self.lr = rate
+            yield
+        finally:
+            self.restore_lr_settings(saved)
 
     @property
     def step_count(self) -> int:
@@ -272,14 +351,8 @@ class Optimizer:
             k = self._step_count
             if k >= _LAST_STEP:  # the core counts steps in int64
                 raise ValueError(f"step_count {k} has reached the largest step gradstep can count")
-            base = self._lr
-            if isinstance(base, Schedule):
-                schedule = base._core  # evaluated in C++, inside the step call
-            else:
-                schedule = None
-                rate = base if base.__class__ is float else self._lr_at(k)
-                if rate != self._options_lr:  # a pybind11 attribute write costs ~170 ns
-                    self._options.lr = self._options_lr = rate
+            if self._lr_callable is not None:  # the slow path: one Python call per step
+                self._set.set_lr(self._callable_rate(k), self._lr_callable)
             tensor_set = self._set
             if self._flat is None:
                 if grads is None:
@@ -288,14 +361,13 @@ class Optimizer:
                 grads = self._flat_grads
             else:
                 if self._view_set is None:
-                    self._view_set = self._tensor_set(self.params, self.state)
+                    view_set = self._tensor_set(self.params, self.state)
+                    view_set.share_settings(self._set)
+                    self._view_set = view_set
                 tensor_set = self._view_set
             # Positional arguments: keyword matching costs more than a small step.
             # _make: the NamedTuple constructor parses arguments (~300 ns).
-            result = StepResult._make(tensor_set.step(
-                grads, self._options, k + 1, schedule, self._lr_scale, self._min_lr,
-                self.skip_nonfinite, self.max_grad_norm or 0.0,
-            ))
+            result = StepResult._make(tensor_set.step(grads, k + 1))
             if not result.skipped:
                 self._step_count = k + 1
             return result
@@ -308,8 +380,9 @@ class Optimizer:
 
     def _update_hyperparameters(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        options = self._options
         for p in self.__gradstep_spec__.hyper_params:
-            values = tuple(getattr(self._options, f.name) if f.option else self._initial_values[f.name]
+            values = tuple(getattr(options, f.name) if f.option else self._initial_values[f.name]
                            for f in p.fields)
             out[p.name] = values if p.grouped else values[0]
         return out
@@ -321,16 +394,17 @@ class Optimizer:
         A schedule is stored as its ``to_dict()``; a Python callable lr as None
         (load_state_dict then keeps the loading optimizer's own lr).
         """
-        if isinstance(self._lr, Schedule):
-            lr: Any = self._lr.to_dict()
+        source = self.schedule
+        if isinstance(source, Schedule):
+            lr: Any = source.to_dict()
         else:
-            lr = None if callable(self._lr) else self._lr
+            lr = None if callable(source) else source
         return {
             "optimizer": type(self).__name__,
             "step": self._step_count,
             "lr": lr,
-            "lr_scale": self._lr_scale,
-            "min_lr": self._min_lr,
+            "lr_scale": self.lr_scale,
+            "min_lr": self.min_lr,
             "hyperparameters": self.hyperparameters(),
             "state": {name: [a.copy() for a in arrays] for name, arrays in self.state.items()},
         }
@@ -397,7 +471,7 @@ class Optimizer:
         _core.plateau_rate(0.0, _real("lr_scale", lr_scale), _real("min_lr", min_lr))  # validates
         if lr is not None:
             self.lr = lr if isinstance(lr, Schedule) else float(lr)
-        self._set_plateau(lr_scale, min_lr)
+        self.set_plateau(lr_scale, min_lr)
         for key, arrays in states.items():
             for src, dst in zip(arrays, self.state[key]):
                 np.copyto(dst, src)
@@ -405,7 +479,7 @@ class Optimizer:
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
-        return f"{type(self).__name__}({len(self.params)} tensors, lr={self._lr!r}, {args})"
+        return f"{type(self).__name__}({len(self.params)} tensors, lr={self.schedule!r}, {args})"
 
 
 def _optimizer_class(spec: _spec.OptimizerSpec, base: type[Optimizer]) -> type[Optimizer]:
@@ -439,7 +513,7 @@ def _generate() -> dict[str, type[Optimizer]]:
 # Every declared optimizer: gs.SGD, gs.Adagrad, ..., gs.AdamW.
 OPTIMIZERS: dict[str, type[Optimizer]] = _generate()
 globals().update(OPTIMIZERS)
-__all__ = ["LearningRate", "OPTIMIZERS", "Optimizer", "Params", "StepResult", *OPTIMIZERS]
+__all__ = ["LRSettings", "LearningRate", "OPTIMIZERS", "Optimizer", "Params", "StepResult", *OPTIMIZERS]
 
 
 def __getattr__(name: str) -> type[Optimizer]:

@@ -338,7 +338,10 @@ class _GradstepStep:
                 source.div_(grad_scale)
                 if copied:
                     g.div_(grad_scale)
-        batch.tensor_set.step([_numpy(g, "grad") for g in batch.grads], batch.options, batch.k)
+        tensor_set = batch.tensor_set
+        tensor_set.set_options(batch.options)  # checked when planned: cannot fail here
+        tensor_set.set_lr(batch.options.lr)
+        tensor_set.step([_numpy(g, "grad") for g in batch.grads], batch.k)
         if self._has_step:
             torch._foreach_add_([self.state[p]["step"] for p in batch.params], 1.0)
 
@@ -376,7 +379,7 @@ def _adapter_class(spec: _spec.OptimizerSpec, base: type) -> type:
     torch's implementation flags such as foreach, fused, capturable): torch
     fills param_groups and defaults, after gradstep refused what it cannot do.
     """
-    torch_cls = getattr(torch.optim, spec.name)
+    torch_cls = getattr(torch.optim, spec.name)  # _generate skips optimizers torch has not
     signature = inspect.signature(torch_cls.__init__)  # type: ignore[misc]
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -411,7 +414,8 @@ def _adapter_class(spec: _spec.OptimizerSpec, base: type) -> type:
 def _generate() -> dict[str, type]:
     classes: dict[str, type] = {}
     for spec in _spec.optimizers():  # a variant (AdamW) subclasses its base's adapter, as torch's does
-        classes[spec.name] = _adapter_class(spec, classes[spec.base] if spec.base else _GradstepStep)
+        if isinstance(getattr(torch.optim, spec.name, None), type):
+            classes[spec.name] = _adapter_class(spec, classes[spec.base] if spec.base else _GradstepStep)
     return classes
 
 
