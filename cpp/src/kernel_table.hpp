@@ -46,6 +46,7 @@ struct KernelTable {
   KernelFn<AdamOptions> adam;
   GradStatsFn grad_stats;
   KernelFn<StreamOptions> stream;
+  KernelFn<SignSgdOptions> signsgd;
 };
 
 }  // namespace gradstep::detail
