@@ -25,7 +25,7 @@ def declared(spec):
 
 
 def test_every_declared_optimizer_is_generated():
-    assert NAMES == ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "SignSGD"]
+    assert NAMES == ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW"]
     for spec in SPECS:
         assert getattr(gs, spec.name).__gradstep_spec__ is spec
         assert spec.name in gs.__all__
@@ -232,13 +232,3 @@ def test_a_callable_rate_is_evaluated_in_python_and_handed_to_the_set():
     for k in range(3):
         assert opt.step([np.ones(1)]).lr == pytest.approx(0.1 * (k + 1))
         assert opt._set.lr_at(k) == pytest.approx(0.1 * (k + 1))  # noqa: SLF001 - set before each step
-
-
-def test_signsgd_steps_by_the_sign_of_the_gradient():
-    p = np.zeros(4)
-    opt = gs.SignSGD([p], lr=0.1)
-    opt.step([np.array([1.0, -2.0, 0.0, 3.0])])
-    assert np.allclose(p, [-0.1, 0.1, 0.0, -0.1]) and opt.state == {}
-    q = np.zeros(2, np.float32)
-    gs.kernels.signsgd_step(q, np.array([2.0, -1.0], np.float32), lr=0.5, step=1, maximize=True)
-    assert np.array_equal(q, np.array([0.5, -0.5], np.float32))

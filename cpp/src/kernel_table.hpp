@@ -46,7 +46,6 @@ struct KernelTable {
   KernelFn<AdamOptions> adam;
   GradStatsFn grad_stats;
   KernelFn<StreamOptions> stream;
-  KernelFn<SignSgdOptions> signsgd;
 };
 
 }  // namespace gradstep::detail

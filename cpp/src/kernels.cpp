@@ -28,14 +28,13 @@ namespace {
 #include "algorithms/adadelta.inl"
 #include "algorithms/rmsprop.inl"
 #include "algorithms/adam.inl"
-#include "algorithms/signsgd.inl"
 #include "algorithms/grad_stats.inl"
 #include "algorithms/stream.inl"
 }  // namespace
 
 detail::KernelTable kernel_table() {
   return {&sgd_chunks,     &adagrad_chunks, &adadelta_chunks,   &rmsprop_chunks,
-          &adam_chunks,    &grad_stats_chunks, &stream_chunks, &signsgd_chunks};
+          &adam_chunks,    &grad_stats_chunks, &stream_chunks};
 }
 
 }  // namespace gradstep::GRADSTEP_TARGET

@@ -119,14 +119,12 @@ void validate(const AdagradOptions& o) { validate_declared(o); }
 void validate(const AdadeltaOptions& o) { validate_declared(o); }
 void validate(const RmspropOptions& o) { validate_declared(o); }
 void validate(const AdamOptions& o) { validate_declared(o); }
-void validate(const SignSgdOptions& o) { validate_declared(o); }
 
 unsigned state_mask(const SgdOptions& o) { return declared_state_mask(o); }
 unsigned state_mask(const AdagradOptions& o) { return declared_state_mask(o); }
 unsigned state_mask(const AdadeltaOptions& o) { return declared_state_mask(o); }
 unsigned state_mask(const RmspropOptions& o) { return declared_state_mask(o); }
 unsigned state_mask(const AdamOptions& o) { return declared_state_mask(o); }
-unsigned state_mask(const SignSgdOptions& o) { return declared_state_mask(o); }
 
 TensorSet::TensorSet(const TensorView* tensors, std::size_t count, unsigned slot_mask)
     : slot_mask_(slot_mask) {
@@ -268,10 +266,6 @@ StepReport TensorSet::step(const RmspropOptions& o, std::int64_t k, const StepCo
 StepReport TensorSet::step(const AdamOptions& o, std::int64_t k, const StepControl& c) const {
   check_step_options(o, slot_mask_);
   return run(o, detail::kernels().adam, k, c, kParallelMinAdam);
-}
-StepReport TensorSet::step(const SignSgdOptions& o, std::int64_t k, const StepControl& c) const {
-  check_step_options(o, slot_mask_);
-  return run(o, detail::kernels().signsgd, k, c, kParallelMinSgd);
 }
 void TensorSet::stream() const {
   const detail::StreamOptions probe{slot_mask_};

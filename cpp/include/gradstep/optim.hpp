@@ -207,32 +207,10 @@ struct Declaration<AdamOptions> {
               2}};
 };
 
-struct SignSgdOptions {
-  double lr = 1e-3;
-  bool maximize = false;
-};
-template <>
-struct Declaration<SignSgdOptions> {
-  using O = SignSgdOptions;
-  static constexpr const char* name = "SignSGD";
-  static constexpr const char* options = "SignSgdOptions";
-  static constexpr const char* summary = "the sign of the gradient, scaled by lr";
-  static constexpr const char* equations = "p -= lr * sign(±grad)\n";
-  static constexpr bool torch_step_state = false;
-  static constexpr std::array fields{
-      real("lr", &O::lr, Bound::nonneg),
-      flag("maximize", &O::maximize).keyword_only(),
-  };
-  static constexpr std::array<Slot<O>, 0> slots{};
-  static constexpr std::array<Check<O>, 0> checks{};
-  static constexpr std::array<Variant, 0> variants{};
-};
-
 // Every declared optimizer, for code generic over them (the bindings).
 template <class... Options>
 struct OptionsList {};
-using AllOptions =
-    OptionsList<SgdOptions, AdagradOptions, AdadeltaOptions, RmspropOptions, AdamOptions, SignSgdOptions>;
+using AllOptions = OptionsList<SgdOptions, AdagradOptions, AdadeltaOptions, RmspropOptions, AdamOptions>;
 
 // Throw std::invalid_argument naming the offending option (torch's names;
 // a grouped field by its place in the group, "betas[0]"): each real field
@@ -242,7 +220,6 @@ void validate(const AdagradOptions&);
 void validate(const AdadeltaOptions&);
 void validate(const RmspropOptions&);
 void validate(const AdamOptions&);
-void validate(const SignSgdOptions&);
 
 // Bit i is set when an optimizer with these options uses state slot i.
 unsigned state_mask(const SgdOptions&);
@@ -250,7 +227,6 @@ unsigned state_mask(const AdagradOptions&);
 unsigned state_mask(const AdadeltaOptions&);
 unsigned state_mask(const RmspropOptions&);
 unsigned state_mask(const AdamOptions&);
-unsigned state_mask(const SignSgdOptions&);
 
 // Throw std::invalid_argument unless value lies within bound ("name must be
 // <rule>, got value"); the rule's words are bound_rule(bound).
@@ -308,7 +284,6 @@ class TensorSet {
   StepReport step(const AdadeltaOptions&, std::int64_t step, const StepControl& control = {}) const;
   StepReport step(const RmspropOptions&, std::int64_t step, const StepControl& control = {}) const;
   StepReport step(const AdamOptions&, std::int64_t step, const StepControl& control = {}) const;
-  StepReport step(const SignSgdOptions&, std::int64_t step, const StepControl& control = {}) const;
 
   // A memory-bandwidth probe with this set's access pattern and threading:
   // reads grad, param and the states of the slot mask, writes param and
