@@ -308,16 +308,16 @@ def test_same_optimizer_stepped_during_its_grad_conversion_raises():
 def test_raw_tensor_set_reentry_raises():
     p = [ones(5)]
     tensor_set = gs._core.TensorSet(p, [None], ["momentum_buffer"])
-    options = gs._core.SgdOptions()
-    options.lr = 1.0
+    tensor_set.set_options(gs._core.SgdOptions())
+    tensor_set.set_lr(1.0)
     seen = []
 
     def again():
         with pytest.raises(RuntimeError, match="re-entered"):
-            tensor_set.step([ones(5)], options, 1)
+            tensor_set.step([ones(5)], 1)
         seen.append(True)
 
-    tensor_set.step([SteppingGrad(ones(5), again)], options, 1)
+    tensor_set.step([SteppingGrad(ones(5), again)], 1)
     assert seen == [True]
     assert np.array_equal(p[0], np.zeros(5, np.float32))
 

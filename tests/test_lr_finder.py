@@ -345,7 +345,7 @@ def test_restores_a_callable_rate_and_restores_when_the_step_raises() -> None:
     with pytest.raises(RuntimeError, match="out of data"):
         gs.lr_find(opt, failing, start_lr=1e-3, end_lr=1.0, progress=False)
     assert (x == 1.0).all() and opt.step_count == 0
-    assert opt._lr is schedule and opt.lr == 0.01
+    assert opt.schedule is schedule and opt.lr == 0.01
 
 
 def test_restore_false_keeps_the_trained_values() -> None:

@@ -2,12 +2,15 @@
 // alive here; each step checks only the new grads, then runs without the GIL.
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
+#include <variant>
 #include <vector>
 
 #include "buffers.hpp"
@@ -94,6 +97,52 @@ struct Grads {
   py::object held;               // a snapshot of the grads sequence
 };
 
+template <class... Options>
+std::variant<std::monostate, Options...> variant_of(OptionsList<Options...>);
+// The options of any declared optimizer, or none yet.
+using AnyOptions = decltype(variant_of(AllOptions{}));
+
+// Everything a step uses besides the buffers, set when it changes (not
+// passed per step): the options, the learning rate and the safeguards. This
+// is the one owner of the rate: a base rate or a schedule, then the plateau
+// scale and floor (the rate of update k is plateau_rate(base(k), lr_scale,
+// min_lr)). Shared by the sets stepping the same buffers (a flat model and
+// its per-tensor views).
+struct Settings {
+  AnyOptions options;
+  bool have_rate = false;
+  double base_lr = 0.0;
+  py::object schedule_holder;  // keeps `schedule` alive
+  const Schedule* schedule = nullptr;
+  py::object source = py::none();  // the rate as given (a number, a schedule, a callable)
+  double lr_scale = 1.0, min_lr = 0.0;
+  StepControl control;
+  double last_lr = 0.0;  // the rate of the last step taken
+
+  double base_at(std::int64_t k) const {
+    if (!have_rate) throw py::value_error("no learning rate set: call set_lr or set_schedule first");
+    return schedule ? (*schedule)(k) : base_lr;
+  }
+  double rate_at(std::int64_t k) const { return plateau_rate(base_at(k), lr_scale, min_lr); }
+};
+
+// The options' class, compared by identity: cheaper than py::isinstance's
+// type lookup, and the *Options classes are not meant to be subclassed.
+template <class Options>
+const Options* options_as(py::handle options) {
+  static PyTypeObject* const type = reinterpret_cast<PyTypeObject*>(py::type::of<Options>().ptr());
+  if (Py_TYPE(options.ptr()) != type) return nullptr;
+  return &options.cast<const Options&>();
+}
+
+template <class... Options>
+AnyOptions any_options(py::handle options, OptionsList<Options...>) {
+  AnyOptions out;
+  const bool found = ((options_as<Options>(options) ? (out = *options_as<Options>(options), true) : false) || ...);
+  if (!found) throw py::type_error("options must be one of the gradstep._core *Options classes");
+  return out;
+}
+
 class PyTensorSet {
  public:
   PyTensorSet(const py::sequence& params, const std::vector<std::optional<py::sequence>>& states,
@@ -134,18 +183,105 @@ class PyTensorSet {
       }
     }
     set_ = std::make_unique<TensorSet>(views.data(), n, mask);
+    mask_ = mask;
   }
 
   std::size_t size() const { return params_.size(); }
 
-  // `step` is 1-based; the rate is that of update step - 1: schedule's value
-  // there when one is given, else options.lr, then scaled by a plateau.
-  // Returns (found_inf, skipped, grad_norm or None, the learning rate used).
+  // ---- settings: set when they change, read back by the Python optimizer ----
+
+  // Every option but lr is validated and kept (lr is the set's rate, below).
+  void set_options(py::handle options) {
+    AnyOptions o = any_options(options, AllOptions{});
+    std::visit(
+        [&](auto& v) {
+          using O = std::decay_t<decltype(v)>;
+          if constexpr (!std::is_same_v<O, std::monostate>) {
+            v.lr = 0.0;  // not this set's rate: that is set_lr's or set_schedule's
+            validate(v);
+            if ((state_mask(v) & ~mask_) != 0)
+              throw py::value_error("these options need state buffers the tensor set was built without");
+          }
+        },
+        o);
+    settings_->options = o;
+  }
+  void set_lr(double rate, py::object source) {
+    check_bound("lr", Bound::nonneg, rate);
+    Settings& s = *settings_;
+    s.base_lr = rate;
+    s.schedule = nullptr;
+    s.schedule_holder = py::none();
+    s.source = source.is_none() ? py::object(py::float_(rate)) : source;
+    s.have_rate = true;
+  }
+  void set_schedule(py::object schedule, py::object source) {
+    Settings& s = *settings_;
+    s.schedule = &schedule.cast<const Schedule&>();
+    s.schedule_holder = schedule;
+    s.source = source.is_none() ? schedule : source;
+    s.have_rate = true;
+  }
+  void set_plateau(double scale, double min_lr) {
+    plateau_rate(0.0, scale, min_lr);  // validates both
+    settings_->lr_scale = scale;
+    settings_->min_lr = min_lr;
+  }
+  void set_safeguards(bool skip_nonfinite, double max_grad_norm) {
+    if (!(max_grad_norm >= 0.0) || std::isinf(max_grad_norm))
+      throw py::value_error("max_grad_norm must be a finite number >= 0 (0 = no clipping)");
+    settings_->control = StepControl{skip_nonfinite, max_grad_norm};
+  }
+  // This set steps with other's settings from now on (the same object: a
+  // change through either is seen by both).
+  void share_settings(const PyTensorSet& other) {
+    std::visit(
+        [&](const auto& v) {
+          using O = std::decay_t<decltype(v)>;
+          if constexpr (!std::is_same_v<O, std::monostate>)
+            if ((state_mask(v) & ~mask_) != 0)
+              throw py::value_error("the other set's options need state buffers this set was built without");
+        },
+        other.settings_->options);
+    settings_ = other.settings_;
+  }
+  const Settings& settings() const { return *settings_; }
+  py::object options() const {
+    return std::visit(
+        [&](const auto& v) -> py::object {
+          using O = std::decay_t<decltype(v)>;
+          if constexpr (std::is_same_v<O, std::monostate>) {
+            return py::none();
+          } else {
+            O copy = v;
+            copy.lr = settings_->last_lr;
+            return py::cast(copy);
+          }
+        },
+        settings_->options);
+  }
+
+  // `step` is 1-based: one update with the set's options at the rate of
+  // update step - 1. Returns (found_inf, skipped, grad_norm or None, the rate used).
+  py::tuple step(py::handle grads, std::int64_t step) {
+    return std::visit(
+        [&](const auto& v) -> py::tuple {
+          using O = std::decay_t<decltype(v)>;
+          if constexpr (std::is_same_v<O, std::monostate>)
+            throw py::value_error("no options set: call set_options first");
+          else
+            return run(grads, v, step);
+        },
+        settings_->options);
+  }
+
+ private:
   template <class Options>
-  py::tuple step(py::handle grads, const Options& options, std::int64_t step, const Schedule* schedule,
-                 double lr_scale, double min_lr, bool skip_nonfinite, double max_grad_norm) {
+  py::tuple run(py::handle grads, const Options& options, std::int64_t step) {
+    if (step < 1) throw py::value_error("step must be >= 1 (the 1-based number of this update)");
     Options scheduled = options;
-    scheduled.lr = plateau_rate(schedule ? (*schedule)(step - 1) : options.lr, lr_scale, min_lr);
+    scheduled.lr = settings_->rate_at(step - 1);
+    const StepControl control = settings_->control;
     Stepping stepping(this);
     Grads g = take_grads(grads);
     check_held();
@@ -157,13 +293,16 @@ class PyTensorSet {
       // One step at a time per set: a second thread waits instead of racing.
       std::lock_guard<std::mutex> lock(mutex_);
       set_->set_grads(g.ptrs.data());
-      report = set_->step(scheduled, step, StepControl{skip_nonfinite, max_grad_norm});
+      report = set_->step(scheduled, step, control);
     }
+    if (!report.skipped) settings_->last_lr = scheduled.lr;
     return py::make_tuple(report.found_inf, report.skipped,
                           report.grad_norm < 0 ? py::object(py::none()) : py::float_(report.grad_norm),
                           scheduled.lr);
   }
 
+
+ public:
   // The bandwidth probe (TensorSet::stream) over this set's buffers.
   void stream(py::handle grads) {
     Stepping stepping(this);
@@ -257,35 +396,10 @@ class PyTensorSet {
   std::vector<std::string> names_;
   std::vector<std::size_t> tensor_held_;  // indices into held_ backed by a torch tensor
   std::unique_ptr<TensorSet> set_;
+  unsigned mask_ = 0;
+  std::shared_ptr<Settings> settings_ = std::make_shared<Settings>();
   std::mutex mutex_;
 };
-
-// One entry point for every optimizer, all arguments positional: pybind11's
-// overload resolution and keyword matching cost microseconds per call, more
-// than the whole kernel for a small tensor.
-// The options' class, compared by identity: cheaper than py::isinstance's
-// type lookup, and the *Options classes are not meant to be subclassed.
-template <class Options>
-const Options* options_as(py::handle options) {
-  static PyTypeObject* const type = reinterpret_cast<PyTypeObject*>(py::type::of<Options>().ptr());
-  if (Py_TYPE(options.ptr()) != type) return nullptr;
-  return &options.cast<const Options&>();
-}
-
-py::tuple step_any(PyTensorSet& set, py::handle grads, py::handle options, std::int64_t step,
-                   py::handle schedule, double lr_scale, double min_lr, bool skip_nonfinite,
-                   double max_grad_norm) {
-  const Schedule* sched = schedule.is_none() ? nullptr : &schedule.cast<const Schedule&>();
-  auto run = [&](const auto& o) {
-    return set.step(grads, o, step, sched, lr_scale, min_lr, skip_nonfinite, max_grad_norm);
-  };
-  if (auto* o = options_as<AdamOptions>(options)) return run(*o);
-  if (auto* o = options_as<SgdOptions>(options)) return run(*o);
-  if (auto* o = options_as<AdagradOptions>(options)) return run(*o);
-  if (auto* o = options_as<AdadeltaOptions>(options)) return run(*o);
-  if (auto* o = options_as<RmspropOptions>(options)) return run(*o);
-  throw py::type_error("options must be one of the gradstep._core *Options classes");
-}
 
 }  // namespace
 
@@ -304,10 +418,39 @@ void register_tensor_set(py::module_& m) {
                    const std::vector<std::string>&>(),
           py::arg("params"), py::arg("states"), py::arg("state_names"))
       .def("__len__", &PyTensorSet::size);
-  cls.def("step", &step_any, py::arg("grads"), py::arg("options"), py::arg("step"),
-          py::arg("schedule") = py::none(), py::arg("lr_scale") = 1.0, py::arg("min_lr") = 0.0,
-          py::arg("skip_nonfinite") = false, py::arg("max_grad_norm") = 0.0,
-          "One update; returns (found_inf, skipped, grad_norm or None, lr). Pass arguments by position.");
+  // Positional arguments only on the hot path: pybind11's keyword matching
+  // costs more than the whole kernel for a small tensor.
+  cls.def("step", &PyTensorSet::step, py::arg("grads"), py::arg("step"),
+          "One update (step: 1-based) with the set's options at its rate; returns\n"
+          "(found_inf, skipped, grad_norm or None, lr). Pass arguments by position.");
+  cls.def("set_options", &PyTensorSet::set_options, py::arg("options"),
+          "Validate and keep every option but lr (the set owns the rate: set_lr / set_schedule).");
+  cls.def("set_lr", &PyTensorSet::set_lr, py::arg("rate"), py::arg("source") = py::none(),
+          "A constant base rate; `source` is what lr_source reports (default: the rate).");
+  cls.def("set_schedule", &PyTensorSet::set_schedule, py::arg("schedule"), py::arg("source") = py::none(),
+          "A schedule as the base rate, evaluated in C++ at each step.");
+  cls.def("set_plateau", &PyTensorSet::set_plateau, py::arg("scale"), py::arg("min_lr"),
+          "ReduceLROnPlateau's scaling: the rate used is plateau_rate(base, scale, min_lr).");
+  cls.def("set_safeguards", &PyTensorSet::set_safeguards, py::arg("skip_nonfinite"), py::arg("max_grad_norm"),
+          "skip_nonfinite and max_grad_norm (0 = no clipping) of every step.");
+  cls.def("share_settings", &PyTensorSet::share_settings, py::arg("other"),
+          "Step with other's options, rate and safeguards (the same settings, shared).");
+  cls.def(
+      "lr_at", [](const PyTensorSet& s, std::int64_t k) { return s.settings().rate_at(k); }, py::arg("k"),
+      "The rate update k (0-based) would use: base rate or schedule at k, plateau scaling applied.");
+  cls.def(
+      "base_lr_at", [](const PyTensorSet& s, std::int64_t k) { return s.settings().base_at(k); },
+      py::arg("k"), "The base rate or schedule at update k (0-based), before plateau scaling.");
+  cls.def_property_readonly("lr_source", [](const PyTensorSet& s) { return s.settings().source; },
+                            "The rate as last given to set_lr / set_schedule.");
+  cls.def_property_readonly("lr_scale", [](const PyTensorSet& s) { return s.settings().lr_scale; });
+  cls.def_property_readonly("min_lr", [](const PyTensorSet& s) { return s.settings().min_lr; });
+  cls.def_property_readonly("skip_nonfinite",
+                            [](const PyTensorSet& s) { return s.settings().control.skip_nonfinite; });
+  cls.def_property_readonly("max_grad_norm",
+                            [](const PyTensorSet& s) { return s.settings().control.max_grad_norm; });
+  cls.def_property_readonly("options", &PyTensorSet::options,
+                            "A copy of the options (lr: the rate of the last step), or None.");
   cls.def("stream", &PyTensorSet::stream, py::arg("grads"),
           "Bandwidth probe: stream this set's buffers like a step, with no optimizer math.\n"
           "Overwrites params and states; `gradstep bench` times it as the memory roof.");

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <iterator>
 #include <stdexcept>
 #include <string>
@@ -20,14 +21,6 @@ namespace {
   char buf[256];
   std::snprintf(buf, sizeof buf, "%s must be %s, got %.17g", name, rule, value);
   throw std::invalid_argument(buf);
-}
-
-void require_nonneg(const char* name, double value) {
-  if (!std::isfinite(value) || value < 0.0) fail(name, "a finite number >= 0", value);
-}
-void require_unit(const char* name, double value, bool closed) {
-  const bool ok = std::isfinite(value) && value >= 0.0 && (closed ? value <= 1.0 : value < 1.0);
-  if (!ok) fail(name, closed ? "in [0, 1]" : "in [0, 1)", value);
 }
 
 // The smallest step, in elements, that is shared with the thread pool; below
@@ -61,53 +54,81 @@ using detail::TensorSetImpl;
 
 }  // namespace
 
-// Decay factors are kept to [0, 1] even where torch checks only >= 0: above 1
-// a running average's weight 1 - factor turns negative (RMSprop's square
-// average can then go below zero and the step turns NaN), and a momentum
-// above 1 weighs old gradients more than new ones, so the buffer grows
-// geometrically. 1 itself is meaningful (no decay: a plain sum).
-void validate(const SgdOptions& o) {
-  require_nonneg("lr", o.lr);
-  require_unit("momentum", o.momentum, true);
-  require_unit("dampening", o.dampening, true);
-  require_nonneg("weight_decay", o.weight_decay);
-  if (o.nesterov && (o.momentum <= 0.0 || o.dampening != 0.0))
-    throw std::invalid_argument("nesterov requires momentum > 0 and dampening = 0");
-}
-void validate(const AdagradOptions& o) {
-  require_nonneg("lr", o.lr);
-  require_nonneg("lr_decay", o.lr_decay);
-  require_nonneg("weight_decay", o.weight_decay);
-  require_nonneg("eps", o.eps);
-}
-void validate(const AdadeltaOptions& o) {
-  require_nonneg("lr", o.lr);
-  require_unit("rho", o.rho, true);
-  require_nonneg("eps", o.eps);
-  require_nonneg("weight_decay", o.weight_decay);
-}
-void validate(const RmspropOptions& o) {
-  require_nonneg("lr", o.lr);
-  require_unit("alpha", o.alpha, true);
-  require_nonneg("eps", o.eps);
-  require_nonneg("weight_decay", o.weight_decay);
-  require_unit("momentum", o.momentum, true);
-}
-void validate(const AdamOptions& o) {
-  require_nonneg("lr", o.lr);
-  require_unit("betas[0]", o.beta1, false);
-  require_unit("betas[1]", o.beta2, false);
-  require_nonneg("eps", o.eps);
-  require_nonneg("weight_decay", o.weight_decay);
+const char* bound_rule(Bound bound) {
+  switch (bound) {
+    case Bound::nonneg: return "a finite number >= 0";
+    case Bound::unit_closed: return "in [0, 1]";
+    case Bound::unit_open: return "in [0, 1)";
+    case Bound::any: break;
+  }
+  return "any value";
 }
 
-unsigned state_mask(const SgdOptions& o) { return o.momentum != 0.0 ? 1u : 0u; }
-unsigned state_mask(const AdagradOptions&) { return 1u; }
-unsigned state_mask(const AdadeltaOptions&) { return 3u; }
-unsigned state_mask(const RmspropOptions& o) {
-  return 1u | (o.momentum > 0.0 ? 2u : 0u) | (o.centered ? 4u : 0u);
+namespace {
+bool within(Bound bound, double value) {
+  switch (bound) {
+    case Bound::any: return true;
+    case Bound::nonneg: return std::isfinite(value) && value >= 0.0;
+    case Bound::unit_closed: return std::isfinite(value) && value >= 0.0 && value <= 1.0;
+    case Bound::unit_open: return std::isfinite(value) && value >= 0.0 && value < 1.0;
+  }
+  return false;
 }
-unsigned state_mask(const AdamOptions& o) { return 3u | (o.amsgrad ? 4u : 0u); }
+}  // namespace
+
+void check_bound(const char* name, Bound bound, double value) {
+  if (!within(bound, value)) fail(name, bound_rule(bound), value);
+}
+
+namespace {
+
+// The fields, then the cross-field rules, of an optimizer's declaration.
+template <class Options>
+void validate_declared(const Options& o) {
+  using D = Declaration<Options>;
+  const char* group = nullptr;
+  int index = 0;  // place of a grouped field in its group
+  for (const auto& f : D::fields) {
+    const bool same_group = f.group != nullptr && group != nullptr && std::strcmp(f.group, group) == 0;
+    index = same_group ? index + 1 : 0;
+    group = f.group;
+    if (f.real == nullptr || within(f.bound, o.*f.real)) continue;
+    const std::string name = f.group ? std::string(f.group) + "[" + std::to_string(index) + "]" : f.name;
+    fail(name.c_str(), bound_rule(f.bound), o.*f.real);
+  }
+  for (const auto& c : D::checks) {
+    if (!(o.*c.when)) continue;
+    if ((c.positive != nullptr && !(o.*c.positive > 0.0)) || (c.zero != nullptr && o.*c.zero != 0.0))
+      throw std::invalid_argument(c.message);
+  }
+}
+
+template <class Options>
+unsigned declared_state_mask(const Options& o) {
+  unsigned mask = 0, bit = 1;
+  for (const auto& s : Declaration<Options>::slots) {
+    const bool needed = s.if_nonzero != nullptr ? o.*s.if_nonzero != 0.0
+                        : s.if_set != nullptr   ? o.*s.if_set
+                                                : true;
+    if (needed) mask |= bit;
+    bit <<= 1;
+  }
+  return mask;
+}
+
+}  // namespace
+
+void validate(const SgdOptions& o) { validate_declared(o); }
+void validate(const AdagradOptions& o) { validate_declared(o); }
+void validate(const AdadeltaOptions& o) { validate_declared(o); }
+void validate(const RmspropOptions& o) { validate_declared(o); }
+void validate(const AdamOptions& o) { validate_declared(o); }
+
+unsigned state_mask(const SgdOptions& o) { return declared_state_mask(o); }
+unsigned state_mask(const AdagradOptions& o) { return declared_state_mask(o); }
+unsigned state_mask(const AdadeltaOptions& o) { return declared_state_mask(o); }
+unsigned state_mask(const RmspropOptions& o) { return declared_state_mask(o); }
+unsigned state_mask(const AdamOptions& o) { return declared_state_mask(o); }
 
 TensorSet::TensorSet(const TensorView* tensors, std::size_t count, unsigned slot_mask) {
   if (count > 0 && tensors == nullptr) throw std::invalid_argument("tensors is null");

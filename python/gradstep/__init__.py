@@ -7,24 +7,20 @@ from gradstep._core import available_isas, get_num_threads, isa, set_isa, set_nu
 from gradstep.checkpoint import CheckpointError, load, save
 from gradstep.flat import FlatBuffers, flatten
 from gradstep.lr_finder import LRFinderResult, lr_find
-from gradstep.optim import SGD, Adadelta, Adagrad, Adam, AdamW, Optimizer, RMSprop, StepResult
+from gradstep.optim import OPTIMIZERS, Optimizer, StepResult
 from gradstep.plateau import ReduceLROnPlateau
 from gradstep.plotting import plot_schedules
 from gradstep.ranges import LearningRateRange, LearningRateWarning, recommended_range
 
+globals().update(OPTIMIZERS)  # gs.SGD, ..., gs.AdamW: generated from the C++ declarations
+
 __all__ = [
-    "SGD",
-    "Adadelta",
-    "Adagrad",
-    "Adam",
-    "AdamW",
     "CheckpointError",
     "FlatBuffers",
     "LRFinderResult",
     "LearningRateRange",
     "LearningRateWarning",
     "Optimizer",
-    "RMSprop",
     "ReduceLROnPlateau",
     "StepResult",
     "available_isas",
@@ -41,8 +37,15 @@ __all__ = [
     "schedules",
     "set_isa",
     "set_num_threads",
+    *OPTIMIZERS,
 ]
 from gradstep._version import __version__  # written from pyproject.toml at build time
+
+
+def __getattr__(name: str) -> type[Optimizer]:
+    # Reached only for names that are not here; tells type checkers that the
+    # generated names (gs.Adam) are optimizer classes.
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def cmake_dir() -> str:

@@ -20,7 +20,6 @@ are still read, each member checked against its own header and size.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import math
 import os
@@ -460,36 +459,36 @@ def _optimizer_class(reader: _Reader) -> Any:
     name = reader.meta["state_dict"]["optimizer"]
     cls = getattr(gradstep, name, None) if _NAME.fullmatch(name) else None
     if not (isinstance(cls, type) and issubclass(cls, gradstep.Optimizer) and cls is not gradstep.Optimizer
-            and cls.__name__ == name and hasattr(cls, "_options_type")):
+            and cls.__name__ == name and getattr(cls, "__gradstep_spec__", None) is not None):
         raise reader.error(f"unknown optimizer {name[:100]!r}")
     return cls
 
 
 def _hyperparameters(reader: _Reader, cls: Any) -> dict[str, Any]:
-    """The file's hyperparameters, each known to ``cls`` and of its default's type."""
+    """The file's hyperparameters, each one ``cls`` declares and of its declared type."""
     hyper = dict(reader.meta["state_dict"]["hyperparameters"])
-    params = inspect.signature(cls.__init__).parameters
-    defaults = {k: p.default for k, p in params.items()
-                if k not in ("self", "params", "lr") and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    missing = sorted(set(defaults) - set(hyper))
+    # The class's declared parameters (gradstep._spec), then the safeguards.
+    kinds: dict[str, Any] = {p.name: p for p in cls.__gradstep_spec__.hyper_params}
+    kinds.update(skip_nonfinite="flag", max_grad_norm="real or None")
+    missing = sorted(set(kinds) - set(hyper))
     if missing:
         raise reader.error(f"missing hyperparameters {missing} for {cls.__name__}")
     for key, value in hyper.items():
-        if key not in defaults:
+        if key not in kinds:
             raise reader.error(f"unknown hyperparameter {key[:100]!r} for {cls.__name__}")
-        default = defaults[key]
-        if isinstance(default, bool):
+        kind = kinds[key]
+        if kind == "flag":
             ok = isinstance(value, bool)
-        elif isinstance(default, tuple):
-            ok = isinstance(value, list) and len(value) == len(default) and all(_is_real(v) for v in value)
+        elif kind == "real or None":
+            ok = value is None or _is_real(value)
+        elif kind.grouped:  # stored as a JSON list, given to the class as a tuple (Adam's betas)
+            ok = isinstance(value, list) and len(value) == len(kind.fields) and all(_is_real(v) for v in value)
             if ok:
                 hyper[key] = tuple(value)
-        elif isinstance(default, (int, float)) or default is None:
-            ok = _is_real(value) or (default is None and value is None)
-        elif isinstance(default, str):
-            ok = isinstance(value, str)
+        elif kind.fields[0].type == "flag":
+            ok = isinstance(value, bool)
         else:
-            ok = True  # left to the constructor's own checks
+            ok = _is_real(value)
         if not ok:
             raise reader.error(f"hyperparameter {key!r} has the wrong type: {_short(value)}")
     return hyper

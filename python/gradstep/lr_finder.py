@@ -327,8 +327,8 @@ def lr_find(
     saved_params = [p.copy() for p in optimizer.params] if restore else []
     saved_state = optimizer.state_dict() if restore else None
     # The rate is set directly: a ReduceLROnPlateau's scaling must not shrink it.
-    saved_lr, saved_plateau = optimizer._lr, (optimizer._lr_scale, optimizer._min_lr)
-    optimizer._set_plateau(1.0, 0.0)
+    saved_lr = optimizer.lr_settings()
+    optimizer.set_plateau(1.0, 0.0)
 
     losses: list[float] = []
     smoothed: list[float] = []
@@ -363,8 +363,7 @@ def lr_find(
                 np.copyto(param, saved)
             assert saved_state is not None
             optimizer.load_state_dict(saved_state)
-        optimizer.lr = saved_lr  # the very object (a schedule comes back from its dict as a copy)
-        optimizer._set_plateau(*saved_plateau)
+        optimizer.restore_lr_settings(saved_lr)  # the very object (a schedule comes back from its dict as a copy)
 
     n = len(losses)
     return LRFinderResult(

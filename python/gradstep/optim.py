@@ -17,15 +17,16 @@ whichever it is (``lr_scale``, floored at its ``min_lr``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar, NamedTuple, Optional, Union
 
 import numpy as np
 
-from gradstep import _core
+from gradstep import _core, _spec
 from gradstep.flat import FlatBuffers
 from gradstep.ranges import check_learning_rate
 from gradstep.schedules import Schedule, from_dict
@@ -59,6 +60,14 @@ class StepResult(NamedTuple):
     lr: float  # the learning rate of this step
 
 
+class LRSettings(NamedTuple):
+    """An optimizer's rate as given and its plateau scaling (``opt.lr_settings()``)."""
+
+    lr: Any  # a number, a schedule or a callable
+    lr_scale: float
+    min_lr: float
+
+
 LearningRate = Union[float, Schedule, Callable[[int], float]]
 # A list of arrays (updated in place), or flat buffers from gs.flatten.
 Params = Union[Iterable[Any], FlatBuffers]
@@ -70,39 +79,65 @@ def _real(name: str, value: Any) -> float:
     return float(value)
 
 
-def _pair(name: str, value: Any) -> tuple[float, float]:
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise TypeError(f"{name} must be a pair of numbers, got {value!r}")
-    return _real(f"{name}[0]", value[0]), _real(f"{name}[1]", value[1])
+def _group(name: str, value: Any, size: int) -> tuple[float, ...]:
+    """A grouped parameter (Adam's betas): a tuple or list of `size` real numbers."""
+    if not isinstance(value, (tuple, list)) or len(value) != size:
+        what = "a pair" if size == 2 else f"a tuple of {size}"
+        raise TypeError(f"{name} must be {what} of numbers, got {value!r}")
+    return tuple(_real(f"{name}[{i}]", v) for i, v in enumerate(value))
+
+
+def _checked(spec: _spec.OptimizerSpec, given: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
+    """The declared parameters given to gs.X as (option fields, Python-only values), type-checked;
+    Python-only values also checked against their bounds (the options by validate())."""
+    unknown = set(given) - {p.name for p in spec.hyper_params}
+    if unknown:
+        raise TypeError(f"{spec.name} got unexpected arguments {sorted(unknown)}")
+    options: dict[str, Any] = dict(spec.fixed)
+    initial: dict[str, float] = {}
+    for p in spec.hyper_params:
+        value = given.get(p.name, p.default)
+        if p.grouped:
+            values = _group(p.name, value, len(p.fields))
+        else:
+            values = (value,)
+        for f, v in zip(p.fields, values):
+            v = bool(v) if f.type == "flag" else (v if p.grouped else _real(f.name, v))
+            if f.option:
+                options[f.name] = v
+            else:
+                _core.check_bound(f.name, f.bound, v)
+                initial[f.name] = v
+    return options, initial
 
 
 class Optimizer:
-    """Base class: owns params, states and the C++ TensorSet that steps them."""
+    """Base class: owns params, states and the C++ TensorSet that steps them.
 
-    _options_type: ClassVar[type]
-    # Names of the state slots, in the C++ core's slot order (torch's names).
-    _state_names: ClassVar[tuple[str, ...]]
+    Each optimizer class (gs.SGD, gs.Adam, ...) is generated from its
+    declaration in the C++ core; ``__gradstep_spec__`` is that declaration
+    (a :class:`gradstep._spec.OptimizerSpec`).
+    """
+
+    __gradstep_spec__: ClassVar[_spec.OptimizerSpec]
 
     def __init__(self, params: Params, lr: LearningRate, *, skip_nonfinite: bool = False,
-                 max_grad_norm: float | None = None, **options: Any) -> None:
-        self.skip_nonfinite = bool(skip_nonfinite)
+                 max_grad_norm: float | None = None, **hyperparameters: Any) -> None:
+        spec = self.__gradstep_spec__
+        skip_nonfinite = bool(skip_nonfinite)
         if max_grad_norm is not None:
             max_grad_norm = _real("max_grad_norm", max_grad_norm)
             if not math.isfinite(max_grad_norm) or max_grad_norm <= 0:
                 raise ValueError(f"max_grad_norm must be a finite number > 0 or None, got {max_grad_norm!r}")
-        self.max_grad_norm: float | None = max_grad_norm
-        self._options = self._options_type()
-        for name, value in options.items():
-            setattr(self._options, name, value)
-        self._lr: LearningRate = 0.0
-        self.lr = lr  # validates
-        # Set by ReduceLROnPlateau: the rate used is
-        # plateau_rate(base rate, _lr_scale, _min_lr), computed in C++.
-        self._lr_scale = 1.0
-        self._min_lr = 0.0
-        self._options.validate()
+        fields, self._initial_values = _checked(spec, hyperparameters)
+        # Everything is checked before any buffer is made, lr with the rest:
+        # a number as it is, a schedule or callable when it is evaluated.
+        options = spec.options(**fields)
+        if not isinstance(lr, Schedule) and not callable(lr):
+            options.lr = _real("lr", lr)
+        options.validate()
         self._step_count = 0
-        # One step at a time: the step number, the options and the buffers
+        # One step at a time: the step number, the settings and the buffers
         # must not be shared by two steps in flight from different threads,
         # and a snapshot or a load never sees half a step. Reentrant, with a
         # flag, so that a callback run inside a step (a callable lr, a grad's
@@ -110,8 +145,8 @@ class Optimizer:
         # of a deadlock (a Python-level lock class would cost ~90 ns a step).
         self._lock = threading.RLock()
         self._stepping = False
-        self._options_lr: Optional[float] = None  # the rate last written to _options
-        mask = self._options.state_mask
+        mask = options.state_mask
+        self._state_names = spec.state_names()
         used = [name for slot, name in enumerate(self._state_names) if mask & (1 << slot)]
         self._flat = params if isinstance(params, FlatBuffers) else None
         if not isinstance(params, FlatBuffers):
@@ -144,6 +179,13 @@ class Optimizer:
             )
             self._flat_grads = [flat.grad_buffer]
             self._view_set = None  # built on first use
+        # The set owns the options, the rate (base rate or schedule, plateau
+        # scale and floor) and the safeguards; they are set here and when they
+        # change, and read back from it.
+        self._set.set_options(options)
+        self._lr_callable: Optional[Callable[[int], float]] = None  # the slow path's function
+        self.lr = lr
+        self._set.set_safeguards(skip_nonfinite, max_grad_norm or 0.0)
         check_learning_rate(self)
 
     def _tensor_set(self, params: list[np.ndarray], state: dict[str, list[np.ndarray]]) -> Any:
@@ -151,50 +193,120 @@ class Optimizer:
             params, [state.get(name) for name in self._state_names], list(self._state_names)
         )
 
+    @property
+    def _options(self) -> Any:
+        """A copy of the core's options for this optimizer (lr: the rate of the last step)."""
+        return self._set.options
+
+    # -- safeguards ----------------------------------------------------------
+    @property
+    def skip_nonfinite(self) -> bool:
+        """A step whose gradients hold NaN or inf changes nothing and is not counted."""
+        return bool(self._set.skip_nonfinite)
+
+    @skip_nonfinite.setter
+    def skip_nonfinite(self, value: bool) -> None:
+        self._set.set_safeguards(bool(value), self._set.max_grad_norm)
+
+    @property
+    def max_grad_norm(self) -> float | None:
+        """Gradients are clipped to this global L2 norm (None: no clipping)."""
+        return float(self._set.max_grad_norm) or None
+
+    @max_grad_norm.setter
+    def max_grad_norm(self, value: float | None) -> None:
+        if value is not None:
+            value = _real("max_grad_norm", value)
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"max_grad_norm must be a finite number > 0 or None, got {value!r}")
+        self._set.set_safeguards(self._set.skip_nonfinite, value or 0.0)
+
     def _initial_state(self, name: str) -> float:
+        for value_name, state in self.__gradstep_spec__.initial_values().items():
+            if state == name:
+                return self._initial_values[value_name]
         return 0.0
 
     # -- learning rate -------------------------------------------------------
+    # The core's TensorSet owns the rate: the base rate or schedule (a callable
+    # is evaluated here at each step and handed over), the plateau scale and
+    # floor. The rate of update k is plateau_rate(base(k), lr_scale, min_lr).
     @property
     def lr(self) -> float:
         """The learning rate the next step will use (any plateau scaling applied)."""
-        return float(_core.plateau_rate(self._lr_at(self._step_count), self._lr_scale, self._min_lr))
+        k = self._step_count
+        if self._lr_callable is not None:
+            return float(_core.plateau_rate(self._callable_rate(k), self._set.lr_scale, self._set.min_lr))
+        return float(self._set.lr_at(k))
 
     @lr.setter
     def lr(self, value: LearningRate) -> None:
-        if isinstance(value, Schedule) or callable(value):
-            self._lr = value
-            return
-        rate = _real("lr", value)
-        if not math.isfinite(rate) or rate < 0:
-            raise ValueError(f"lr must be a finite number >= 0, got {rate!r}")
-        self._lr = rate
-
-    def _lr_at(self, k: int) -> float:
-        """The base rate of update k, before plateau scaling."""
-        if isinstance(self._lr, Schedule):
-            return float(self._lr(k))
-        if callable(self._lr):
-            rate = _real("lr(step)", self._lr(k))
+        if isinstance(value, Schedule):
+            self._set.set_schedule(value._core, value)  # evaluated in C++, inside each step
+            self._lr_callable = None
+        elif callable(value):
+            self._set.set_lr(0.0, value)  # the rate of each step is set just before it
+            self._lr_callable = value
+        else:
+            rate = _real("lr", value)
             if not math.isfinite(rate) or rate < 0:
-                raise ValueError(f"lr({k}) returned {rate!r}; it must be a finite number >= 0")
-            return rate
-        return self._lr
+                raise ValueError(f"lr must be a finite number >= 0, got {rate!r}")
+            self._set.set_lr(rate, rate)
+            self._lr_callable = None
+
+    def _callable_rate(self, k: int) -> float:
+        assert self._lr_callable is not None
+        rate = _real("lr(step)", self._lr_callable(k))
+        if not math.isfinite(rate) or rate < 0:
+            raise ValueError(f"lr({k}) returned {rate!r}; it must be a finite number >= 0")
+        return rate
+
+    @property
+    def base_lr(self) -> float:
+        """The base rate (number, schedule or callable) of the next step, before plateau scaling."""
+        k = self._step_count
+        return self._callable_rate(k) if self._lr_callable is not None else float(self._set.base_lr_at(k))
 
     @property
     def schedule(self) -> LearningRate:
         """The base rate as given: a number, a schedule or a callable."""
-        return self._lr
+        source: LearningRate = self._set.lr_source
+        return source
 
     @property
     def lr_scale(self) -> float:
         """The factor a ReduceLROnPlateau has applied to the base rate so far (1.0 if none)."""
-        return self._lr_scale
+        return float(self._set.lr_scale)
 
-    def _set_plateau(self, lr_scale: float, min_lr: float) -> None:
-        _core.plateau_rate(0.0, lr_scale, min_lr)  # validates both
-        self._lr_scale = float(lr_scale)
-        self._min_lr = float(min_lr)
+    @property
+    def min_lr(self) -> float:
+        """The floor of plateau scaling: a reduction never takes the rate below it."""
+        return float(self._set.min_lr)
+
+    def set_plateau(self, lr_scale: float, min_lr: float) -> None:
+        """Scale the base rate by ``lr_scale``, floored at ``min_lr`` (ReduceLROnPlateau's hook)."""
+        self._set.set_plateau(_real("lr_scale", lr_scale), _real("min_lr", min_lr))
+
+    def lr_settings(self) -> LRSettings:
+        """The rate as given and its plateau scaling, to restore with ``restore_lr_settings``."""
+        return LRSettings(self.schedule, self.lr_scale, self.min_lr)
+
+    def restore_lr_settings(self, settings: LRSettings) -> None:
+        """Put back what ``lr_settings`` returned (the very rate object, a schedule included)."""
+        self.set_plateau(settings.lr_scale, settings.min_lr)
+        self.lr = settings.lr
+
+    @contextlib.contextmanager
+    def pinned_lr(self, rate: float) -> Iterator[None]:
+        """Steps inside use exactly ``rate`` (no schedule, no plateau scaling; ``opt.lr = x``
+        may change it); the rate and its scaling as they were come back on exit."""
+        saved = self.lr_settings()
+        self.set_plateau(1.0, 0.0)
+        try:
+            self.lr = rate
+            yield
+        finally:
+            self.restore_lr_settings(saved)
 
     @property
     def step_count(self) -> int:
@@ -224,14 +336,8 @@ class Optimizer:
                 raise ValueError(f"step_count {k} has reached the largest step gradstep can count")
             self._stepping = True
             try:
-                base = self._lr
-                if isinstance(base, Schedule):
-                    schedule = base._core  # evaluated in C++, inside the step call
-                else:
-                    schedule = None
-                    rate = base if base.__class__ is float else self._lr_at(k)
-                    if rate != self._options_lr:  # a pybind11 attribute write costs ~170 ns
-                        self._options.lr = self._options_lr = rate
+                if self._lr_callable is not None:  # the slow path: one Python call per step
+                    self._set.set_lr(self._callable_rate(k), self._lr_callable)
                 tensor_set = self._set
                 if self._flat is None:
                     if grads is None:
@@ -240,14 +346,13 @@ class Optimizer:
                     grads = self._flat_grads
                 else:
                     if self._view_set is None:
-                        self._view_set = self._tensor_set(self.params, self.state)
+                        view_set = self._tensor_set(self.params, self.state)
+                        view_set.share_settings(self._set)
+                        self._view_set = view_set
                     tensor_set = self._view_set
                 # Positional arguments: keyword matching costs more than a small step.
                 # _make: the NamedTuple constructor parses arguments (~300 ns).
-                result = StepResult._make(tensor_set.step(
-                    grads, self._options, k + 1, schedule, self._lr_scale, self._min_lr,
-                    self.skip_nonfinite, self.max_grad_norm or 0.0,
-                ))
+                result = StepResult._make(tensor_set.step(grads, k + 1))
                 if not result.skipped:
                     self._step_count = k + 1
                 return result
@@ -261,7 +366,13 @@ class Optimizer:
                 "max_grad_norm": self.max_grad_norm}
 
     def _update_hyperparameters(self) -> dict[str, Any]:
-        raise NotImplementedError
+        out: dict[str, Any] = {}
+        options = self._options
+        for p in self.__gradstep_spec__.hyper_params:
+            values = tuple(getattr(options, f.name) if f.option else self._initial_values[f.name]
+                           for f in p.fields)
+            out[p.name] = values if p.grouped else values[0]
+        return out
 
     @_serialized
     def state_dict(self) -> dict[str, Any]:
@@ -270,16 +381,17 @@ class Optimizer:
         A schedule is stored as its ``to_dict()``; a Python callable lr as None
         (load_state_dict then keeps the loading optimizer's own lr).
         """
-        if isinstance(self._lr, Schedule):
-            lr: Any = self._lr.to_dict()
+        source = self.schedule
+        if isinstance(source, Schedule):
+            lr: Any = source.to_dict()
         else:
-            lr = None if callable(self._lr) else self._lr
+            lr = None if callable(source) else source
         return {
             "optimizer": type(self).__name__,
             "step": self._step_count,
             "lr": lr,
-            "lr_scale": self._lr_scale,
-            "min_lr": self._min_lr,
+            "lr_scale": self.lr_scale,
+            "min_lr": self.min_lr,
             "hyperparameters": self.hyperparameters(),
             "state": {name: [a.copy() for a in arrays] for name, arrays in self.state.items()},
         }
@@ -346,7 +458,7 @@ class Optimizer:
         _core.plateau_rate(0.0, _real("lr_scale", lr_scale), _real("min_lr", min_lr))  # validates
         if lr is not None:
             self.lr = lr if isinstance(lr, Schedule) else float(lr)
-        self._set_plateau(lr_scale, min_lr)
+        self.set_plateau(lr_scale, min_lr)
         for key, arrays in states.items():
             for src, dst in zip(arrays, self.state[key]):
                 np.copyto(dst, src)
@@ -354,241 +466,44 @@ class Optimizer:
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
-        return f"{type(self).__name__}({len(self.params)} tensors, lr={self._lr!r}, {args})"
+        return f"{type(self).__name__}({len(self.params)} tensors, lr={self.schedule!r}, {args})"
 
 
-class SGD(Optimizer):
-    """torch.optim.SGD: momentum, dampening, Nesterov, L2 weight decay, maximize."""
+def _optimizer_class(spec: _spec.OptimizerSpec, base: type[Optimizer]) -> type[Optimizer]:
+    """gs.X from its declaration: torch's signature and defaults, the update equations as its doc."""
+    signature = spec.signature(lr_annotation=LearningRate, params_annotation=Params)
 
-    _options_type = _core.SgdOptions
-    _state_names = ("momentum_buffer",)
+    def __init__(self: Optimizer, *args: Any, **kwargs: Any) -> None:
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        given = dict(bound.arguments)
+        del given["self"]
+        Optimizer.__init__(self, given.pop("params"), given.pop("lr"),
+                           skip_nonfinite=given.pop("skip_nonfinite"),
+                           max_grad_norm=given.pop("max_grad_norm"), **given)
 
-    def __init__(
-        self,
-        params: Params,
-        lr: LearningRate = 1e-3,
-        momentum: float = 0.0,
-        dampening: float = 0.0,
-        weight_decay: float = 0.0,
-        nesterov: bool = False,
-        *,
-        maximize: bool = False,
-        skip_nonfinite: bool = False,
-        max_grad_norm: float | None = None,
-    ) -> None:
-        super().__init__(
-            params,
-            lr,
-            momentum=_real("momentum", momentum),
-            dampening=_real("dampening", dampening),
-            weight_decay=_real("weight_decay", weight_decay),
-            nesterov=bool(nesterov),
-            maximize=bool(maximize),
-            skip_nonfinite=skip_nonfinite,
-            max_grad_norm=max_grad_norm,
-        )
-
-    def _update_hyperparameters(self) -> dict[str, Any]:
-        o = self._options
-        return dict(
-            momentum=o.momentum,
-            dampening=o.dampening,
-            weight_decay=o.weight_decay,
-            nesterov=o.nesterov,
-            maximize=o.maximize,
-        )
+    __init__.__signature__ = signature  # type: ignore[attr-defined]
+    __init__.__qualname__ = f"{spec.name}.__init__"
+    doc = f"torch.optim.{spec.name}: {spec.summary}.\n\n{spec.doc()}\n"
+    namespace = {"__init__": __init__, "__doc__": doc, "__gradstep_spec__": spec,
+                 "__module__": __name__, "__qualname__": spec.name}
+    return type(spec.name, (base,), namespace)
 
 
-class Adagrad(Optimizer):
-    """torch.optim.Adagrad: lr_decay, weight_decay, initial_accumulator_value, eps."""
-
-    _options_type = _core.AdagradOptions
-    _state_names = ("sum",)
-
-    def __init__(
-        self,
-        params: Params,
-        lr: LearningRate = 1e-2,
-        lr_decay: float = 0.0,
-        weight_decay: float = 0.0,
-        initial_accumulator_value: float = 0.0,
-        eps: float = 1e-10,
-        *,
-        maximize: bool = False,
-        skip_nonfinite: bool = False,
-        max_grad_norm: float | None = None,
-    ) -> None:
-        init = _real("initial_accumulator_value", initial_accumulator_value)
-        if not math.isfinite(init) or init < 0:
-            raise ValueError(f"initial_accumulator_value must be a finite number >= 0, got {init!r}")
-        self.initial_accumulator_value = init
-        super().__init__(
-            params,
-            lr,
-            lr_decay=_real("lr_decay", lr_decay),
-            weight_decay=_real("weight_decay", weight_decay),
-            eps=_real("eps", eps),
-            maximize=bool(maximize),
-            skip_nonfinite=skip_nonfinite,
-            max_grad_norm=max_grad_norm,
-        )
-
-    def _initial_state(self, name: str) -> float:
-        return self.initial_accumulator_value
-
-    def _update_hyperparameters(self) -> dict[str, Any]:
-        o = self._options
-        return dict(
-            lr_decay=o.lr_decay,
-            weight_decay=o.weight_decay,
-            initial_accumulator_value=self.initial_accumulator_value,
-            eps=o.eps,
-            maximize=o.maximize,
-        )
+def _generate() -> dict[str, type[Optimizer]]:
+    classes: dict[str, type[Optimizer]] = {}
+    for spec in _spec.optimizers():  # a variant (AdamW) subclasses its base (Adam)
+        classes[spec.name] = _optimizer_class(spec, classes[spec.base] if spec.base else Optimizer)
+    return classes
 
 
-class Adadelta(Optimizer):
-    """torch.optim.Adadelta: rho, eps, weight_decay; lr scales the delta."""
-
-    _options_type = _core.AdadeltaOptions
-    _state_names = ("square_avg", "acc_delta")
-
-    def __init__(
-        self,
-        params: Params,
-        lr: LearningRate = 1.0,
-        rho: float = 0.9,
-        eps: float = 1e-6,
-        weight_decay: float = 0.0,
-        *,
-        maximize: bool = False,
-        skip_nonfinite: bool = False,
-        max_grad_norm: float | None = None,
-    ) -> None:
-        super().__init__(
-            params,
-            lr,
-            rho=_real("rho", rho),
-            eps=_real("eps", eps),
-            weight_decay=_real("weight_decay", weight_decay),
-            maximize=bool(maximize),
-            skip_nonfinite=skip_nonfinite,
-            max_grad_norm=max_grad_norm,
-        )
-
-    def _update_hyperparameters(self) -> dict[str, Any]:
-        o = self._options
-        return dict(rho=o.rho, eps=o.eps, weight_decay=o.weight_decay, maximize=o.maximize)
+# Every declared optimizer: gs.SGD, gs.Adagrad, ..., gs.AdamW.
+OPTIMIZERS: dict[str, type[Optimizer]] = _generate()
+globals().update(OPTIMIZERS)
+__all__ = ["LRSettings", "LearningRate", "OPTIMIZERS", "Optimizer", "Params", "StepResult", *OPTIMIZERS]
 
 
-class RMSprop(Optimizer):
-    """torch.optim.RMSprop: alpha, eps, weight_decay, momentum, centered."""
-
-    _options_type = _core.RmspropOptions
-    _state_names = ("square_avg", "momentum_buffer", "grad_avg")
-
-    def __init__(
-        self,
-        params: Params,
-        lr: LearningRate = 1e-2,
-        alpha: float = 0.99,
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        momentum: float = 0.0,
-        centered: bool = False,
-        *,
-        maximize: bool = False,
-        skip_nonfinite: bool = False,
-        max_grad_norm: float | None = None,
-    ) -> None:
-        super().__init__(
-            params,
-            lr,
-            alpha=_real("alpha", alpha),
-            eps=_real("eps", eps),
-            weight_decay=_real("weight_decay", weight_decay),
-            momentum=_real("momentum", momentum),
-            centered=bool(centered),
-            maximize=bool(maximize),
-            skip_nonfinite=skip_nonfinite,
-            max_grad_norm=max_grad_norm,
-        )
-
-    def _update_hyperparameters(self) -> dict[str, Any]:
-        o = self._options
-        return dict(
-            alpha=o.alpha,
-            eps=o.eps,
-            weight_decay=o.weight_decay,
-            momentum=o.momentum,
-            centered=o.centered,
-            maximize=o.maximize,
-        )
-
-
-class Adam(Optimizer):
-    """torch.optim.Adam: betas, eps, L2 weight_decay, amsgrad."""
-
-    _options_type = _core.AdamOptions
-    _state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
-    _decoupled: ClassVar[bool] = False
-
-    def __init__(
-        self,
-        params: Params,
-        lr: LearningRate = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        amsgrad: bool = False,
-        *,
-        maximize: bool = False,
-        skip_nonfinite: bool = False,
-        max_grad_norm: float | None = None,
-    ) -> None:
-        beta1, beta2 = _pair("betas", betas)
-        super().__init__(
-            params,
-            lr,
-            beta1=beta1,
-            beta2=beta2,
-            eps=_real("eps", eps),
-            weight_decay=_real("weight_decay", weight_decay),
-            amsgrad=bool(amsgrad),
-            maximize=bool(maximize),
-            decoupled_weight_decay=self._decoupled,
-            skip_nonfinite=skip_nonfinite,
-            max_grad_norm=max_grad_norm,
-        )
-
-    def _update_hyperparameters(self) -> dict[str, Any]:
-        o = self._options
-        return dict(
-            betas=(o.beta1, o.beta2),
-            eps=o.eps,
-            weight_decay=o.weight_decay,
-            amsgrad=o.amsgrad,
-            maximize=o.maximize,
-        )
-
-
-class AdamW(Adam):
-    """torch.optim.AdamW: Adam with decoupled weight decay (default 1e-2)."""
-
-    _decoupled = True
-
-    def __init__(
-        self,
-        params: Params,
-        lr: LearningRate = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 1e-2,
-        amsgrad: bool = False,
-        *,
-        maximize: bool = False,
-        skip_nonfinite: bool = False,
-        max_grad_norm: float | None = None,
-    ) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
-                         skip_nonfinite=skip_nonfinite, max_grad_norm=max_grad_norm)
+def __getattr__(name: str) -> type[Optimizer]:
+    # Reached only for names that are not here. It tells type checkers that
+    # the generated names (gs.optim.Adam) are optimizer classes.
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -87,7 +87,7 @@ class ReduceLROnPlateau:
         self.num_bad_epochs = 0
         self.cooldown_counter = 0
         self.last_epoch = 0
-        optimizer._set_plateau(optimizer.lr_scale, self.min_lr)
+        optimizer.set_plateau(optimizer.lr_scale, self.min_lr)
 
     def _is_better(self, a: float, best: float) -> bool:
         if self.mode == "min":
@@ -119,9 +119,9 @@ class ReduceLROnPlateau:
         opt = self.optimizer
         scale = opt.lr_scale * self.factor
         old = opt.lr
-        new = float(_core.plateau_rate(opt._lr_at(opt.step_count), scale, self.min_lr))
+        new = float(_core.plateau_rate(opt.base_lr, scale, self.min_lr))
         if old - new > self.eps:
-            opt._set_plateau(scale, self.min_lr)
+            opt.set_plateau(scale, self.min_lr)
 
     def get_last_lr(self) -> list[float]:
         """torch's accessor: the rate the optimizer's next step uses, in a list."""
@@ -144,7 +144,7 @@ class ReduceLROnPlateau:
         counters = {k: _count(k, state_dict[k]) for k in ("num_bad_epochs", "cooldown_counter", "last_epoch")}
         for k, v in {**config, **counters, "best": best}.items():
             setattr(self, k, v)
-        self.optimizer._set_plateau(self.optimizer.lr_scale, self.min_lr)
+        self.optimizer.set_plateau(self.optimizer.lr_scale, self.min_lr)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._config)

@@ -83,8 +83,8 @@ def recommended_range(optimizer: Union[str, Any]) -> LearningRateRange:
         key = optimizer.__name__.lower()
     else:
         key = type(optimizer).__name__.lower()
-        options = getattr(optimizer, "_options", None)
-        if key == "sgd" and getattr(options, "momentum", 0.0) > 0:
+        hyperparameters: dict[str, Any] = getattr(optimizer, "hyperparameters", dict)()
+        if key == "sgd" and hyperparameters.get("momentum", 0.0) > 0:
             key = "momentum"
     key = _ALIASES.get(key, key)
     if key not in _RANGES:
@@ -111,7 +111,7 @@ def check_learning_rate(optimizer: Any) -> None:
     Schedules and callables are not checked; neither is lr == 0 (a frozen model is
     a deliberate choice, not a typo).
     """
-    lr = getattr(optimizer, "_lr", None)
+    lr = getattr(optimizer, "schedule", None)  # the rate as given
     if callable(lr) or not isinstance(lr, float) or lr == 0.0 or not math.isfinite(lr):
         return
     try:

@@ -24,9 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from gradstep import _core
-
-__all__ = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW"]
+from gradstep import _core, _spec
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 
@@ -140,9 +138,8 @@ class _GradstepStep:
     count changes.
     """
 
-    _options_type: ClassVar[type]
-    _state_names: ClassVar[tuple[str, ...]]
-    _has_step: ClassVar[bool] = True  # torch keeps state["step"] (SGD does not)
+    # The optimizer's declaration (gradstep._spec): options, states, torch's state["step"].
+    __gradstep_spec__: ClassVar[_spec.OptimizerSpec]
 
     # Filled in by torch.optim.Optimizer.__init__.
     param_groups: list[dict[str, Any]]
@@ -158,11 +155,34 @@ class _GradstepStep:
         # (group index, param indices) -> (TensorSet, witness of what it views)
         return self.__dict__.setdefault("_sets", {})
 
-    def _options(self, group: dict[str, Any], lr: float) -> Any:
-        raise NotImplementedError
+    @property
+    def _state_names(self) -> tuple[str, ...]:
+        return self.__gradstep_spec__.state_names()
 
-    def _new_state(self, p: torch.Tensor, group: dict[str, Any]) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+    @property
+    def _has_step(self) -> bool:
+        return self.__gradstep_spec__.torch_step_state  # torch keeps state["step"] (SGD does not)
+
+    def _options(self, group: dict[str, Any], lr: float) -> Any:
+        """The core's options for a param group, field by field as declared."""
+        spec = self.__gradstep_spec__
+        # Options that are not gs.X arguments may still be torch's (Adam's decoupled_weight_decay).
+        given: dict[str, Any] = {name: group.get(name, value) for name, value in spec.fixed.items()}
+        for p in spec.hyper_params:
+            given.update(zip((f.name for f in p.fields), tuple(group[p.name]) if p.grouped else (group[p.name],)))
+        values = {f.name: bool(given[f.name]) if f.type == "flag" else _float(given[f.name])
+                  for f in spec.fields if f.option and f.name in given}
+        return spec.options(lr=lr, **values)
+
+    def _new_state(self, p: torch.Tensor, group: dict[str, Any], needed: list[str]) -> dict[str, Any]:
+        """torch's initial state of p: its step count, and the needed buffers (zeros, or
+        the declared initial value: Adagrad's sum starts at initial_accumulator_value)."""
+        state: dict[str, Any] = {"step": _step0(group)} if self._has_step else {}
+        fills = {s: v for v, s in self.__gradstep_spec__.initial_values().items()}
+        for n in needed:
+            state[n] = (torch.full_like(p, group[fills[n]], memory_format=torch.preserve_format)
+                        if n in fills else _zeros(p))
+        return state
 
     def _group_lr(self, group: dict[str, Any], step: int) -> float:
         lr = group["lr"]
@@ -288,7 +308,7 @@ class _GradstepStep:
                 # and dropping it would cost more than the step.
                 missing = stateful and (any(n not in state for n in needed)
                                         or (self._has_step and "step" not in state))
-                new = {n: v for n, v in self._new_state(p, group).items() if n not in state} \
+                new = {n: v for n, v in self._new_state(p, group, needed).items() if n not in state} \
                     if missing else {}
                 bufs = {}
                 for n in needed:
@@ -328,7 +348,10 @@ class _GradstepStep:
                 source.div_(grad_scale)
                 if copied:
                     g.div_(grad_scale)
-        batch.tensor_set.step([_numpy(g, "grad") for g in batch.grads], batch.options, batch.k)
+        tensor_set = batch.tensor_set
+        tensor_set.set_options(batch.options)  # checked when planned: cannot fail here
+        tensor_set.set_lr(batch.options.lr)
+        tensor_set.step([_numpy(g, "grad") for g in batch.grads], batch.k)
         if self._has_step:
             torch._foreach_add_([self.state[p]["step"] for p in batch.params], 1.0)
 
@@ -344,39 +367,8 @@ def _step0(group: dict[str, Any]) -> torch.Tensor:
     return torch.tensor(0.0, dtype=torch.float64 if wide else torch.float32)
 
 
-def _accepts_schedule(lr: Any) -> tuple[Any, Any]:
-    """torch validates lr as a number: pass it a placeholder, then put the callable back."""
-    return (1e-3, lr) if callable(lr) else (lr, None)
-
-
-def _restore_schedule(opt: Any, schedule: Any) -> None:
-    if schedule is not None:
-        for group in opt.param_groups:
-            group["lr"] = schedule
-            group["initial_lr"] = schedule
-
-
 def _float(x: Any) -> float:
     return float(x.item()) if isinstance(x, torch.Tensor) else float(x)
-
-
-def _torch_init(opt: Any, torch_cls: type, params: Any, lr: Any, kwargs: dict[str, Any]) -> None:
-    """torch_cls.__init__ with lr and kwargs as given (so param_groups and
-    defaults are torch's own), after refusing what gradstep cannot do."""
-    for flag in ("capturable", "differentiable"):
-        if kwargs.get(flag):
-            raise NotImplementedError(f"gradstep.torch does not support {flag}=True (it steps CPU "
-                                      "tensors in C++, outside CUDA graphs and autograd)")
-    accepted = inspect.signature(torch_cls.__init__).parameters  # type: ignore[misc]
-    for name in [n for n in kwargs if n not in accepted]:  # an older torch than 2.13
-        if kwargs[name] not in (None, False):
-            raise TypeError(f"{name}={kwargs[name]!r} needs a torch whose {torch_cls.__name__} has it "
-                            f"(torch {torch.__version__} has not)")
-        del kwargs[name]
-    lr, schedule = _accepts_schedule(lr)
-    torch_cls.__init__(opt, params, lr=lr, **kwargs)  # type: ignore[misc]
-    _restore_schedule(opt, schedule)
-    opt._init_gradstep()
 
 
 _IGNORED = """
@@ -389,152 +381,60 @@ _IGNORED = """
 """
 
 
-class SGD(_GradstepStep, torch.optim.SGD):
-    __doc__ = "torch.optim.SGD, stepped by gradstep's C++ kernels.\n" + _IGNORED
-    _options_type = _core.SgdOptions
-    _state_names = ("momentum_buffer",)
-    _has_step = False
+def _adapter_class(spec: _spec.OptimizerSpec, base: type) -> type:
+    """gradstep.torch.X: torch.optim.X with gradstep's step.
 
-    def __init__(self, params: Any, lr: Any = 1e-3, momentum: float = 0, dampening: float = 0,
-                 weight_decay: Any = 0, nesterov: bool = False, *, maximize: bool = False,
-                 foreach: bool | None = None, differentiable: bool = False,
-                 fused: bool | None = None) -> None:
-        _torch_init(self, torch.optim.SGD, params, lr, dict(
-            momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
-            maximize=maximize, foreach=foreach, differentiable=differentiable, fused=fused))
+    The constructor is torch's own, with its signature (the declared
+    parameters, whose defaults the tests check against the declaration, and
+    torch's implementation flags such as foreach, fused, capturable): torch
+    fills param_groups and defaults, after gradstep refused what it cannot do.
+    """
+    torch_cls = getattr(torch.optim, spec.name)  # _generate skips optimizers torch has not
+    signature = inspect.signature(torch_cls.__init__)  # type: ignore[misc]
 
-    def _new_state(self, p: torch.Tensor, group: dict[str, Any]) -> dict[str, Any]:
-        return {"momentum_buffer": _zeros(p)} if group["momentum"] != 0 else {}
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        given = dict(bound.arguments)
+        del given["self"]
+        for flag in ("capturable", "differentiable"):
+            if given.get(flag):
+                raise NotImplementedError(f"gradstep.torch does not support {flag}=True (it steps CPU "
+                                          "tensors in C++, outside CUDA graphs and autograd)")
+        # torch validates lr as a number: pass it a placeholder, then put the callable back.
+        schedule = given["lr"] if callable(given["lr"]) else None
+        if schedule is not None:
+            given["lr"] = 1e-3
+        torch_cls.__init__(self, **given)  # type: ignore[misc]
+        if schedule is not None:
+            for group in self.param_groups:
+                group["lr"] = schedule
+                group["initial_lr"] = schedule
+        self._init_gradstep()
 
-    def _options(self, group: dict[str, Any], lr: float) -> Any:
-        o = _core.SgdOptions()
-        o.lr, o.momentum, o.dampening = lr, _float(group["momentum"]), _float(group["dampening"])
-        o.weight_decay, o.nesterov = _float(group["weight_decay"]), bool(group["nesterov"])
-        o.maximize = bool(group["maximize"])
-        return o
-
-
-class Adagrad(_GradstepStep, torch.optim.Adagrad):
-    __doc__ = "torch.optim.Adagrad, stepped by gradstep's C++ kernels.\n" + _IGNORED
-    _options_type = _core.AdagradOptions
-    _state_names = ("sum",)
-
-    def __init__(self, params: Any, lr: Any = 1e-2, lr_decay: float = 0, weight_decay: float = 0,
-                 initial_accumulator_value: float = 0, eps: float = 1e-10,
-                 foreach: bool | None = None, *, maximize: bool = False,
-                 differentiable: bool = False, fused: bool | None = None) -> None:
-        _torch_init(self, torch.optim.Adagrad, params, lr, dict(
-            lr_decay=lr_decay, weight_decay=weight_decay,
-            initial_accumulator_value=initial_accumulator_value, eps=eps, foreach=foreach,
-            maximize=maximize, differentiable=differentiable, fused=fused))
-
-    def _new_state(self, p: torch.Tensor, group: dict[str, Any]) -> dict[str, Any]:
-        init = group["initial_accumulator_value"]
-        return {"step": _step0(group),
-                "sum": torch.full_like(p, init, memory_format=torch.preserve_format)}
-
-    def _options(self, group: dict[str, Any], lr: float) -> Any:
-        o = _core.AdagradOptions()
-        o.lr, o.lr_decay = lr, _float(group["lr_decay"])
-        o.weight_decay, o.eps = _float(group["weight_decay"]), _float(group["eps"])
-        o.maximize = bool(group["maximize"])
-        return o
+    __init__.__signature__ = signature  # type: ignore[attr-defined]
+    __init__.__qualname__ = f"{spec.name}.__init__"
+    doc = (f"torch.optim.{spec.name}, stepped by gradstep's C++ kernels.\n{_IGNORED}\n"
+           + "\n".join("    " + line if line else "" for line in spec.doc().split("\n")) + "\n")
+    namespace = {"__init__": __init__, "__doc__": doc, "__gradstep_spec__": spec,
+                 "__module__": __name__, "__qualname__": spec.name}
+    return type(spec.name, (base, torch_cls), namespace)
 
 
-class Adadelta(_GradstepStep, torch.optim.Adadelta):
-    __doc__ = "torch.optim.Adadelta, stepped by gradstep's C++ kernels.\n" + _IGNORED
-    _options_type = _core.AdadeltaOptions
-    _state_names = ("square_avg", "acc_delta")
-
-    def __init__(self, params: Any, lr: Any = 1.0, rho: float = 0.9, eps: float = 1e-6,
-                 weight_decay: float = 0, foreach: bool | None = None, *,
-                 capturable: bool = False, maximize: bool = False,
-                 differentiable: bool = False) -> None:
-        _torch_init(self, torch.optim.Adadelta, params, lr, dict(
-            rho=rho, eps=eps, weight_decay=weight_decay, foreach=foreach, capturable=capturable,
-            maximize=maximize, differentiable=differentiable))
-
-    def _new_state(self, p: torch.Tensor, group: dict[str, Any]) -> dict[str, Any]:
-        return {"step": _step0(group), "square_avg": _zeros(p), "acc_delta": _zeros(p)}
-
-    def _options(self, group: dict[str, Any], lr: float) -> Any:
-        o = _core.AdadeltaOptions()
-        o.lr, o.rho, o.eps = lr, _float(group["rho"]), _float(group["eps"])
-        o.weight_decay, o.maximize = _float(group["weight_decay"]), bool(group["maximize"])
-        return o
+def _generate() -> dict[str, type]:
+    classes: dict[str, type] = {}
+    for spec in _spec.optimizers():  # a variant (AdamW) subclasses its base's adapter, as torch's does
+        if isinstance(getattr(torch.optim, spec.name, None), type):
+            classes[spec.name] = _adapter_class(spec, classes[spec.base] if spec.base else _GradstepStep)
+    return classes
 
 
-class RMSprop(_GradstepStep, torch.optim.RMSprop):
-    __doc__ = "torch.optim.RMSprop, stepped by gradstep's C++ kernels.\n" + _IGNORED
-    _options_type = _core.RmspropOptions
-    _state_names = ("square_avg", "momentum_buffer", "grad_avg")
-
-    def __init__(self, params: Any, lr: Any = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
-                 weight_decay: float = 0, momentum: float = 0, centered: bool = False,
-                 capturable: bool = False, foreach: bool | None = None, maximize: bool = False,
-                 differentiable: bool = False) -> None:
-        _torch_init(self, torch.optim.RMSprop, params, lr, dict(
-            alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered,
-            capturable=capturable, foreach=foreach, maximize=maximize,
-            differentiable=differentiable))
-
-    def _new_state(self, p: torch.Tensor, group: dict[str, Any]) -> dict[str, Any]:
-        state = {"step": _step0(group), "square_avg": _zeros(p)}
-        if group["momentum"] > 0:
-            state["momentum_buffer"] = _zeros(p)
-        if group["centered"]:
-            state["grad_avg"] = _zeros(p)
-        return state
-
-    def _options(self, group: dict[str, Any], lr: float) -> Any:
-        o = _core.RmspropOptions()
-        o.lr, o.alpha, o.eps = lr, _float(group["alpha"]), _float(group["eps"])
-        o.weight_decay, o.momentum = _float(group["weight_decay"]), _float(group["momentum"])
-        o.centered, o.maximize = bool(group["centered"]), bool(group["maximize"])
-        return o
+ADAPTERS: dict[str, type] = _generate()
+globals().update(ADAPTERS)
+__all__ = ["ADAPTERS", *ADAPTERS]
 
 
-class Adam(_GradstepStep, torch.optim.Adam):
-    __doc__ = ("torch.optim.Adam (``decoupled_weight_decay=True`` is AdamW), stepped by "
-               "gradstep's C++ kernels.\n" + _IGNORED)
-    _options_type = _core.AdamOptions
-    _state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
-    _decoupled: ClassVar[bool] = False
-
-    def __init__(self, params: Any, lr: Any = 1e-3, betas: tuple[Any, Any] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0, amsgrad: bool = False, *,
-                 foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
-                 differentiable: bool = False, fused: bool | None = None,
-                 decoupled_weight_decay: bool = False) -> None:
-        _torch_init(self, torch.optim.Adam, params, lr, dict(
-            betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, foreach=foreach,
-            maximize=maximize, capturable=capturable, differentiable=differentiable, fused=fused,
-            decoupled_weight_decay=decoupled_weight_decay))
-
-    def _new_state(self, p: torch.Tensor, group: dict[str, Any]) -> dict[str, Any]:
-        state = {"step": _step0(group), "exp_avg": _zeros(p), "exp_avg_sq": _zeros(p)}
-        if group["amsgrad"]:
-            state["max_exp_avg_sq"] = _zeros(p)
-        return state
-
-    def _options(self, group: dict[str, Any], lr: float) -> Any:
-        o = _core.AdamOptions()
-        beta1, beta2 = group["betas"]
-        o.lr, o.beta1, o.beta2, o.eps = lr, _float(beta1), _float(beta2), _float(group["eps"])
-        o.weight_decay, o.amsgrad = _float(group["weight_decay"]), bool(group["amsgrad"])
-        o.maximize = bool(group["maximize"])
-        o.decoupled_weight_decay = bool(group.get("decoupled_weight_decay", self._decoupled))
-        return o
-
-
-class AdamW(Adam, torch.optim.AdamW):
-    __doc__ = "torch.optim.AdamW, stepped by gradstep's C++ kernels.\n" + _IGNORED
-    _decoupled = True
-
-    def __init__(self, params: Any, lr: Any = 1e-3, betas: tuple[Any, Any] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
-                 maximize: bool = False, foreach: bool | None = None, capturable: bool = False,
-                 differentiable: bool = False, fused: bool | None = None) -> None:
-        _torch_init(self, torch.optim.AdamW, params, lr, dict(
-            betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
-            foreach=foreach, capturable=capturable, differentiable=differentiable, fused=fused))
+def __getattr__(name: str) -> type[torch.optim.Optimizer]:
+    # Reached only for names that are not here; tells type checkers that the
+    # generated names (gradstep.torch.Adam) are torch optimizers.
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

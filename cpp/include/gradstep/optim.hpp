@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <memory>
 
+#include "gradstep/declaration.hpp"
+
 namespace gradstep {
 
 enum class DType : std::uint8_t { f32, f64 };
@@ -18,7 +20,7 @@ struct TensorSetImpl;  // TensorSet's state; defined where TensorSet is implemen
 
 // One parameter tensor: its buffer, its gradient and up to three state buffers
 // of the same dtype and length. Which state slot holds what is fixed per
-// optimizer (see the *Options structs); unused slots are nullptr.
+// optimizer (its Declaration's slots); unused slots are nullptr.
 struct TensorView {
   void* param = nullptr;
   const void* grad = nullptr;
@@ -27,35 +29,196 @@ struct TensorView {
   DType dtype = DType::f32;
 };
 
-// Defaults and semantics are torch.optim's. `maximize` negates the gradient.
-// State slots: [0] momentum_buffer (only when momentum != 0).
+// Each optimizer: its options struct, whose member initializers are the
+// defaults (torch.optim's), then its Declaration (declaration.hpp): class
+// name, fields with bounds and how they appear in Python, state slots under
+// torch's names and when each is needed, cross-field rules, variants and the
+// update equations the kernel in cpp/src/algorithms computes. Everything else
+// about an optimizer (validation, the Python class and torch adapter, the
+// kernel function, checkpoints, stubs, docs) is derived from the two.
+//
+// `lr` is the rate of the update the options are used for (TensorSet::step,
+// gs.kernels.*_step). A Python optimizer's TensorSet owns the base rate or
+// schedule and the plateau scaling, and fills lr in its own copy per step.
+// `maximize` negates the gradient. Decay factors are kept to [0, 1] even where
+// torch checks only >= 0: above 1 a running average's weight 1 - factor turns
+// negative (RMSprop's square average can then go below zero and the step
+// turns NaN), and a momentum above 1 weighs old gradients more than new ones,
+// so the buffer grows geometrically. 1 itself is meaningful (no decay: a plain sum).
+
 struct SgdOptions {
   double lr = 1e-3, momentum = 0.0, dampening = 0.0, weight_decay = 0.0;
   bool nesterov = false, maximize = false;
 };
-// State slots: [0] sum (initialised by the caller to initial_accumulator_value).
+template <>
+struct Declaration<SgdOptions> {
+  using O = SgdOptions;
+  static constexpr const char* name = "SGD";
+  static constexpr const char* options = "SgdOptions";
+  static constexpr const char* summary = "momentum, dampening, Nesterov, L2 weight decay, maximize";
+  static constexpr const char* equations =
+      "g  = ±grad + weight_decay * p\n"
+      "b  = g                                  on the first step\n"
+      "b  = momentum * b + (1 - dampening) * g afterwards\n"
+      "d  = g + momentum * b  (nesterov)   or  b\n"
+      "p -= lr * d                            (d = g without momentum)\n";
+  static constexpr bool torch_step_state = false;
+  static constexpr std::array fields{
+      real("lr", &O::lr, Bound::nonneg),
+      real("momentum", &O::momentum, Bound::unit_closed),
+      real("dampening", &O::dampening, Bound::unit_closed),
+      real("weight_decay", &O::weight_decay, Bound::nonneg),
+      flag("nesterov", &O::nesterov),
+      flag("maximize", &O::maximize).keyword_only(),
+  };
+  static constexpr std::array slots{Slot<O>{"momentum_buffer", &O::momentum}};
+  static constexpr std::array checks{Check<O>{"nesterov requires momentum > 0 and dampening = 0",
+                                               &O::nesterov, &O::momentum, &O::dampening}};
+  static constexpr std::array<Variant, 0> variants{};
+};
+
 struct AdagradOptions {
   double lr = 1e-2, lr_decay = 0.0, weight_decay = 0.0, eps = 1e-10;
   bool maximize = false;
 };
-// State slots: [0] square_avg, [1] acc_delta.
+template <>
+struct Declaration<AdagradOptions> {
+  using O = AdagradOptions;
+  static constexpr const char* name = "Adagrad";
+  static constexpr const char* options = "AdagradOptions";
+  static constexpr const char* summary = "lr_decay, weight_decay, initial_accumulator_value, eps";
+  static constexpr const char* equations =
+      "g    = ±grad + weight_decay * p\n"
+      "clr  = lr / (1 + (step - 1) * lr_decay)\n"
+      "sum += g * g                    (sum starts at initial_accumulator_value)\n"
+      "p   -= clr * g / (sqrt(sum) + eps)\n";
+  static constexpr bool torch_step_state = true;
+  static constexpr std::array fields{
+      real("lr", &O::lr, Bound::nonneg),
+      real("lr_decay", &O::lr_decay, Bound::nonneg),
+      real("weight_decay", &O::weight_decay, Bound::nonneg),
+      initial_value<O>("initial_accumulator_value", 0.0, Bound::nonneg, 0),
+      real("eps", &O::eps, Bound::nonneg),
+      flag("maximize", &O::maximize).keyword_only(),
+  };
+  static constexpr std::array slots{Slot<O>{"sum"}};
+  static constexpr std::array<Check<O>, 0> checks{};
+  static constexpr std::array<Variant, 0> variants{};
+};
+
 struct AdadeltaOptions {
   double lr = 1.0, rho = 0.9, eps = 1e-6, weight_decay = 0.0;
   bool maximize = false;
 };
-// State slots: [0] square_avg, [1] momentum_buffer (momentum > 0), [2] grad_avg (centered).
+template <>
+struct Declaration<AdadeltaOptions> {
+  using O = AdadeltaOptions;
+  static constexpr const char* name = "Adadelta";
+  static constexpr const char* options = "AdadeltaOptions";
+  static constexpr const char* summary = "rho, eps, weight_decay; lr scales the delta";
+  static constexpr const char* equations =
+      "g      = ±grad + weight_decay * p\n"
+      "sq     = rho * sq + (1 - rho) * g * g\n"
+      "delta  = sqrt(acc + eps) / sqrt(sq + eps) * g\n"
+      "acc    = rho * acc + (1 - rho) * delta * delta\n"
+      "p     -= lr * delta\n"
+      "(sq: square_avg, acc: acc_delta)\n";
+  static constexpr bool torch_step_state = true;
+  static constexpr std::array fields{
+      // lr = 1 is Zeiler's Adadelta, which has no learning rate.
+      real("lr", &O::lr, Bound::nonneg).with_kernel_default(),
+      real("rho", &O::rho, Bound::unit_closed),
+      real("eps", &O::eps, Bound::nonneg),
+      real("weight_decay", &O::weight_decay, Bound::nonneg),
+      flag("maximize", &O::maximize).keyword_only(),
+  };
+  static constexpr std::array slots{Slot<O>{"square_avg"}, Slot<O>{"acc_delta"}};
+  static constexpr std::array<Check<O>, 0> checks{};
+  static constexpr std::array<Variant, 0> variants{};
+};
+
 struct RmspropOptions {
   double lr = 1e-2, alpha = 0.99, eps = 1e-8, weight_decay = 0.0, momentum = 0.0;
   bool centered = false, maximize = false;
 };
-// Adam and AdamW (decoupled_weight_decay). State slots: [0] exp_avg,
-// [1] exp_avg_sq, [2] max_exp_avg_sq (amsgrad).
+template <>
+struct Declaration<RmspropOptions> {
+  using O = RmspropOptions;
+  static constexpr const char* name = "RMSprop";
+  static constexpr const char* options = "RmspropOptions";
+  static constexpr const char* summary = "alpha, eps, weight_decay, momentum, centered";
+  static constexpr const char* equations =
+      "g    = ±grad + weight_decay * p\n"
+      "sq   = alpha * sq + (1 - alpha) * g * g\n"
+      "ga   = lerp(ga, g, 1 - alpha)                 (centered)\n"
+      "avg  = sqrt(sq - ga * ga) + eps   (centered)   or  sqrt(sq) + eps\n"
+      "buf  = momentum * buf + g / avg,  p -= lr * buf   (momentum > 0)\n"
+      "p   -= lr * g / avg                              (otherwise)\n"
+      "(sq: square_avg, ga: grad_avg, buf: momentum_buffer)\n";
+  static constexpr bool torch_step_state = true;
+  static constexpr std::array fields{
+      real("lr", &O::lr, Bound::nonneg),
+      real("alpha", &O::alpha, Bound::unit_closed),
+      real("eps", &O::eps, Bound::nonneg),
+      real("weight_decay", &O::weight_decay, Bound::nonneg),
+      real("momentum", &O::momentum, Bound::unit_closed),
+      flag("centered", &O::centered),
+      flag("maximize", &O::maximize).keyword_only(),
+  };
+  static constexpr std::array slots{Slot<O>{"square_avg"}, Slot<O>{"momentum_buffer", &O::momentum},
+                                    Slot<O>{"grad_avg", nullptr, &O::centered}};
+  static constexpr std::array<Check<O>, 0> checks{};
+  static constexpr std::array<Variant, 0> variants{};
+};
+
 struct AdamOptions {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
   bool amsgrad = false, decoupled_weight_decay = false, maximize = false;
 };
+template <>
+struct Declaration<AdamOptions> {
+  using O = AdamOptions;
+  static constexpr const char* name = "Adam";
+  static constexpr const char* options = "AdamOptions";
+  static constexpr const char* summary = "betas, eps, L2 weight_decay, amsgrad";
+  static constexpr const char* equations =
+      "p     *= 1 - lr * weight_decay                 (AdamW: decoupled decay)\n"
+      "g      = ±grad + weight_decay * p               (Adam: L2 decay)\n"
+      "m      = lerp(m, g, 1 - beta1)\n"
+      "v      = beta2 * v + (1 - beta2) * g * g\n"
+      "vmax   = max(vmax, v)                           (amsgrad; v below means vmax)\n"
+      "denom  = sqrt(v) / sqrt(1 - beta2^step) + eps\n"
+      "p     -= lr / (1 - beta1^step) * m / denom\n"
+      "(m: exp_avg, v: exp_avg_sq, vmax: max_exp_avg_sq; eps is added after the\n"
+      "bias correction of v, as torch does)\n";
+  static constexpr bool torch_step_state = true;
+  static constexpr std::array fields{
+      real("lr", &O::lr, Bound::nonneg),
+      real("beta1", &O::beta1, Bound::unit_open).in("betas"),
+      real("beta2", &O::beta2, Bound::unit_open).in("betas"),
+      real("eps", &O::eps, Bound::nonneg),
+      real("weight_decay", &O::weight_decay, Bound::nonneg),
+      flag("amsgrad", &O::amsgrad),
+      flag("decoupled_weight_decay", &O::decoupled_weight_decay).fixed(),
+      flag("maximize", &O::maximize).keyword_only(),
+  };
+  static constexpr std::array slots{Slot<O>{"exp_avg"}, Slot<O>{"exp_avg_sq"},
+                                    Slot<O>{"max_exp_avg_sq", nullptr, &O::amsgrad}};
+  static constexpr std::array<Check<O>, 0> checks{};
+  static constexpr std::array variants{
+      Variant{"AdamW", "Adam with decoupled weight decay (default 1e-2)",
+              {Override{"decoupled_weight_decay", 1.0, true}, Override{"weight_decay", 1e-2, false}},
+              2}};
+};
 
-// Throw std::invalid_argument naming the offending option (torch's names).
+// Every declared optimizer, for code generic over them (the bindings).
+template <class... Options>
+struct OptionsList {};
+using AllOptions = OptionsList<SgdOptions, AdagradOptions, AdadeltaOptions, RmspropOptions, AdamOptions>;
+
+// Throw std::invalid_argument naming the offending option (torch's names;
+// a grouped field by its place in the group, "betas[0]"): each real field
+// within its bound, then each cross-field check.
 void validate(const SgdOptions&);
 void validate(const AdagradOptions&);
 void validate(const AdadeltaOptions&);
@@ -68,6 +231,11 @@ unsigned state_mask(const AdagradOptions&);
 unsigned state_mask(const AdadeltaOptions&);
 unsigned state_mask(const RmspropOptions&);
 unsigned state_mask(const AdamOptions&);
+
+// Throw std::invalid_argument unless value lies within bound ("name must be
+// <rule>, got value"); the rule's words are bound_rule(bound).
+void check_bound(const char* name, Bound bound, double value);
+const char* bound_rule(Bound bound);
 
 // Safeguards applied to a whole step (both off by default, as in torch).
 struct StepControl {

@@ -1,9 +1,6 @@
-// Adadelta: torch.optim.Adadelta (lr scales the delta, as in torch).
-//   g      = ±grad + weight_decay * p
-//   sq     = rho * sq + (1 - rho) * g * g
-//   delta  = sqrt(acc + eps) / sqrt(sq + eps) * g
-//   acc    = rho * acc + (1 - rho) * delta * delta
-//   p     -= lr * delta
+// Adadelta: the update equations are Declaration<AdadeltaOptions>::equations
+// (cpp/include/gradstep/optim.hpp), shown by help(gs.Adadelta); lr scales the
+// delta, as in torch.
 
 template <class T, bool kL2>
 void adadelta_range(const TensorView& t, std::size_t begin, std::size_t end, const AdadeltaOptions& o, double grad_scale) {

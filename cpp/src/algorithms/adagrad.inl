@@ -1,8 +1,6 @@
-// Adagrad: torch.optim.Adagrad (dense path).
-//   g    = ±grad + weight_decay * p
-//   clr  = lr / (1 + (step - 1) * lr_decay)
-//   sum += g * g
-//   p   -= clr * g / (sqrt(sum) + eps)
+// Adagrad: the update equations are Declaration<AdagradOptions>::equations
+// (cpp/include/gradstep/optim.hpp), shown by help(gs.Adagrad); torch.optim.Adagrad's
+// dense path.
 
 template <class T, bool kL2>
 void adagrad_range(const TensorView& t, std::size_t begin, std::size_t end, const AdagradOptions& o,

@@ -1,12 +1,6 @@
-// Adam, AdamW and AMSGrad: torch.optim.Adam / AdamW (single-tensor path).
-//   p     *= 1 - lr * weight_decay                 (AdamW: decoupled decay)
-//   g      = ±grad + weight_decay * p               (Adam: L2 decay)
-//   m      = lerp(m, g, 1 - beta1)
-//   v      = beta2 * v + (1 - beta2) * g * g
-//   vmax   = max(vmax, v)                           (amsgrad; v below means vmax)
-//   denom  = sqrt(v) / sqrt(1 - beta2^step) + eps
-//   p     -= lr / (1 - beta1^step) * m / denom
-// eps is added after the bias correction of v, as torch does.
+// Adam, AdamW and AMSGrad: the update equations are
+// Declaration<AdamOptions>::equations (cpp/include/gradstep/optim.hpp), shown by
+// help(gs.Adam); torch.optim.Adam / AdamW's single-tensor path.
 //
 // AdamW's decay and update are applied to float32 params in double and
 // rounded once: rounded separately, p * (1 - lr * wd) rounds in the same

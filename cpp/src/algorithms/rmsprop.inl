@@ -1,10 +1,5 @@
-// RMSprop: torch.optim.RMSprop.
-//   g    = ±grad + weight_decay * p
-//   sq   = alpha * sq + (1 - alpha) * g * g
-//   ga   = lerp(ga, g, 1 - alpha)                 (centered)
-//   avg  = sqrt(sq - ga * ga) + eps   (centered)   or  sqrt(sq) + eps
-//   buf  = momentum * buf + g / avg,  p -= lr * buf   (momentum > 0)
-//   p   -= lr * g / avg                              (otherwise)
+// RMSprop: the update equations are Declaration<RmspropOptions>::equations
+// (cpp/include/gradstep/optim.hpp), shown by help(gs.RMSprop); torch.optim.RMSprop.
 //
 // Centered, the variance sq - ga*ga subtracts two nearly equal numbers when
 // the gradient barely varies (small alpha, steady gradients): any rounding in

@@ -1,10 +1,6 @@
-// SGD with momentum, dampening, Nesterov, L2 weight decay and maximize:
-// torch.optim.SGD (single-tensor path).
-//   g  = ±grad + weight_decay * p
-//   b  = g                                  on the first step
-//   b  = momentum * b + (1 - dampening) * g afterwards
-//   d  = g + momentum * b  (Nesterov)   or  b
-//   p -= lr * d                            (d = g without momentum)
+// SGD: the update equations are Declaration<SgdOptions>::equations
+// (cpp/include/gradstep/optim.hpp), shown by help(gs.SGD); torch.optim.SGD's
+// single-tensor path.
 
 template <class T, bool kL2, bool kMomentum, bool kFirst, bool kNesterov>
 void sgd_range(const TensorView& t, std::size_t begin, std::size_t end, const SgdOptions& o, double grad_scale) {

@@ -1,0 +1,144 @@
+// The vocabulary of an optimizer's declaration. Each optimizer specializes
+// Declaration<Options> once, next to its options struct (optim.hpp); the
+// generic validate() and state_mask() read it, and the Python binding turns
+// it into the spec from which gradstep builds the Python class, the torch
+// adapter, the kernel function, checkpoint metadata, stubs and the docs table.
+// Plain constexpr data: no Python here.
+#pragma once
+
+#include <array>
+#include <cstddef>
+
+namespace gradstep {
+
+// The values a real option may take. Everything but `any` also requires a
+// finite number.
+enum class Bound : unsigned char {
+  any,          // flags
+  nonneg,       // >= 0
+  unit_closed,  // in [0, 1]
+  unit_open,    // in [0, 1)
+};
+
+// How a field appears in the Python class's constructor (gs.X and the spec's
+// users). Kernel functions (gs.kernels.x_step) take every option by keyword.
+enum class Kind : unsigned char {
+  positional,    // positional-or-keyword, in declaration order
+  keyword_only,  // after the `*` (torch's maximize)
+  fixed,         // not a constructor argument: the class keeps the default
+};
+
+// One constructor value: an option (a member of the struct, `real` or
+// `flag` set) or a Python-only construction value (neither set: it has its
+// own `initial` default, and fills the state slot `fills` when a state is
+// created, as Adagrad's initial_accumulator_value fills `sum`).
+template <class Options>
+struct Field {
+  const char* name;                 // member, Python keyword and torch's name
+  double Options::*real = nullptr;  // the member, for a real option
+  bool Options::*flag = nullptr;    // the member, for a flag
+  Bound bound = Bound::any;
+  Kind kind = Kind::positional;
+  // The Python parameter holding this field together with the next ones of
+  // the same group, as a tuple in declaration order (Adam's betas = (beta1,
+  // beta2)); nullptr: the field is its own parameter.
+  const char* group = nullptr;
+  double initial = 0.0;  // default of a Python-only value (options: the struct's initializer)
+  int fills = -1;        // state slot a Python-only value initialises
+  // lr only: gs.kernels.x_step gives lr its default too (elsewhere lr is
+  // required there, every other option has its default).
+  bool kernel_default = false;
+
+  constexpr Field keyword_only() const {
+    Field f = *this;
+    f.kind = Kind::keyword_only;
+    return f;
+  }
+  constexpr Field fixed() const {
+    Field f = *this;
+    f.kind = Kind::fixed;
+    return f;
+  }
+  constexpr Field with_kernel_default() const {
+    Field f = *this;
+    f.kernel_default = true;
+    return f;
+  }
+  constexpr Field in(const char* group_name) const {
+    Field f = *this;
+    f.group = group_name;
+    return f;
+  }
+};
+
+template <class O>
+constexpr Field<O> real(const char* name, double O::*member, Bound bound) {
+  Field<O> f{name};
+  f.real = member;
+  f.bound = bound;
+  return f;
+}
+template <class O>
+constexpr Field<O> flag(const char* name, bool O::*member) {
+  Field<O> f{name};
+  f.flag = member;
+  return f;
+}
+// A Python-only value: not an option of the step, but of the class.
+template <class O>
+constexpr Field<O> initial_value(const char* name, double initial, Bound bound, int fills_slot) {
+  Field<O> f{name};
+  f.bound = bound;
+  f.initial = initial;
+  f.fills = fills_slot;
+  return f;
+}
+
+// A state slot (TensorView::state[i]) under torch's name, and when the
+// optimizer needs it: always, when a real option is not 0, or when a flag is set.
+template <class Options>
+struct Slot {
+  const char* name;
+  double Options::*if_nonzero = nullptr;
+  bool Options::*if_set = nullptr;
+};
+
+// A rule over several fields, as data: when the flag `when` is set, the
+// field `positive` must be > 0 and the field `zero` must be 0 (either may be
+// nullptr). `message` is the error and the documentation.
+template <class Options>
+struct Check {
+  const char* message;
+  bool Options::*when;
+  double Options::*positive = nullptr;
+  double Options::*zero = nullptr;
+};
+
+// A field a variant changes: fixed to `value` (no longer an argument of the
+// variant's class or kernel function) or given another default.
+struct Override {
+  const char* field;
+  double value;  // a flag's value is 0 or 1
+  bool fixed;
+};
+
+// Another class over the same options and kernel (AdamW: Adam with
+// decoupled_weight_decay fixed true and weight_decay defaulting to 1e-2).
+struct Variant {
+  const char* name;     // gs.X, gradstep.torch.X, torch.optim.X; kernel function x_step
+  const char* summary;  // one line for the docstring
+  std::array<Override, 4> overrides;
+  std::size_t count;    // overrides used
+};
+
+// Specialized next to each options struct with:
+//   name        gs.X / torch.optim.X; the kernel function is gs.kernels.<lower(name)>_step
+//   options     the bound options class, _core.<options>
+//   summary     one line for the docstring
+//   equations   the update, as the kernel in cpp/src/algorithms computes it
+//   torch_step_state  torch keeps state["step"] for it
+//   fields, slots, checks, variants (std::array of the types above)
+template <class Options>
+struct Declaration;
+
+}  // namespace gradstep

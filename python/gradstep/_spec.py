@@ -1,0 +1,251 @@
+"""The optimizers' declarations, read from the C++ core.
+
+Each optimizer is declared once, in C++ next to its options struct
+(``cpp/include/gradstep/optim.hpp``): its name, fields with defaults and
+bounds, how they appear as Python parameters, its state slots (torch's names)
+and when each is needed, cross-field rules, variants (AdamW) and the update
+equations. ``_core.<X>Options.spec()`` hands that declaration over as plain
+data; this module turns it into :class:`OptimizerSpec` objects, from which
+``gradstep.optim``, ``gradstep.torch``, ``gradstep.kernels`` and
+``gradstep.checkpoint`` build their per-optimizer parts, and which render the
+stub entries of ``_core.pyi`` and the table in ``docs/guide.md`` (both checked
+against the declarations by the tests).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass, field, replace
+from typing import Any, Optional
+
+from gradstep import _core
+
+# Arguments every gs.X takes after its declared ones (gradstep's own, not torch's).
+SAFEGUARDS = ("skip_nonfinite", "max_grad_norm")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One declared value: an option of the step, or a Python-only construction value."""
+
+    name: str
+    type: str  # "real" or "flag"
+    option: bool  # a member of the options struct (else Python-only, e.g. initial_accumulator_value)
+    default: Any  # float or bool
+    bound: str  # "any", "nonneg", "unit_closed", "unit_open"
+    rule: Optional[str]  # the bound in words ("in [0, 1)"), None for flags
+    kind: str  # "positional", "keyword_only", "fixed" (not a constructor argument)
+    group: Optional[str]  # the Python parameter grouping it with others ("betas")
+    fills: Optional[str]  # the state a Python-only value initialises
+    kernel_default: bool  # lr only: the kernel function gives it its default
+
+
+@dataclass(frozen=True)
+class Param:
+    """One constructor parameter of gs.X: a field, or a group of fields as a tuple."""
+
+    name: str
+    fields: tuple[Field, ...]
+    keyword_only: bool
+
+    @property
+    def grouped(self) -> bool:
+        return self.fields[0].group is not None
+
+    @property
+    def default(self) -> Any:
+        if self.grouped:
+            return tuple(f.default for f in self.fields)
+        return self.fields[0].default
+
+    @property
+    def annotation(self) -> Any:
+        if self.grouped:
+            return tuple[tuple(float for _ in self.fields)]  # type: ignore[misc]
+        return bool if self.fields[0].type == "flag" else float
+
+
+@dataclass(frozen=True)
+class State:
+    name: str  # torch's state key
+    needed_when: Optional[str]  # the option that must be nonzero/set; None: always
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """Everything Python needs to know about one optimizer class (a declaration or a variant)."""
+
+    name: str  # gs.X, gradstep.torch.X, torch.optim.X
+    options: type  # _core.<X>Options
+    base: Optional[str]  # the declaration a variant derives from
+    summary: str
+    equations: str
+    torch_step_state: bool  # torch keeps state["step"]
+    fields: tuple[Field, ...]  # the variant's defaults applied
+    states: tuple[State, ...]
+    checks: tuple[dict[str, Any], ...]
+    variant_fixed: dict[str, Any] = field(default_factory=dict)  # fixed by the variant
+
+    @property
+    def kernel(self) -> str:
+        """The name of the low-level function in gradstep.kernels."""
+        return f"{self.name.lower()}_step"
+
+    def field(self, name: str) -> Field:
+        return next(f for f in self.fields if f.name == name)
+
+    @property
+    def fixed(self) -> dict[str, Any]:
+        """Options that are not constructor arguments of the class, with their values."""
+        out = {f.name: f.default for f in self.fields if f.kind == "fixed"}
+        out.update(self.variant_fixed)
+        return out
+
+    @functools.cached_property
+    def params(self) -> tuple[Param, ...]:
+        """gs.X's declared parameters after ``params``, in order (lr first)."""
+        out: list[Param] = []
+        for f in self.fields:
+            if f.kind == "fixed" or f.name in self.variant_fixed:
+                continue
+            if f.group is not None and out and out[-1].name == f.group:
+                out[-1] = replace(out[-1], fields=out[-1].fields + (f,))
+                continue
+            out.append(Param(f.group or f.name, (f,), f.kind == "keyword_only"))
+        return tuple(out)
+
+    @property
+    def hyper_params(self) -> tuple[Param, ...]:
+        """The parameters other than lr: what ``hyperparameters()`` reports, in order."""
+        return tuple(p for p in self.params if p.name != "lr")
+
+    @property
+    def kernel_fields(self) -> tuple[Field, ...]:
+        """The options the kernel function takes by keyword after lr and step."""
+        return tuple(f for f in self.fields
+                     if f.option and f.name != "lr" and f.name not in self.variant_fixed)
+
+    def state_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.states)
+
+    def needed(self, state: State, values: dict[str, Any]) -> bool:
+        """Whether options with these values use the state (values by field name)."""
+        return state.needed_when is None or bool(values[state.needed_when])
+
+    def initial_values(self) -> dict[str, str]:
+        """Python-only construction values -> the state each fills."""
+        return {f.name: f.fills for f in self.fields if not f.option and f.fills is not None}
+
+    def signature(self, lr_annotation: Any = float, params_annotation: Any = Any) -> inspect.Signature:
+        """gs.X.__init__'s signature: params, the declared parameters, the safeguards."""
+        P = inspect.Parameter
+        out = [P("self", P.POSITIONAL_OR_KEYWORD),
+               P("params", P.POSITIONAL_OR_KEYWORD, annotation=params_annotation)]
+        for p in self.params:
+            kind = P.KEYWORD_ONLY if p.keyword_only else P.POSITIONAL_OR_KEYWORD
+            annotation = lr_annotation if p.name == "lr" else p.annotation
+            out.append(P(p.name, kind, default=p.default, annotation=annotation))
+        out.append(P("skip_nonfinite", P.KEYWORD_ONLY, default=False, annotation=bool))
+        out.append(P("max_grad_norm", P.KEYWORD_ONLY, default=None, annotation=Optional[float]))
+        return inspect.Signature(out, return_annotation=None)
+
+    def doc(self) -> str:
+        """The update equations, states and bounds, for docstrings."""
+        lines = ["Update of each element, per step (±grad: -grad with maximize=True):", ""]
+        lines += ["    " + line for line in self.equations.rstrip("\n").split("\n")]
+        if self.variant_fixed:
+            fixed = ", ".join(f"{k}={v!r}" for k, v in self.variant_fixed.items())
+            lines += ["", f"with {fixed}."]
+        states = ", ".join(s.name + (f" (when {s.needed_when})" if s.needed_when else "")
+                           for s in self.states)
+        lines += ["", f"State buffers (torch's names): {states}."]
+        bounds = []
+        for p in self.params:
+            for i, f in enumerate(p.fields):
+                if f.rule is not None:
+                    bounds.append(f"{p.name}[{i}]" if p.grouped else f.name)
+                    bounds[-1] += f" {f.rule}"
+        lines += ["", "Bounds: " + "; ".join(bounds) + "."]
+        for check in self.checks:
+            lines.append(check["message"][0].upper() + check["message"][1:] + ".")
+        for name, state in self.initial_values().items():
+            lines.append(f"{name} is the initial value of {state}.")
+        return "\n".join(lines)
+
+
+def _variant(base: OptimizerSpec, variant: dict[str, Any]) -> OptimizerSpec:
+    defaults = variant["defaults"]
+    fields = tuple(replace(f, default=type(f.default)(defaults[f.name])) if f.name in defaults else f
+                   for f in base.fields)
+    return replace(base, name=variant["name"], base=base.name, summary=variant["summary"], fields=fields,
+                   variant_fixed=dict(variant["fixed"]))
+
+
+def _read(options: type) -> list[OptimizerSpec]:
+    spec = options.spec()  # type: ignore[attr-defined]
+    base = OptimizerSpec(
+        name=spec["name"], options=options, base=None, summary=spec["summary"],
+        equations=spec["equations"], torch_step_state=spec["torch_step_state"],
+        fields=tuple(Field(**f) for f in spec["fields"]),
+        states=tuple(State(**s) for s in spec["states"]),
+        checks=tuple(spec["checks"]),
+    )
+    return [base] + [_variant(base, v) for v in spec["variants"]]
+
+
+@functools.lru_cache(maxsize=None)
+def optimizers() -> tuple[OptimizerSpec, ...]:
+    """Every declared optimizer class, in declaration order (a variant after its base)."""
+    return tuple(s for options in _core.OPTIONS for s in _read(options))
+
+
+def by_name(name: str) -> OptimizerSpec:
+    for s in optimizers():
+        if s.name == name:
+            return s
+    raise KeyError(name)
+
+
+# ---- generated text: stubs and docs ---------------------------------------------------
+
+STUB_BEGIN = "# --- generated from the declarations (gradstep._spec.stub_text); do not edit ---"
+STUB_END = "# --- end of generated stubs ---"
+
+
+def stub_text() -> str:
+    """The ``_core.pyi`` entries of the options classes."""
+    out = [STUB_BEGIN, ""]
+    for options in _core.OPTIONS:
+        spec = _read(options)[0]
+        out.append(f"class {options.__name__}(_Options):")
+        for f in spec.fields:
+            if f.option and f.name not in ("lr", "weight_decay", "maximize"):
+                out.append(f"    {f.name}: {'bool' if f.type == 'flag' else 'float'}")
+        kwargs = ", ".join(f"{f.name}: {'bool' if f.type == 'flag' else 'float'} = ..."
+                           for f in spec.fields if f.option)
+        out.append(f"    def __init__(self, *, {kwargs}) -> None: ...")
+        out.append("")
+    out.append("OPTIONS: tuple[type[_Options], ...]")
+    out.append(STUB_END)
+    return "\n".join(out) + "\n"
+
+
+DOCS_BEGIN = "<!-- generated from the declarations (gradstep._spec.docs_table); do not edit -->"
+DOCS_END = "<!-- end of generated table -->"
+
+
+def docs_table() -> str:
+    """The optimizer table of ``docs/guide.md``."""
+    rows = [DOCS_BEGIN,
+            "| class | arguments (defaults) | state (torch's names) | kernel function |",
+            "|---|---|---|---|"]
+    for s in optimizers():
+        args = ", ".join(("*, " if p.keyword_only and not any(q.keyword_only for q in s.params[:i]) else "")
+                         + f"`{p.name}={p.default!r}`" for i, p in enumerate(s.params))
+        states = ", ".join(f"`{st.name}`" + (f" (if {st.needed_when})" if st.needed_when else "")
+                           for st in s.states)
+        fixed = f" ({', '.join(f'{k}={v!r}' for k, v in s.variant_fixed.items())})" if s.variant_fixed else ""
+        rows.append(f"| `gs.{s.name}`{fixed} | {args} | {states} | `gs.kernels.{s.kernel}` |")
+    rows.append(DOCS_END)
+    return "\n".join(rows) + "\n"
