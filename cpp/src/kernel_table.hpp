@@ -40,14 +40,14 @@ struct StreamOptions {
 template <class Options>
 using KernelFn = void (*)(const Options&, const Job&, std::size_t first, std::size_t last);
 
+// One kernel per declared optimizer (named after its options struct, e.g.
+// AdamOptions_kernel), then the two passes every step may use.
+#define GRADSTEP_DETAIL_KERNEL_FIELD(O) KernelFn<O> O##_kernel;
 struct KernelTable {
-  KernelFn<SgdOptions> sgd;
-  KernelFn<AdagradOptions> adagrad;
-  KernelFn<AdadeltaOptions> adadelta;
-  KernelFn<RmspropOptions> rmsprop;
-  KernelFn<AdamOptions> adam;
+  GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_KERNEL_FIELD)
   GradStatsFn grad_stats;
   KernelFn<StreamOptions> stream;
 };
+#undef GRADSTEP_DETAIL_KERNEL_FIELD
 
 }  // namespace gradstep::detail

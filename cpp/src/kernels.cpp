@@ -32,9 +32,11 @@ namespace {
 #include "algorithms/stream.inl"
 }  // namespace
 
+// Each algorithms/*.inl defines chunks(const XOptions&, ...) for its optimizer.
+#define GRADSTEP_DETAIL_KERNEL_ENTRY(O) static_cast<detail::KernelFn<O>>(&chunks),
 detail::KernelTable kernel_table() {
-  return {&sgd_chunks,     &adagrad_chunks, &adadelta_chunks,   &rmsprop_chunks,
-          &adam_chunks,    &grad_stats_chunks, &stream_chunks};
+  return {GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_KERNEL_ENTRY) & grad_stats_chunks, &stream_chunks};
 }
+#undef GRADSTEP_DETAIL_KERNEL_ENTRY
 
 }  // namespace gradstep::GRADSTEP_TARGET

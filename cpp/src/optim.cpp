@@ -25,23 +25,19 @@ namespace {
 
 // The smallest step, in elements, that is shared with the thread pool; below
 // it the step runs on the calling thread, because handing blocks to another
-// core costs more than it saves. The cheaper an optimizer's element, the
-// larger its threshold. Measured on a 2-core Zen3 with bench/threshold.py
-// (which needs a build with -DGRADSTEP_PARALLEL_MIN=0 to see both sides).
+// core costs more than it saves. Each declaration gives its own (the cheaper
+// an optimizer's element, the larger), measured on a 2-core Zen3 with
+// bench/threshold.py, which needs a build with -DGRADSTEP_PARALLEL_MIN=0 (one
+// threshold for all) to see both sides.
+template <class Options>
+constexpr std::size_t parallel_min() {
 #ifdef GRADSTEP_PARALLEL_MIN
-constexpr std::size_t kParallelMinSgd = GRADSTEP_PARALLEL_MIN;
-constexpr std::size_t kParallelMinAdagrad = GRADSTEP_PARALLEL_MIN;
-constexpr std::size_t kParallelMinAdadelta = GRADSTEP_PARALLEL_MIN;
-constexpr std::size_t kParallelMinRmsprop = GRADSTEP_PARALLEL_MIN;
-constexpr std::size_t kParallelMinAdam = GRADSTEP_PARALLEL_MIN;
+  return GRADSTEP_PARALLEL_MIN;
 #else
-constexpr std::size_t kParallelMinSgd = 1u << 15;
-constexpr std::size_t kParallelMinAdagrad = 1u << 14;
-constexpr std::size_t kParallelMinAdadelta = 1u << 14;
-constexpr std::size_t kParallelMinRmsprop = 1u << 15;
-constexpr std::size_t kParallelMinAdam = 1u << 14;
+  return Declaration<Options>::parallel_min;
 #endif
-constexpr std::size_t kParallelMinStream = kParallelMinSgd;
+}
+constexpr std::size_t kParallelMinStream = parallel_min<SgdOptions>();
 
 std::size_t bytes_of(const TensorView& v) { return v.size * (v.dtype == DType::f32 ? 4 : 8); }
 
@@ -118,17 +114,11 @@ unsigned declared_state_mask(const Options& o) {
 
 }  // namespace
 
-void validate(const SgdOptions& o) { validate_declared(o); }
-void validate(const AdagradOptions& o) { validate_declared(o); }
-void validate(const AdadeltaOptions& o) { validate_declared(o); }
-void validate(const RmspropOptions& o) { validate_declared(o); }
-void validate(const AdamOptions& o) { validate_declared(o); }
-
-unsigned state_mask(const SgdOptions& o) { return declared_state_mask(o); }
-unsigned state_mask(const AdagradOptions& o) { return declared_state_mask(o); }
-unsigned state_mask(const AdadeltaOptions& o) { return declared_state_mask(o); }
-unsigned state_mask(const RmspropOptions& o) { return declared_state_mask(o); }
-unsigned state_mask(const AdamOptions& o) { return declared_state_mask(o); }
+#define GRADSTEP_DETAIL_DEFINE_CHECKS(O)                         \
+  void validate(const O& o) { validate_declared(o); }            \
+  unsigned state_mask(const O& o) { return declared_state_mask(o); }
+GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_DEFINE_CHECKS)
+#undef GRADSTEP_DETAIL_DEFINE_CHECKS
 
 TensorSet::TensorSet(const TensorView* tensors, std::size_t count, unsigned slot_mask) {
   if (count > 0 && tensors == nullptr) throw std::invalid_argument("tensors is null");
@@ -267,31 +257,14 @@ void check_step_options(const Options& o, unsigned slot_mask) {
 }
 }  // namespace
 
-StepReport TensorSet::step(const SgdOptions& o, std::int64_t k, const StepControl& c) const {
-  const TensorSetImpl& s = live(impl_);
-  check_step_options(o, s.slot_mask);
-  return run(s, o, detail::kernels().sgd, k, c, kParallelMinSgd);
-}
-StepReport TensorSet::step(const AdagradOptions& o, std::int64_t k, const StepControl& c) const {
-  const TensorSetImpl& s = live(impl_);
-  check_step_options(o, s.slot_mask);
-  return run(s, o, detail::kernels().adagrad, k, c, kParallelMinAdagrad);
-}
-StepReport TensorSet::step(const AdadeltaOptions& o, std::int64_t k, const StepControl& c) const {
-  const TensorSetImpl& s = live(impl_);
-  check_step_options(o, s.slot_mask);
-  return run(s, o, detail::kernels().adadelta, k, c, kParallelMinAdadelta);
-}
-StepReport TensorSet::step(const RmspropOptions& o, std::int64_t k, const StepControl& c) const {
-  const TensorSetImpl& s = live(impl_);
-  check_step_options(o, s.slot_mask);
-  return run(s, o, detail::kernels().rmsprop, k, c, kParallelMinRmsprop);
-}
-StepReport TensorSet::step(const AdamOptions& o, std::int64_t k, const StepControl& c) const {
-  const TensorSetImpl& s = live(impl_);
-  check_step_options(o, s.slot_mask);
-  return run(s, o, detail::kernels().adam, k, c, kParallelMinAdam);
-}
+#define GRADSTEP_DETAIL_DEFINE_STEP(O)                                                 \
+  StepReport TensorSet::step(const O& o, std::int64_t k, const StepControl& c) const { \
+    const TensorSetImpl& s = live(impl_);                                              \
+    check_step_options(o, s.slot_mask);                                                \
+    return run(s, o, detail::kernels().O##_kernel, k, c, parallel_min<O>());          \
+  }
+GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_DEFINE_STEP)
+#undef GRADSTEP_DETAIL_DEFINE_STEP
 void TensorSet::stream() const {
   const TensorSetImpl& s = live(impl_);
   const detail::StreamOptions probe{s.slot_mask};

@@ -249,3 +249,40 @@ def docs_table() -> str:
         rows.append(f"| `gs.{s.name}`{fixed} | {args} | {states} | `gs.kernels.{s.kernel}` |")
     rows.append(DOCS_END)
     return "\n".join(rows) + "\n"
+
+
+def _rewrite(path: Any, begin: str, end: str, text: str) -> bool:
+    """Replace the generated block of the file at path; True if it changed."""
+    from pathlib import Path
+
+    file = Path(path)
+    old = file.read_text()
+    a, b = old.index(begin), old.index(end) + len(end)
+    new = old[:a] + text.rstrip("\n") + old[b:]
+    if new != old:
+        file.write_text(new)
+    return new != old
+
+
+def main(argv: Any = None) -> int:
+    """``python -m gradstep._spec SOURCE_TREE``: rewrite the generated blocks of
+    the source tree's docs/guide.md and python/gradstep/_core.pyi from the
+    declarations of the installed build (after adding or changing one)."""
+    import sys
+    from pathlib import Path
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print(main.__doc__, file=sys.stderr)
+        return 2
+    root = Path(args[0])
+    for rel, begin, end, text in (
+            ("docs/guide.md", DOCS_BEGIN, DOCS_END, docs_table()),
+            ("python/gradstep/_core.pyi", STUB_BEGIN, STUB_END, stub_text())):
+        changed = _rewrite(root / rel, begin, end, text)
+        print(f"{rel}: {'rewritten' if changed else 'up to date'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

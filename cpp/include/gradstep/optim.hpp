@@ -53,6 +53,8 @@ struct SgdOptions {
 template <>
 struct Declaration<SgdOptions> {
   using O = SgdOptions;
+  // Smallest step (elements) shared with the thread pool (bench/threshold.py).
+  static constexpr std::size_t parallel_min = 1u << 15;
   static constexpr const char* name = "SGD";
   static constexpr const char* options = "SgdOptions";
   static constexpr const char* summary = "momentum, dampening, Nesterov, L2 weight decay, maximize";
@@ -84,6 +86,7 @@ struct AdagradOptions {
 template <>
 struct Declaration<AdagradOptions> {
   using O = AdagradOptions;
+  static constexpr std::size_t parallel_min = 1u << 14;
   static constexpr const char* name = "Adagrad";
   static constexpr const char* options = "AdagradOptions";
   static constexpr const char* summary = "lr_decay, weight_decay, initial_accumulator_value, eps";
@@ -113,6 +116,7 @@ struct AdadeltaOptions {
 template <>
 struct Declaration<AdadeltaOptions> {
   using O = AdadeltaOptions;
+  static constexpr std::size_t parallel_min = 1u << 14;
   static constexpr const char* name = "Adadelta";
   static constexpr const char* options = "AdadeltaOptions";
   static constexpr const char* summary = "rho, eps, weight_decay; lr scales the delta";
@@ -144,6 +148,7 @@ struct RmspropOptions {
 template <>
 struct Declaration<RmspropOptions> {
   using O = RmspropOptions;
+  static constexpr std::size_t parallel_min = 1u << 15;
   static constexpr const char* name = "RMSprop";
   static constexpr const char* options = "RmspropOptions";
   static constexpr const char* summary = "alpha, eps, weight_decay, momentum, centered";
@@ -178,6 +183,7 @@ struct AdamOptions {
 template <>
 struct Declaration<AdamOptions> {
   using O = AdamOptions;
+  static constexpr std::size_t parallel_min = 1u << 14;
   static constexpr const char* name = "Adam";
   static constexpr const char* options = "AdamOptions";
   static constexpr const char* summary = "betas, eps, L2 weight_decay, amsgrad";
@@ -211,26 +217,36 @@ struct Declaration<AdamOptions> {
               2}};
 };
 
-// Every declared optimizer, for code generic over them (the bindings).
+// Every declared optimizer, once. Code generic over them (validation,
+// TensorSet::step, the kernel table, the bindings) expands this list, so an
+// optimizer is added here and nowhere else in C++ but its kernel file.
+#define GRADSTEP_OPTIMIZERS(X) \
+  X(SgdOptions)                \
+  X(AdagradOptions)            \
+  X(AdadeltaOptions)           \
+  X(RmspropOptions)            \
+  X(AdamOptions)
+
 template <class... Options>
 struct OptionsList {};
-using AllOptions = OptionsList<SgdOptions, AdagradOptions, AdadeltaOptions, RmspropOptions, AdamOptions>;
+namespace detail {
+template <class Sentinel, class... Options>
+struct AfterSentinel {
+  using type = OptionsList<Options...>;
+};
+#define GRADSTEP_DETAIL_COMMA_THEN(O) , O
+}  // namespace detail
+// The same list as a type, for templates.
+using AllOptions = detail::AfterSentinel<void GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_COMMA_THEN)>::type;
 
-// Throw std::invalid_argument naming the offending option (torch's names;
-// a grouped field by its place in the group, "betas[0]"): each real field
-// within its bound, then each cross-field check.
-void validate(const SgdOptions&);
-void validate(const AdagradOptions&);
-void validate(const AdadeltaOptions&);
-void validate(const RmspropOptions&);
-void validate(const AdamOptions&);
-
-// Bit i is set when an optimizer with these options uses state slot i.
-unsigned state_mask(const SgdOptions&);
-unsigned state_mask(const AdagradOptions&);
-unsigned state_mask(const AdadeltaOptions&);
-unsigned state_mask(const RmspropOptions&);
-unsigned state_mask(const AdamOptions&);
+// validate: throw std::invalid_argument naming the offending option (torch's
+// names; a grouped field by its place in the group, "betas[0]"): each real
+// field within its bound, then each cross-field check.
+// state_mask: bit i is set when an optimizer with these options uses state slot i.
+#define GRADSTEP_DETAIL_CHECKS(O) \
+  void validate(const O&);        \
+  unsigned state_mask(const O&);
+GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_CHECKS)
 
 // Throw std::invalid_argument unless value lies within bound ("name must be
 // <rule>, got value"); the rule's words are bound_rule(bound).
@@ -291,11 +307,8 @@ class TensorSet {
   // on any error nothing is written. The gradient norm and the non-finite
   // check are computed only when `control` asks for them (one extra read of
   // the gradients, before anything is written).
-  StepReport step(const SgdOptions&, std::int64_t step, const StepControl& control = {}) const;
-  StepReport step(const AdagradOptions&, std::int64_t step, const StepControl& control = {}) const;
-  StepReport step(const AdadeltaOptions&, std::int64_t step, const StepControl& control = {}) const;
-  StepReport step(const RmspropOptions&, std::int64_t step, const StepControl& control = {}) const;
-  StepReport step(const AdamOptions&, std::int64_t step, const StepControl& control = {}) const;
+#define GRADSTEP_DETAIL_STEP(O) StepReport step(const O&, std::int64_t step, const StepControl& control = {}) const;
+  GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_STEP)
 
   // A memory-bandwidth probe with this set's access pattern and threading:
   // reads grad, param and the states of the slot mask, writes param and

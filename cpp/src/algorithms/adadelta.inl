@@ -22,7 +22,7 @@ void adadelta_range(const TensorView& t, std::size_t begin, std::size_t end, con
   }
 }
 
-void adadelta_chunks(const AdadeltaOptions& o, const detail::Job& job, std::size_t first,
+void chunks(const AdadeltaOptions& o, const detail::Job& job, std::size_t first,
                      std::size_t last) {
   for_each_chunk(job, first, last, [&](auto* type, const TensorView& t, std::size_t b, std::size_t e) {
     using T = std::remove_pointer_t<decltype(type)>;

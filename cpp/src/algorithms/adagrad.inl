@@ -19,7 +19,7 @@ void adagrad_range(const TensorView& t, std::size_t begin, std::size_t end, cons
   }
 }
 
-void adagrad_chunks(const AdagradOptions& o, const detail::Job& job, std::size_t first,
+void chunks(const AdagradOptions& o, const detail::Job& job, std::size_t first,
                     std::size_t last) {
   const double clr = o.lr / (1.0 + double(job.step - 1) * o.lr_decay);
   for_each_chunk(job, first, last, [&](auto* type, const TensorView& t, std::size_t b, std::size_t e) {

@@ -44,7 +44,7 @@ void adam_range(const TensorView& t, std::size_t begin, std::size_t end, const A
   }
 }
 
-void adam_chunks(const AdamOptions& o, const detail::Job& job, std::size_t first, std::size_t last) {
+void chunks(const AdamOptions& o, const detail::Job& job, std::size_t first, std::size_t last) {
   const double step = double(job.step);
   const double bc1 = 1.0 - __builtin_pow(o.beta1, step);
   const double bc2_sqrt = __builtin_sqrt(1.0 - __builtin_pow(o.beta2, step));

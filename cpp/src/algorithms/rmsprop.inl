@@ -50,7 +50,7 @@ void rmsprop_range(const TensorView& t, std::size_t begin, std::size_t end, cons
   }
 }
 
-void rmsprop_chunks(const RmspropOptions& o, const detail::Job& job, std::size_t first,
+void chunks(const RmspropOptions& o, const detail::Job& job, std::size_t first,
                     std::size_t last) {
   const Lerp ga_lerp = lerp_weight(1.0 - o.alpha);
   for_each_chunk(job, first, last, [&](auto* type, const TensorView& t, std::size_t b, std::size_t e) {

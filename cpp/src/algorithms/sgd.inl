@@ -23,7 +23,7 @@ void sgd_range(const TensorView& t, std::size_t begin, std::size_t end, const Sg
   }
 }
 
-void sgd_chunks(const SgdOptions& o, const detail::Job& job, std::size_t first, std::size_t last) {
+void chunks(const SgdOptions& o, const detail::Job& job, std::size_t first, std::size_t last) {
   const bool momentum = o.momentum != 0.0;
   for_each_chunk(job, first, last, [&](auto* type, const TensorView& t, std::size_t b, std::size_t e) {
     using T = std::remove_pointer_t<decltype(type)>;
