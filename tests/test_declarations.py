@@ -25,7 +25,7 @@ def declared(spec):
 
 
 def test_every_declared_optimizer_is_generated():
-    assert NAMES == ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "SignSGD"]
+    assert NAMES == ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW"]
     for spec in SPECS:
         assert getattr(gs, spec.name).__gradstep_spec__ is spec
         assert spec.name in gs.__all__
@@ -232,11 +232,3 @@ def test_a_callable_rate_is_evaluated_in_python_and_handed_to_the_set():
     for k in range(3):
         assert opt.step([np.ones(1)]).lr == pytest.approx(0.1 * (k + 1))
         assert opt._set.lr_at(k) == pytest.approx(0.1 * (k + 1))  # noqa: SLF001 - set before each step
-
-
-def test_signsgd_scratch_matches_its_definition():
-    rng = np.random.default_rng(0)
-    w, g = rng.standard_normal(9), rng.standard_normal(9)
-    want = w - 0.1 * np.sign(g)
-    gs.SignSGD([w], lr=0.1).step([g])
-    np.testing.assert_array_equal(w, want)

@@ -28,7 +28,6 @@ namespace {
 #include "algorithms/adadelta.inl"
 #include "algorithms/rmsprop.inl"
 #include "algorithms/adam.inl"
-#include "algorithms/signsgd.inl"
 #include "algorithms/grad_stats.inl"
 #include "algorithms/stream.inl"
 }  // namespace

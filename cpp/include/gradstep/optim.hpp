@@ -217,28 +217,6 @@ struct Declaration<AdamOptions> {
               2}};
 };
 
-struct SignSgdOptions {
-  double lr = 1e-3;
-  bool maximize = false;
-};
-template <>
-struct Declaration<SignSgdOptions> {
-  using O = SignSgdOptions;
-  static constexpr std::size_t parallel_min = 1u << 15;
-  static constexpr const char* name = "SignSGD";
-  static constexpr const char* options = "SignSgdOptions";
-  static constexpr const char* summary = "the sign of the gradient, scaled by lr";
-  static constexpr const char* equations = "p -= lr * sign(±grad)\n";
-  static constexpr bool torch_step_state = false;
-  static constexpr std::array fields{
-      real("lr", &O::lr, Bound::nonneg),
-      flag("maximize", &O::maximize).keyword_only(),
-  };
-  static constexpr std::array<Slot<O>, 0> slots{};
-  static constexpr std::array<Check<O>, 0> checks{};
-  static constexpr std::array<Variant, 0> variants{};
-};
-
 // Every declared optimizer, once. Code generic over them (validation,
 // TensorSet::step, the kernel table, the bindings) expands this list, so an
 // optimizer is added here and nowhere else in C++ but its kernel file.
@@ -247,8 +225,7 @@ struct Declaration<SignSgdOptions> {
   X(AdagradOptions)            \
   X(AdadeltaOptions)           \
   X(RmspropOptions)            \
-  X(AdamOptions)               \
-  X(SignSgdOptions)
+  X(AdamOptions)
 
 template <class... Options>
 struct OptionsList {};
