@@ -69,9 +69,9 @@ SPECS = {
 
 
 def state_count(spec: Spec) -> int:
-    """State buffers per parameter of this configuration (from the core's slot mask)."""
+    """State buffers per parameter of this configuration (those the optimizer made)."""
     opt = getattr(gs, spec.gradstep)([np.zeros(1, np.float32)], **spec.hyper)
-    return bin(opt._options.state_mask).count("1")
+    return len(opt.state)
 
 
 def bytes_per_element(spec: Spec, itemsize: int) -> int:
