@@ -582,3 +582,25 @@ def test_fused_honours_a_grad_scaler_as_torch(name):
     assert s1.get_scale() == s2.get_scale()
     assert_models_close(ours, theirs, torch.float64)
     assert_state_dicts_equal(o1.state_dict(), o2.state_dict())
+
+
+def test_hyperparameters_changed_between_steps_are_used_as_torch_uses_them():
+    # The adapter reuses a group's core options while its values and rate are
+    # unchanged: every change (lr, betas, weight_decay, a flag) must be seen.
+    torch.manual_seed(0)
+    init = torch.randn(6, dtype=torch.float64)
+    ours, theirs = init.clone().requires_grad_(), init.clone().requires_grad_()
+    mine = gt.Adam([ours], lr=0.01)
+    ref = torch.optim.Adam([theirs], lr=0.01, foreach=False)
+    changes = [{}, {"lr": 0.05}, {}, {"betas": (0.5, 0.9)}, {"weight_decay": 0.1}, {},
+               {"amsgrad": True}, {"lr": 0.001, "betas": [0.8, 0.95]}, {}]
+    for k, change in enumerate(changes):
+        for opt in (mine, ref):
+            opt.param_groups[0].update(change)
+        g = torch.randn(6, dtype=torch.float64)
+        ours.grad, theirs.grad = g.clone(), g.clone()
+        if change.get("amsgrad"):  # torch creates max_exp_avg_sq lazily, as zeros
+            ref.state[theirs].setdefault("max_exp_avg_sq", torch.zeros_like(theirs))
+        mine.step()
+        ref.step()
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-14, msg=f"step {k}")

@@ -120,6 +120,11 @@ class OptimizerSpec:
         """The parameters other than lr: what ``hyperparameters()`` reports, in order."""
         return tuple(p for p in self.params if p.name != "lr")
 
+    @functools.cached_property
+    def group_keys(self) -> tuple[str, ...]:
+        """The torch param-group keys the core's options are built from."""
+        return tuple(p.name for p in self.hyper_params) + tuple(self.fixed)
+
     @property
     def kernel_fields(self) -> tuple[Field, ...]:
         """The options the kernel function takes by keyword after lr and step."""

@@ -196,11 +196,24 @@ class _GradstepStep:
         for flag in ("capturable", "differentiable"):
             if group.get(flag):
                 raise NotImplementedError(f"{_where(gi)}: gradstep.torch does not support {flag}=True")
+        lr = self._group_lr(group, step)
+        # Building and checking the options field by field costs several µs,
+        # more than a small step: reuse them while the group's values and the
+        # rate are those they were built from (options are never mutated).
+        spec = self.__gradstep_spec__
+        values = tuple(group.get(name) for name in spec.group_keys)
+        key = None if any(isinstance(v, torch.Tensor) for v in values) else (values, lr)
+        cache = self.__dict__.setdefault("_options_cache", {})
+        cached = cache.get(gi)
+        if key is not None and cached is not None and cached[0] == key:
+            return cached[1]
         try:
-            options = self._options(group, self._group_lr(group, step))
+            options = self._options(group, lr)
             options.validate()
         except (TypeError, ValueError) as e:
             raise type(e)(f"{_where(gi)}: {e}") from None
+        if key is not None:
+            cache[gi] = (key, options)
         return options
 
     def _needed_states(self, options: Any) -> list[str]:
