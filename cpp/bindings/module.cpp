@@ -9,4 +9,5 @@ PYBIND11_MODULE(_core, m) {
   gradstep::bindings::register_options(m);
   gradstep::bindings::register_schedules(m);
   gradstep::bindings::register_tensor_set(m);
+  gradstep::bindings::register_torch(m);
 }

@@ -192,6 +192,7 @@ class PyTensorSet {
 
   // Every option but lr is validated and kept (lr is the set's rate, below).
   void set_options(py::handle options) {
+    last_options_ = py::object();
     AnyOptions o = any_options(options, AllOptions{});
     std::visit(
         [&](auto& v) {
@@ -279,12 +280,17 @@ class PyTensorSet {
   template <class Options>
   py::tuple run(py::handle grads, const Options& options, std::int64_t step) {
     if (step < 1) throw py::value_error("step must be >= 1 (the 1-based number of this update)");
-    Options scheduled = options;
-    scheduled.lr = settings_->rate_at(step - 1);
-    const StepControl control = settings_->control;
     Stepping stepping(this);
     Grads g = take_grads(grads);
     check_held();
+    return run_with(g, options, step);
+  }
+
+  template <class Options>
+  py::tuple run_with(const Grads& g, const Options& options, std::int64_t step) {
+    Options scheduled = options;
+    scheduled.lr = settings_->rate_at(step - 1);
+    const StepControl control = settings_->control;
     StepReport report;
     {
       // The step reads and writes only buffers this object keeps alive (and
@@ -303,6 +309,32 @@ class PyTensorSet {
 
 
  public:
+  // One update with grads the caller has checked and keeps alive (`keep`):
+  // gradstep.torch's steady state, which checks the torch tensors behind
+  // these buffers itself (TorchGroup) and so skips take_grads and
+  // check_held. `options` and `rate` replace the set's (the torch group's
+  // hyperparameters, evaluated for this step).
+  void step_checked(std::vector<const void*> ptrs, py::object keep, py::handle options, double rate,
+                    std::int64_t step) {
+    if (step < 1) throw py::value_error("step must be >= 1 (the 1-based number of this update)");
+    if (ptrs.size() != params_.size()) throw py::value_error("step_checked: one grad per param");
+    if (!options.is(last_options_)) {
+      set_options(options);
+      last_options_ = py::reinterpret_borrow<py::object>(options);
+    }
+    set_lr(rate, py::none());
+    Stepping stepping(this);
+    Grads g;
+    g.ptrs = std::move(ptrs);
+    g.held = std::move(keep);
+    std::visit(
+        [&](const auto& v) {
+          using O = std::decay_t<decltype(v)>;
+          if constexpr (!std::is_same_v<O, std::monostate>) run_with(g, v, step);
+        },
+        settings_->options);
+  }
+
   // The bandwidth probe (TensorSet::stream) over this set's buffers.
   void stream(py::handle grads) {
     Stepping stepping(this);
@@ -398,10 +430,16 @@ class PyTensorSet {
   std::unique_ptr<TensorSet> set_;
   unsigned mask_ = 0;
   std::shared_ptr<Settings> settings_ = std::make_shared<Settings>();
+  py::object last_options_;  // what step_checked last passed to set_options
   std::mutex mutex_;
 };
 
 }  // namespace
+
+void step_checked(py::handle tensor_set, std::vector<const void*> ptrs, py::object keep, py::handle options,
+                  double rate, std::int64_t step) {
+  tensor_set.cast<PyTensorSet&>().step_checked(std::move(ptrs), std::move(keep), options, rate, step);
+}
 
 void register_tensor_set(py::module_& m) {
   m.def(

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from torch.optim import optimizer as _optimizer
 
 from gradstep import _core, _spec
 
@@ -129,6 +130,21 @@ def _renamed(e: Exception, gi: int, indices: tuple[int, ...]) -> str:
     return re.sub(r"params\[(\d+)\]", lambda m: _where(gi, indices[int(m.group(1))]), str(e))
 
 
+class _Steady:
+    """A group's record for the steady step: the C++ check, and the state
+    buffers the options it was made with need."""
+
+    __slots__ = ("group", "names", "options")
+
+    def __init__(self, group: Any, names: list[str], options: Any) -> None:
+        self.group, self.names, self.options = group, names, options
+
+
+# The exact classes a parameter may have on the steady path: their methods
+# are torch's C ones (a subclass could run Python code mid-check).
+_PARAM_TYPES = (torch.Tensor, torch.nn.Parameter)
+
+
 class _GradstepStep:
     """The shared step: turns param groups into C++ TensorSets and steps them.
 
@@ -193,26 +209,30 @@ class _GradstepStep:
         return float(lr)
 
     def _checked_options(self, gi: int, group: dict[str, Any], step: int) -> Any:
-        for flag in ("capturable", "differentiable"):
-            if group.get(flag):
-                raise NotImplementedError(f"{_where(gi)}: gradstep.torch does not support {flag}=True")
-        lr = self._group_lr(group, step)
         # Building and checking the options field by field costs several µs,
         # more than a small step: reuse them while the group's values and the
         # rate are those they were built from (options are never mutated).
-        spec = self.__gradstep_spec__
-        values = tuple(group.get(name) for name in spec.group_keys)
-        key = None if any(isinstance(v, torch.Tensor) for v in values) else (values, lr)
-        cache = self.__dict__.setdefault("_options_cache", {})
+        # The look-up runs at every step, so it is kept to a few C calls.
+        values = tuple(map(group.get, self._option_keys))
+        lr = group["lr"]
+        if type(lr) is not float:
+            lr = self._group_lr(group, step)
+        key = (values, lr)
+        cache = self.__dict__.get("_options_cache")
+        if cache is None:
+            cache = self.__dict__["_options_cache"] = {}
         cached = cache.get(gi)
-        if key is not None and cached is not None and cached[0] == key:
+        if cached is not None and cached[0] == key:
             return cached[1]
+        for flag in ("capturable", "differentiable"):
+            if group.get(flag):
+                raise NotImplementedError(f"{_where(gi)}: gradstep.torch does not support {flag}=True")
         try:
             options = self._options(group, lr)
             options.validate()
         except (TypeError, ValueError) as e:
             raise type(e)(f"{_where(gi)}: {e}") from None
-        if key is not None:
+        if not _holds_tensor(values):  # a tensor's value can change in place
             cache[gi] = (key, options)
         return options
 
@@ -257,13 +277,63 @@ class _GradstepStep:
             self.state, self.param_groups = before
             raise
         self._cache.clear()  # state tensors were replaced
+        self.__dict__["_steady"] = None
 
-    @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        # torch.optim wraps step in a profiler record and its hooks, which
+        # costs more than a small step: do the same, but only when a hook is
+        # registered or the profiler runs (torch sees `hooked` and does not wrap).
+        if (_optimizer._global_optimizer_pre_hooks or _optimizer._global_optimizer_post_hooks
+                or self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks
+                or torch.autograd._profiler_enabled()):
+            return _hooked_step(self, closure)
+        loss = _gradstep_step(self, closure)
+        self._optimizer_step_code()
+        return loss
+
+    step.hooked = True  # type: ignore[attr-defined]
+
+    def _step(self, closure: Callable[[], Any] | None) -> Any:
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if not self._steady_step():
+            with torch.no_grad():
+                self._planned_step()
+        return loss
+
+    def _steady_step(self) -> bool:
+        """The step when nothing but the grads' values changed since the last one:
+        each group's TorchGroup checks that and steps it (no per-parameter Python).
+        False, having written nothing, when the plan must run instead."""
+        attrs = self.__dict__  # (a missing attribute costs more than a step of 4K elements)
+        records = attrs.get("_steady")
+        groups = self.param_groups
+        if records is None or len(records) != len(groups) or attrs.get("grad_scale") is not None \
+                or attrs.get("found_inf") is not None:
+            return False
+        plans = []
+        for gi, (group, record) in enumerate(zip(groups, records)):
+            if record is None or not record.group.valid:
+                return False
+            # The hyperparameters first (they may run Python: a callable lr), then
+            # the C++ checks, then the writes: nothing runs between those two.
+            options = [self._checked_options(gi, group, k) for k in record.group.steps]
+            if options and options[0] is not record.options:
+                if self._needed_states(options[0]) != record.names:
+                    return False  # e.g. amsgrad switched on: new state buffers
+                record.options = options[0]
+            plans.append(options)
+        state = self.state
+        for group, record in zip(groups, records):
+            if not record.group.check(group["params"], state):
+                return False
+        for record, options in zip(records, plans):
+            record.group.step(options)
+        return True
+
+    def _planned_step(self) -> None:
         grad_scale = getattr(self, "grad_scale", None)
         found_inf = getattr(self, "found_inf", None)
         batches: list[_Batch] = []
@@ -276,7 +346,26 @@ class _GradstepStep:
         skip = found_inf is not None and bool(found_inf.item())
         for batch in batches:  # every check passed: from here on, only writes
             self._commit(batch, None if skip else grad_scale, skip)
-        return loss
+        scaled = grad_scale is not None or found_inf is not None
+        self.__dict__["_steady"] = None if scaled else [
+            self._record(gi, group, [b for b in batches if b.key[0] == gi])
+            for gi, group in enumerate(self.param_groups)]
+
+    def _record(self, gi: int, group: dict[str, Any], batches: list[_Batch]) -> _Steady | None:
+        """What the next step checks to skip the plan, or None if this group's
+        tensors cannot take that path (copied grads, strided layouts)."""
+        if any(any(b.copied) or any(_dense_strides(p) is not _CONTIGUOUS for p in b.params) for b in batches):
+            return None
+        options = self._checked_options(gi, group, 1)
+        names = self._needed_states(options)
+        k_next = [b.k + 1 if self._has_step else (2 if names else 1) for b in batches]
+        try:
+            recorded = _core._TorchGroup(torch, group["params"], self.state,
+                                         [(b.tensor_set, list(b.key[1]), k) for b, k in zip(batches, k_next)],
+                                         names, self._has_step, _PARAM_TYPES)
+        except ValueError:
+            return None
+        return _Steady(recorded, names, options)
 
     def _plan_group(self, gi: int, group: dict[str, Any]) -> list[_Batch]:
         # Parameters without a gradient are skipped, as torch does; those with
@@ -369,6 +458,18 @@ class _GradstepStep:
             torch._foreach_add_([self.state[p]["step"] for p in batch.params], 1.0)
 
 
+def _gradstep_step(self: Any, closure: Callable[[], Any] | None) -> Any:
+    return self._step(closure)
+
+
+_hooked_step = torch.optim.Optimizer.profile_hook_step(_gradstep_step)
+
+
+def _holds_tensor(values: tuple[Any, ...]) -> bool:
+    return any(isinstance(v, torch.Tensor) or (isinstance(v, tuple) and any(isinstance(x, torch.Tensor) for x in v))
+               for v in values)
+
+
 def _zeros(p: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(p, memory_format=torch.preserve_format)
 
@@ -430,6 +531,8 @@ def _adapter_class(spec: _spec.OptimizerSpec, base: type) -> type:
     doc = (f"torch.optim.{spec.name}, stepped by gradstep's C++ kernels.\n{_IGNORED}\n"
            + "\n".join("    " + line if line else "" for line in spec.doc().split("\n")) + "\n")
     namespace = {"__init__": __init__, "__doc__": doc, "__gradstep_spec__": spec,
+                 # the group's keys the options depend on, lr aside
+                 "_option_keys": ("capturable", "differentiable", *spec.group_keys),
                  "__module__": __name__, "__qualname__": spec.name}
     return type(spec.name, (base, torch_cls), namespace)
 
