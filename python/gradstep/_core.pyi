@@ -60,6 +60,26 @@ class AdamOptions(_Options):
 OPTIONS: tuple[type[_Options], ...]
 # --- end of generated stubs ---
 
+class _TorchGroup:
+    """gradstep.torch's record of a param group's last step (register_torch.cpp)."""
+
+    def __init__(
+        self,
+        torch: Any,
+        params: Sequence[Any],
+        state: dict[Any, Any],
+        batches: list[tuple[TensorSet, list[int], int]],
+        names: Sequence[str],
+        has_step: bool,
+        param_types: tuple[type, ...],
+    ) -> None: ...
+    @property
+    def steps(self) -> list[int]: ...
+    @property
+    def valid(self) -> bool: ...
+    def check(self, params: Any, state: Any) -> bool: ...
+    def step(self, options: Sequence[Any]) -> None: ...
+
 class TensorSet:
     def __init__(
         self, params: Sequence[Any], states: Sequence[Sequence[Any] | None], state_names: Sequence[str]

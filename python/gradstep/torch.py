@@ -157,10 +157,16 @@ class _GradstepStep:
     # The optimizer's declaration (gradstep._spec): options, states, torch's state["step"].
     __gradstep_spec__: ClassVar[_spec.OptimizerSpec]
 
+    # The group keys the options depend on, lr aside (set per class by _adapter_class).
+    _option_keys: ClassVar[tuple[str, ...]]
+
     # Filled in by torch.optim.Optimizer.__init__.
     param_groups: list[dict[str, Any]]
     state: Any
     defaults: dict[str, Any]
+    _optimizer_step_pre_hooks: dict[int, Callable[..., Any]]
+    _optimizer_step_post_hooks: dict[int, Callable[..., Any]]
+    _optimizer_step_code: Callable[[], None]
 
     def _init_gradstep(self) -> None:
         # Built lazily: torch's __init__ calls add_param_group before this runs.
