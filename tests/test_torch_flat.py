@@ -514,3 +514,28 @@ def test_bad_arguments():
     frozen.weight.requires_grad_(False)
     (flat,) = flatten_parameters(frozen)
     assert flat.names == ("bias",)  # a module's frozen parameters stay where they are
+
+
+def test_share_memory_moves_the_storage_and_the_views_follow():
+    model, plain = net(torch.float32), net(torch.float32)
+    (flat,) = flatten_parameters(model)
+    tok, y = batches(1)[0]
+    backward(model, tok, y)
+    ptr = flat.data_ptr()
+    model.share_memory()  # moves the storages (params and grads) into shared memory
+    assert flat.data_ptr() != ptr and flat.is_shared()
+    backward(model, tok, y)
+    flat._gather_grads()  # no false alarm: every member still views its slot
+    assert_views(flat)
+    for _ in range(2):
+        backward(plain, tok, y)
+    for p, q in zip(model.parameters(), plain.parameters()):
+        assert torch.equal(p.grad, q.grad)
+
+
+def test_replaced_flat_data_raises():
+    model = net(torch.float32)
+    (flat,) = flatten_parameters(model)
+    flat.data = flat.data.clone()
+    with pytest.raises(ValueError, match="'emb.weight' no longer views its slot"):
+        flat._gather_grads()

@@ -40,7 +40,8 @@ its slot of ``flat.grad``. Two things break it:
   stepping stale memory (re-copying would silently undo a dtype change). Copy
   new values in place instead (``with torch.no_grad(): p.copy_(t)``), or
   flatten the model again and build a new optimizer (a member whose data left
-  its slot may be flattened again).
+  its slot may be flattened again). Moving the whole storage
+  (``model.share_memory()``) keeps every view in its slot and is accepted.
 
 Not detected: ``model.load_state_dict(..., assign=True)`` and anything else
 that replaces the model's Parameter *objects* (the flat parameter keeps
@@ -62,7 +63,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 __all__ = ["FlatParameter", "flatten_parameters"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
-_GRAD = torch._C.TensorBase.grad  # the C-level .grad, below FlatParameter's property
+_GRAD: Any = torch._C.TensorBase.grad  # the C-level .grad, below FlatParameter's property
 _get_grad = _GRAD.__get__
 _set_grad = _GRAD.__set__
 _data_ptr = torch.Tensor.data_ptr
@@ -110,6 +111,7 @@ class FlatParameter(torch.nn.Parameter):
     _grad_buffer: torch.Tensor
     _ptr: int
     _padding: torch.Tensor | None       # indices of the padding elements
+    _views: list[torch.Tensor]          # while being built: the slot views install() puts in .data
 
     def __new__(cls, data: torch.Tensor, requires_grad: bool = True, *, _token: object = None) -> FlatParameter:
         if _token is not _PRIVATE:
@@ -161,13 +163,15 @@ class FlatParameter(torch.nn.Parameter):
         return buffer.as_strided(shape, stride, buffer.storage_offset() + self._offsets[i])
 
     def _views_slot(self, i: int) -> bool:
+        # Relative to the flat buffer: model.share_memory() moves the whole storage.
         p = self._members[i]
-        return (p.data_ptr() == self._ptrs[i] and (p.shape, p.stride(), p.dtype) == self._meta[i])
+        return (p.data_ptr() - self.data_ptr() == self._offsets[i] * self.element_size()
+                and p.untyped_storage().data_ptr() == self.untyped_storage().data_ptr()
+                and (p.shape, p.stride(), p.dtype) == self._meta[i])
 
     def _check_members(self) -> None:
-        if self.data_ptr() != self._ptr:
-            raise ValueError("FlatParameter: its .data was replaced, so its members no longer view it; "
-                             "flatten the model again and build a new optimizer")
+        """Raise unless every member views its slot (wherever the storage now is), then
+        record where they are."""
         for i in range(len(self._members)):
             if not self._views_slot(i):
                 raise ValueError(
@@ -176,14 +180,17 @@ class FlatParameter(torch.nn.Parameter):
                     "optimizer would step memory the model does not use. Copy new values in place "
                     "(`with torch.no_grad(): p.copy_(t)`), or flatten the model again and build a new "
                     "optimizer")
+        self._ptr = self.data_ptr()
+        self._ptrs = [p.data_ptr() for p in self._members]
 
     # -- what the optimizer adapter calls --------------------------------------
 
     def _gather_grads(self) -> None:
         """Make the flat grad buffer hold every member's gradient (start of a step).
 
-        Cheap when nothing changed: an attribute read and an identity compare,
-        and a data pointer compare, per member. A member whose grad was
+        Cheap when nothing changed: per member, its .grad read and compared by
+        identity with the installed view and its data pointer compared (a
+        replaced .data must not go unnoticed). A member whose grad was
         replaced has it copied into its slot and the view re-installed; a
         member without a grad gets a zero slot (the step sees a zero
         gradient). Raises ValueError, before writing anything, if a member's
@@ -195,7 +202,7 @@ class FlatParameter(torch.nn.Parameter):
                 and list(map(_data_ptr, members)) == self._ptrs):
             return
         self._check_members()
-        grads = []
+        grads: list[tuple[Any] | None] = []
         for i, p in enumerate(members):
             g = _get_grad(p)
             view = self._grad_views[i]
@@ -258,7 +265,7 @@ class FlatParameter(torch.nn.Parameter):
 
     # -- not a stand-alone tensor ---------------------------------------------
 
-    def __repr__(self) -> str:
+    def __repr__(self, *, tensor_contents: Any = None) -> str:  # type: ignore[override]
         return (f"FlatParameter({len(self._members)} members, {self.numel()} elements with padding, "
                 f"{self.dtype})")
 
