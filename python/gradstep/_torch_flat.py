@@ -201,7 +201,8 @@ class FlatParameter(torch.nn.Parameter):
                 and all(map(_is, map(_get_grad, members), self._grad_views))
                 and list(map(_data_ptr, members)) == self._ptrs):
             return
-        self._check_members()
+        if list(map(_data_ptr, members)) != self._ptrs or _data_ptr(self) != self._ptr:
+            self._check_members()
         grads: list[tuple[Any] | None] = []
         for i, p in enumerate(members):
             g = _get_grad(p)
@@ -219,7 +220,9 @@ class FlatParameter(torch.nn.Parameter):
                 if entry is None:
                     continue
                 (g,) = entry
-                fresh = self._slot(buffer, i)
+                fresh = self._grad_views[i]  # reused while it views its slot (it is not p.grad)
+                if fresh.data_ptr() != self._grad_ptrs[i] or fresh is g:
+                    fresh = self._slot(buffer, i)
                 if g is None or g.layout == torch.sparse_coo:
                     fresh.zero_()
                     if g is not None:
@@ -247,7 +250,9 @@ class FlatParameter(torch.nn.Parameter):
         if not all(map(_is, map(_get_grad, members), self._grad_views)):
             for i, p in enumerate(members):
                 if _get_grad(p) is not self._grad_views[i] and self._views_slot(i):
-                    view = self._slot(buffer, i)
+                    view = self._grad_views[i]
+                    if view.data_ptr() != self._grad_ptrs[i]:
+                        view = self._slot(buffer, i)
                     _set_grad(p, view)
                     self._grad_views[i] = view
                     self._grad_ptrs[i] = view.data_ptr()
