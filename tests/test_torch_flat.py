@@ -103,26 +103,6 @@ def padding_mask(flat):
     return mask
 
 
-def with_flat(cls):
-    """What the adapter will do: gather before the step, _zero_grad in zero_grad."""
-    class Flat(cls):
-        def step(self, closure=None):
-            for group in self.param_groups:
-                for p in group["params"]:
-                    if isinstance(p, FlatParameter):
-                        p._gather_grads()
-            return super().step(closure)
-
-        def zero_grad(self, set_to_none=True):
-            for group in self.param_groups:
-                for p in group["params"]:
-                    if isinstance(p, FlatParameter):
-                        p._zero_grad(set_to_none)
-            super().zero_grad(set_to_none)
-
-    return Flat
-
-
 # -- training: bit-identical to the unflattened model ------------------------------
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -137,7 +117,8 @@ def test_flat_training_is_bit_identical(impl, config, dtype):
     flats = flatten_parameters(flat_model)
     assert len(flats) == 1 and flats[0].dtype == dtype
     opt = cls(flats, **kw, **extra)
-    train(flat_model, opt, data, flats)
+    # gradstep.torch gathers the members' grads itself; torch.optim needs it done by hand.
+    train(flat_model, opt, data, flats if impl == "torch" else ())
     assert_same_params(plain, flat_model)
     assert not torch.equal(plain.fc.weight, net(dtype).fc.weight)  # it trained
     (flat,) = flats
@@ -153,8 +134,8 @@ def test_flat_training_is_bit_identical(impl, config, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("config", ["Adam", "SGD-nesterov"])
-def test_adapter_patch_and_channels_last(config, dtype):
-    """Through a subclass that gathers and zeroes as the adapter will, with the usual
+def test_adapter_and_channels_last(config, dtype):
+    """Through gradstep.torch (which gathers the members' grads at each step), with the usual
     loop (model.zero_grad() in between: grads set to None, then fresh); a
     channels_last member keeps its strides inside its slot."""
     name, kw = OPTIMIZERS[config]
@@ -164,7 +145,7 @@ def test_adapter_patch_and_channels_last(config, dtype):
     flats = flatten_parameters(flat_model)
     assert not flat_model.conv.weight.is_contiguous()
     assert flat_model.conv.weight.is_contiguous(memory_format=torch.channels_last)
-    opt = with_flat(getattr(gt, name))(flats, **kw)
+    opt = getattr(gt, name)(flats, **kw)
     for i, (tok, y) in enumerate(data):
         (flat_model.zero_grad if i % 2 else opt.zero_grad)()
         backward(flat_model, tok, y)
@@ -240,9 +221,10 @@ def test_alignment(align):
 
 @pytest.mark.parametrize("name", ["Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta"])
 def test_eps_zero_poisons_padding_and_zero_padding_resets_it(name):
+    # torch.optim stepping a flat parameter: 0 / 0 makes the padding NaN.
     model = net(torch.float64)
     (flat,) = flatten_parameters(model)
-    opt = getattr(gt, name)([flat], eps=0.0)
+    opt = getattr(torch.optim, name)([flat], eps=0.0, foreach=False)
     backward(model, *batches(1)[0])
     flat._gather_grads()
     opt.step()
@@ -253,6 +235,18 @@ def test_eps_zero_poisons_padding_and_zero_padding_resets_it(name):
     assert torch.all(flat.detach()[pad] == 0)
     for p, before in zip(model.parameters(), members):
         torch.testing.assert_close(p.detach(), before, rtol=0, atol=0, equal_nan=True)
+    # gradstep.torch resets the padding after each step with eps=0 (planned and steady steps).
+    model = net(torch.float64)
+    (flat,) = flatten_parameters(model)
+    opt = getattr(gt, name)([flat], eps=0.0)
+    for x, y in batches(4):
+        opt.zero_grad()
+        backward(model, x, y)
+        opt.step()
+        assert torch.all(flat.detach()[padding_mask(flat)] == 0)
+        for key, value in opt.state[flat].items():
+            if key != "step":  # the states' padding holds its start value (0; Adagrad's sum: its initial value)
+                assert torch.all(value[padding_mask(flat)] == value[padding_mask(flat)][0]), key
 
 
 # -- state_dict, save, load ---------------------------------------------------------
@@ -418,7 +412,7 @@ def test_replaced_data_raises_and_changes_nothing():
         flat._gather_grads()
     assert all(p.grad is g for p, g in zip(model.parameters(), grads))  # nothing re-pointed
     assert flat._grad_views[0] is not grads[0]
-    patched = with_flat(gt.Adam)([flat])
+    patched = gt.Adam([flat])
     with pytest.raises(ValueError, match="fc.weight"):
         patched.step()
     assert len(patched.state) == 0 and len(opt.state) == 0
@@ -539,3 +533,20 @@ def test_replaced_flat_data_raises():
     flat.data = flat.data.clone()
     with pytest.raises(ValueError, match="'emb.weight' no longer views its slot"):
         flat._gather_grads()
+
+
+def test_member_replaced_after_steady_steps_raises_and_changes_nothing():
+    model = net(torch.float64)
+    (flat,) = flatten_parameters(model)
+    opt = gt.Adam([flat], lr=1e-2)
+    train(model, opt, batches(3))
+    assert opt._steady is not None and opt._steady[0] is not None  # the steady path is in use
+    before = flat.detach().clone()
+    states = {k: v.clone() for k, v in opt.state[flat].items()}
+    opt.zero_grad()
+    backward(model, *batches(1)[0])
+    model.fc.weight.data = model.fc.weight.detach().clone()
+    with pytest.raises(ValueError, match="'fc.weight' no longer views its slot"):
+        opt.step()
+    assert torch.equal(flat.detach(), before)
+    assert all(torch.equal(v, states[k]) for k, v in opt.state[flat].items())

@@ -26,6 +26,7 @@ import torch
 from torch.optim import optimizer as _optimizer
 
 from gradstep import _core, _spec
+from gradstep._torch_flat import FlatParameter, flatten_parameters
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 
@@ -134,15 +135,16 @@ class _Steady:
     """A group's record for the steady step: the C++ check, and the state
     buffers the options it was made with need."""
 
-    __slots__ = ("group", "names", "options")
+    __slots__ = ("group", "names", "options", "flats")
 
-    def __init__(self, group: Any, names: list[str], options: Any) -> None:
+    def __init__(self, group: Any, names: list[str], options: Any, flats: list[FlatParameter]) -> None:
         self.group, self.names, self.options = group, names, options
+        self.flats = flats  # the group's flat parameters: their members' grads are gathered first
 
 
 # The exact classes a parameter may have on the steady path: their methods
 # are torch's C ones (a subclass could run Python code mid-check).
-_PARAM_TYPES = (torch.Tensor, torch.nn.Parameter)
+_PARAM_TYPES = (torch.Tensor, torch.nn.Parameter, FlatParameter)
 
 
 class _GradstepStep:
@@ -323,6 +325,8 @@ class _GradstepStep:
         for gi, (group, record) in enumerate(zip(groups, records)):
             if record is None or not record.group.valid:
                 return False
+            for flat in record.flats:
+                flat._gather_grads()
             # The hyperparameters first (they may run Python: a callable lr), then
             # the C++ checks, then the writes: nothing runs between those two.
             options = [self._checked_options(gi, group, k) for k in record.group.steps]
@@ -335,14 +339,20 @@ class _GradstepStep:
         for group, record in zip(groups, records):
             if not record.group.check(group["params"], state):
                 return False
-        for record, options in zip(records, plans):
+        for group, record, options in zip(groups, records, plans):
             record.group.step(options)
+            if record.flats:
+                _after_flat_step(self, group, record.flats)
         return True
 
     def _planned_step(self) -> None:
         grad_scale = getattr(self, "grad_scale", None)
         found_inf = getattr(self, "found_inf", None)
         batches: list[_Batch] = []
+        flats = [[p for p in group["params"] if isinstance(p, FlatParameter)] for group in self.param_groups]
+        for group_flats in flats:
+            for flat in group_flats:
+                flat._gather_grads()
         for gi, group in enumerate(self.param_groups):
             scaled = grad_scale is not None or found_inf is not None
             if scaled and not group.get("fused"):
@@ -352,12 +362,15 @@ class _GradstepStep:
         skip = found_inf is not None and bool(found_inf.item())
         for batch in batches:  # every check passed: from here on, only writes
             self._commit(batch, None if skip else grad_scale, skip)
+        for group, group_flats in zip(self.param_groups, flats):
+            _after_flat_step(self, group, group_flats)
         scaled = grad_scale is not None or found_inf is not None
         self.__dict__["_steady"] = None if scaled else [
-            self._record(gi, group, [b for b in batches if b.key[0] == gi])
-            for gi, group in enumerate(self.param_groups)]
+            self._record(gi, group, [b for b in batches if b.key[0] == gi], group_flats)
+            for gi, (group, group_flats) in enumerate(zip(self.param_groups, flats))]
 
-    def _record(self, gi: int, group: dict[str, Any], batches: list[_Batch]) -> _Steady | None:
+    def _record(self, gi: int, group: dict[str, Any], batches: list[_Batch],
+                flats: list[FlatParameter]) -> _Steady | None:
         """What the next step checks to skip the plan, or None if this group's
         tensors cannot take that path (copied grads, strided layouts)."""
         if any(any(b.copied) or any(_dense_strides(p) is not _CONTIGUOUS for p in b.params) for b in batches):
@@ -371,7 +384,7 @@ class _GradstepStep:
                                          names, self._has_step, _PARAM_TYPES)
         except ValueError:
             return None
-        return _Steady(recorded, names, options)
+        return _Steady(recorded, names, options, flats)
 
     def _plan_group(self, gi: int, group: dict[str, Any]) -> list[_Batch]:
         # Parameters without a gradient are skipped, as torch does; those with
@@ -471,6 +484,24 @@ def _gradstep_step(self: Any, closure: Callable[[], Any] | None) -> Any:
 _hooked_step = torch.optim.Optimizer.profile_hook_step(_gradstep_step)
 
 
+def _after_flat_step(optimizer: Any, group: dict[str, Any], flats: list[FlatParameter]) -> None:
+    # With eps = 0 a zero element with a zero grad becomes 0 / 0. The real
+    # elements do as torch's would; the padding between a flat parameter's
+    # members is reset (the param to zero, NaN states to zero) so it never
+    # holds anything but its start values.
+    if not flats or group.get("eps", 1.0) != 0:
+        return
+    for flat in flats:
+        flat._zero_padding()
+        pad = flat._padding
+        if pad is None:
+            continue
+        with torch.no_grad():
+            for value in optimizer.state.get(flat, {}).values():
+                if isinstance(value, torch.Tensor) and value.shape == flat.shape:
+                    value.index_copy_(0, pad, value.index_select(0, pad).nan_to_num_(0.0))
+
+
 def _holds_tensor(values: tuple[Any, ...]) -> bool:
     return any(isinstance(v, torch.Tensor) or (isinstance(v, tuple) and any(isinstance(x, torch.Tensor) for x in v))
                for v in values)
@@ -553,7 +584,7 @@ def _generate() -> dict[str, type]:
 
 ADAPTERS: dict[str, type] = _generate()
 globals().update(ADAPTERS)
-__all__ = ["ADAPTERS", *ADAPTERS]
+__all__ = ["ADAPTERS", "FlatParameter", "flatten_parameters", *ADAPTERS]
 
 
 def __getattr__(name: str) -> type[torch.optim.Optimizer]:
