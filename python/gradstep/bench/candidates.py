@@ -169,9 +169,10 @@ def torch_flat_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.nd
     import gradstep.torch as gt
 
     if flatten is None:
-        if not hasattr(gt, "flatten_parameters"):
+        # getattr: gradstep.torch's module __getattr__ claims every name is an optimizer class.
+        flatten = getattr(gt, "flatten_parameters", None)
+        if flatten is None:
             return None
-        flatten = gt.flatten_parameters
     tensors = [torch.from_numpy(p.copy()).requires_grad_() for p in params]
     for t, g in zip(tensors, grads):
         t.grad = torch.from_numpy(g.copy())
