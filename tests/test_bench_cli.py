@@ -23,7 +23,8 @@ def test_bench_quick_writes_table_json_and_png(tmp_path):
     assert record["format"] == bench.FORMAT
     assert {"cpu", "logical_cpus", "affinity_cpus", "isa"} <= set(record["machine"])
     assert record["versions"]["torch"] and record["versions"]["numpy"]
-    assert record["settings"]["threads"] >= 1
+    assert len(record["settings"]["threads"]) == 1 and record["settings"]["threads"][0] >= 1
+    assert all(r["threads"] == record["settings"]["threads"][0] for r in record["results"])
     cases = bench.QUICK_CASES.split(",")
     assert [(r["optimizer"], r["case"]) for r in record["results"]] == [
         (o, c) for o in bench.OPTIMIZERS for c in cases
@@ -58,7 +59,7 @@ def test_case_parsing():
     assert bench.Case.parse("4096") == bench.Case(1, 4096)
     assert bench.Case.parse("200x5000") == bench.Case(200, 5000)
     assert bench.Case.parse("200x5000").label == "200x5000"
-    for bad in ("", "x", "3x", "0", "2x3x4", "1e6"):
+    for bad in ("", "x", "3x", "0", "2x3x4", "1e6", "resnet"):
         with pytest.raises(ValueError, match="bad case"):
             bench.Case.parse(bad)
 

@@ -1,11 +1,15 @@
 """Time optimizer steps against the peers installed and against the memory roof.
 
-For every optimizer and case (one tensor of N elements, or M tensors of N
-elements each), gradstep's step is timed beside the peers this Python has:
+For every optimizer and case (one tensor of N elements, M tensors of N
+elements each, or the parameter shapes of a model: mlp, resnet18, gpt2),
+gradstep's step is timed beside the peers this Python has:
 numpy written by hand from the update equations (always), torch.optim with a
 for-loop, foreach and fused implementation (when torch is installed and the
 optimizer has that implementation), and DeepSpeedCPUAdam / DeepSpeedCPUAdagrad
-(when deepspeed imports). The roof is a STREAM-like probe in the C++ core that
+(when deepspeed imports). A model case has the candidates a training loop
+chooses between instead: torch.optim fused and foreach, gradstep.torch (over
+the torch tensors, and over flat parameters where gradstep.torch has
+flatten_parameters), gs.X on the same buffers, deepspeed. The roof is a STREAM-like probe in the C++ core that
 reads and writes the same buffers as the step (param, grad and the
 optimizer's states) with the same threads but no optimizer math.
 
@@ -17,6 +21,9 @@ are medians over rounds of the time per step, Python call included. Cases
 of 4M elements and more get new buffers every round (physical placement
 matters to DRAM-bound steps; see measure).
 
+With several thread counts (``--threads 1,2``) every case runs at each, gradstep
+and torch alike, and a table of the scaling per case follows.
+
 Results print as a table; with ``--out DIR`` the table, a JSON record (with
 the machine, versions and settings, to keep and ``--compare`` against later)
 and a PNG chart are written there.
@@ -25,6 +32,7 @@ and a PNG chart are written there.
 from __future__ import annotations
 
 from gradstep.bench.candidates import (
+    MODEL_CANDIDATES,
     PEERS,
     Candidate,
     deepspeed_available,
@@ -34,8 +42,9 @@ from gradstep.bench.candidates import (
 )
 from gradstep.bench.cli import add_arguments, run
 from gradstep.bench.numpy_steps import NumpyState
-from gradstep.bench.record import FORMAT, machine_info, versions
-from gradstep.bench.report import chart, compare, fmt_time, table
+from gradstep.bench.models import MODELS
+from gradstep.bench.record import FORMAT, FORMATS, machine_info, upgrade, versions
+from gradstep.bench.report import chart, compare, fmt_time, scaling, table
 from gradstep.bench.spec import (
     DEFAULT_CASES,
     OPTIMIZERS,
@@ -44,6 +53,7 @@ from gradstep.bench.spec import (
     Case,
     Spec,
     bytes_per_element,
+    parse_threads,
     state_count,
 )
 from gradstep.bench.timing import FRESH_ELEMENTS, TORCH_SETTLE_S, measure, run_all, run_case
@@ -51,7 +61,10 @@ from gradstep.bench.timing import FRESH_ELEMENTS, TORCH_SETTLE_S, measure, run_a
 __all__ = [
     "DEFAULT_CASES",
     "FORMAT",
+    "FORMATS",
     "FRESH_ELEMENTS",
+    "MODELS",
+    "MODEL_CANDIDATES",
     "OPTIMIZERS",
     "PEERS",
     "QUICK_CASES",
@@ -70,12 +83,15 @@ __all__ = [
     "machine_info",
     "make_candidates",
     "measure",
+    "parse_threads",
     "run",
     "run_all",
     "run_case",
+    "scaling",
     "state_count",
     "table",
     "torch_optimizer",
     "torch_present",
+    "upgrade",
     "versions",
 ]

@@ -3,12 +3,21 @@ the peers this Python has (numpy by hand, torch.optim, gradstep.torch, deepspeed
 
 A candidate is a name and a zero-argument step; all candidates of a case start
 from copies of the same params and read the same grads.
+
+A model case (mlp, resnet18, gpt2: the tensors of a model's shapes) has the
+candidates a training loop would choose between: torch.optim fused and
+foreach, gradstep.torch over the torch tensors, gradstep.torch over flat
+parameters (``gradstep.torch.flatten_parameters``, where this gradstep has
+it), gs.X on numpy arrays of the same shapes (allocated as the torch
+candidates' tensors are: numpy copies of the same params, the very same grad
+arrays), deepspeed where it imports, and the roof.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -24,22 +33,37 @@ from gradstep.bench.spec import Case, Spec, state_count
 PEERS = ("numpy", "torch-loop", "torch-foreach", "torch-fused", "deepspeed")
 
 
+# The candidates of a model case, in report order (those this Python has).
+MODEL_CANDIDATES = ("gradstep", "roof", "torch-foreach", "torch-fused", "gradstep.torch",
+                    "gradstep.torch-flat", "deepspeed")
+
+
 @dataclass
 class Candidate:
     name: str
     step: Callable[[], Any]
+    # The candidate's params now, one array per tensor in the case's order
+    # (views where possible), to check that candidates step the same math;
+    # None for the roof, which updates nothing.
+    values: Optional[Callable[[], list[np.ndarray]]] = None
+    # Steps taken while it was made (torch optimizers step once, to fail early).
+    steps: int = 0
 
 
 def _problem(case: Case, dtype: np.dtype, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
     rng = np.random.default_rng(seed)
-    params = [rng.standard_normal(case.size).astype(dtype) for _ in range(case.tensors)]
-    grads = [(rng.standard_normal(case.size) * 1e-2).astype(dtype) for _ in range(case.tensors)]
+    dtype = np.dtype(dtype)
+    params = [rng.standard_normal(shape, dtype=dtype) for shape in case.shapes]
+    grads = [rng.standard_normal(shape, dtype=dtype) for shape in case.shapes]
+    for g in grads:
+        g *= 1e-2
     return params, grads
 
 
 def gradstep_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray]) -> Candidate:
-    opt = getattr(gs, spec.gradstep)([p.copy() for p in params], **spec.hyper)
-    return Candidate("gradstep", lambda: opt.step(grads))
+    mine = [p.copy() for p in params]
+    opt = getattr(gs, spec.gradstep)(mine, **spec.hyper)
+    return Candidate("gradstep", lambda: opt.step(grads), lambda: mine)
 
 
 def gradstep_flat_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray]) -> Candidate:
@@ -47,15 +71,15 @@ def gradstep_flat_candidate(spec: Spec, params: list[np.ndarray], grads: list[np
     for dst, src in zip(flat.grads, grads):
         np.copyto(dst, src)
     opt = getattr(gs, spec.gradstep)(flat, **spec.hyper)
-    return Candidate("gradstep-flat", opt.step)
+    return Candidate("gradstep-flat", opt.step, lambda: flat.params)
 
 
 def gradstep_checked_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray]) -> Candidate:
     """The cost of the safeguards: the non-finite check and global-norm clipping (one more
     read of the gradients before the update)."""
-    opt = getattr(gs, spec.gradstep)([p.copy() for p in params], skip_nonfinite=True,
-                                     max_grad_norm=1e9, **spec.hyper)
-    return Candidate("gradstep-checked", lambda: opt.step(grads))
+    mine = [p.copy() for p in params]
+    opt = getattr(gs, spec.gradstep)(mine, skip_nonfinite=True, max_grad_norm=1e9, **spec.hyper)
+    return Candidate("gradstep-checked", lambda: opt.step(grads), lambda: mine)
 
 
 def numpy_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray]) -> Candidate:
@@ -68,7 +92,7 @@ def numpy_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray
         for x in states:
             spec.numpy_step(x, counter[0])
 
-    return Candidate("numpy", step)
+    return Candidate("numpy", step, lambda: [x.p for x in states])
 
 
 def probe_candidate(spec: Spec, case: Case, dtype: np.dtype) -> Candidate:
@@ -97,8 +121,16 @@ def torch_optimizer(cls: Callable[..., Any], spec: Spec, params: list[np.ndarray
     return opt
 
 
-def torch_candidates(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray]) -> list[Candidate]:
-    """torch.optim for-loop, foreach and fused, each only if this torch supports it."""
+def _torch_values(opt: Any) -> Callable[[], list[np.ndarray]]:
+    tensors = list(opt.param_groups[0]["params"])
+    return lambda: [t.detach().numpy() for t in tensors]
+
+
+def torch_candidates(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray],
+                     names: tuple[str, ...] = ("torch-loop", "torch-foreach", "torch-fused",
+                                               "gradstep.torch")) -> list[Candidate]:
+    """torch.optim for-loop, foreach and fused, each only if this torch supports it, then
+    gradstep.torch (of those in ``names``)."""
     try:
         import torch
     except ImportError:
@@ -107,17 +139,49 @@ def torch_candidates(spec: Spec, params: list[np.ndarray], grads: list[np.ndarra
     cls = getattr(torch.optim, spec.torch)
     for name, flags in (("torch-loop", dict(foreach=False)), ("torch-foreach", dict(foreach=True)),
                         ("torch-fused", dict(fused=True))):
+        if name not in names:
+            continue
         try:
             opt = torch_optimizer(cls, spec, params, grads, **flags)
         except (RuntimeError, TypeError, ValueError):
             continue  # e.g. no fused implementation of this optimizer on CPU
-        out.append(Candidate(name, opt.step))
-    # gradstep.torch: the torch.optim subclass stepping the same torch tensors.
+        out.append(Candidate(name, opt.step, _torch_values(opt), steps=1))
+    if "gradstep.torch" in names:
+        # gradstep.torch: the torch.optim subclass stepping the same torch tensors.
+        import gradstep.torch as gt
+
+        adapter = torch_optimizer(getattr(gt, spec.torch), spec, params, grads)
+        out.append(Candidate("gradstep.torch", adapter.step, _torch_values(adapter), steps=1))
+    return out
+
+
+def torch_flat_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray],
+                         flatten: Optional[Callable[[list[Any]], list[Any]]] = None) -> Optional[Candidate]:
+    """gradstep.torch over flat parameters: ``flatten(tensors)`` (by default
+    ``gradstep.torch.flatten_parameters``; None when this gradstep has none) is given the
+    torch tensors with their grads set and returns the flat parameters to optimize instead;
+    the tensors stay the model's parameters (views into the flat ones), and the flat
+    parameters' grads hold the tensors' grads."""
+    try:
+        import torch
+    except ImportError:
+        return None
     import gradstep.torch as gt
 
-    adapter = torch_optimizer(getattr(gt, spec.torch), spec, params, grads)
-    out.append(Candidate("gradstep.torch", adapter.step))
-    return out
+    if flatten is None:
+        # getattr: gradstep.torch's module __getattr__ claims every name is an optimizer class.
+        flatten = getattr(gt, "flatten_parameters", None)
+        if flatten is None:
+            return None
+    tensors = [torch.from_numpy(p.copy()).requires_grad_() for p in params]
+    for t, g in zip(tensors, grads):
+        t.grad = torch.from_numpy(g.copy())
+    flat = list(flatten(tensors))
+    if any(f.grad is None for f in flat):
+        raise RuntimeError("flatten_parameters returned flat parameters without grads")
+    opt = getattr(gt, spec.torch)(flat, **spec.hyper)
+    opt.step()
+    return Candidate("gradstep.torch-flat", opt.step, lambda: [t.detach().numpy() for t in tensors], steps=1)
 
 
 def torch_present() -> bool:
@@ -135,14 +199,22 @@ def deepspeed_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.nda
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
         opt = torch_optimizer(cls, spec, params, grads, **extra)
-    except Exception:  # a broken or CUDA-only build: report it as absent
+    except Exception as e:  # a broken or CUDA-only build: report it as absent
+        if class_name not in _DEEPSPEED_FAILED:
+            _DEEPSPEED_FAILED.add(class_name)
+            print(f"gradstep bench: {class_name} left out: {type(e).__name__}: {e}", file=sys.stderr)
         return None
-    return Candidate("deepspeed", opt.step)
+    return Candidate("deepspeed", opt.step, _torch_values(opt), steps=1)
+
+
+_DEEPSPEED_FAILED: set[str] = set()
 
 
 def make_candidates(spec: Spec, case: Case, dtype: np.dtype, peers: bool = True) -> list[Candidate]:
     """Every candidate for one case, gradstep first, the roof second."""
     params, grads = _problem(case, dtype)
+    if case.model:
+        return model_candidates(spec, case, dtype, params, grads, peers)
     cands = [gradstep_candidate(spec, params, grads)]
     if case.tensors > 1:
         cands.append(gradstep_flat_candidate(spec, params, grads))
@@ -156,3 +228,28 @@ def make_candidates(spec: Spec, case: Case, dtype: np.dtype, peers: bool = True)
             cands.append(ds)
     return cands
 
+
+
+def model_candidates(spec: Spec, case: Case, dtype: np.dtype, params: list[np.ndarray],
+                     grads: list[np.ndarray], peers: bool = True) -> list[Candidate]:
+    """A model case's candidates (MODEL_CANDIDATES, those this Python has)."""
+    cands = [gradstep_candidate(spec, params, grads), probe_candidate(spec, case, dtype)]
+    if peers:
+        cands += torch_candidates(spec, params, grads, names=("torch-foreach", "torch-fused", "gradstep.torch"))
+        flat = torch_flat_candidate(spec, params, grads)
+        if flat is not None:
+            cands.append(flat)
+        ds = deepspeed_candidate(spec, params, grads)
+        if ds is not None:
+            cands.append(ds)
+    return cands
+
+
+def memory_needed(spec: Spec, case: Case, itemsize: int) -> int:
+    """Bytes the candidates of a case hold at once, about (model cases; others are small or
+    known): the shared params and grads, each stepping candidate's params and states,
+    the flat candidate's grads, the roof's buffers and a full-size temporary for torch's
+    foreach."""
+    states = state_count(spec)
+    stepping = len(MODEL_CANDIDATES) - 1  # all but the roof
+    return case.elements * itemsize * (2 + stepping * (1 + states) + 1 + (2 + states) + 1)

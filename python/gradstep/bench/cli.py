@@ -6,13 +6,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 import gradstep as gs
-from gradstep.bench.record import FORMAT
+from gradstep.bench.candidates import memory_needed
+from gradstep.bench.models import MODELS
+from gradstep.bench.record import upgrade
 from gradstep.bench.report import chart, compare, table
-from gradstep.bench.spec import DEFAULT_CASES, OPTIMIZERS, QUICK_CASES, SPECS, Case
+from gradstep.bench.spec import DEFAULT_CASES, OPTIMIZERS, QUICK_CASES, SPECS, Case, parse_threads
 from gradstep.bench.timing import TORCH_SETTLE_S, run_all
 
 
@@ -22,8 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="write bench.txt, bench.json and bench.png here")
     parser.add_argument("--optimizers", default=",".join(OPTIMIZERS),
                         help=f"comma-separated, from {', '.join(OPTIMIZERS)}")
-    parser.add_argument("--cases", help=f"comma-separated N or MxN (default {DEFAULT_CASES})")
-    parser.add_argument("--threads", type=int, help="threads for gradstep and torch (default: gradstep's)")
+    parser.add_argument("--cases", help=f"comma-separated N, MxN or a model's parameter shapes "
+                        f"({', '.join(MODELS)}; default {DEFAULT_CASES})")
+    parser.add_argument("--threads", help="threads for gradstep and torch, or a comma list (1,2): every "
+                        "case at each, and the scaling reported (default: gradstep's)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--rounds", type=int, help="interleaved samples per candidate (default 9)")
     parser.add_argument("--isa", help="force gradstep's ISA target for the run (e.g. scalar)")
@@ -38,14 +43,17 @@ def run(args: argparse.Namespace) -> int:
     unknown = [o for o in optimizers if o not in SPECS]
     if unknown:
         raise SystemExit(f"gradstep bench: unknown optimizer(s) {unknown}; choose from {list(SPECS)}")
-    cases = [Case.parse(c) for c in (args.cases or (QUICK_CASES if args.quick else DEFAULT_CASES)).split(",")]
-    threads = args.threads or gs.get_num_threads()
+    try:
+        cases = [Case.parse(c) for c in (args.cases or (QUICK_CASES if args.quick else DEFAULT_CASES)).split(",")]
+        threads = parse_threads(args.threads) if args.threads else [gs.get_num_threads()]
+    except ValueError as e:
+        raise SystemExit(f"gradstep bench: {e}") from None
     rounds = args.rounds or (3 if args.quick else 9)
-    old = json.loads(args.compare.read_text()) if args.compare else None
+    if not args.load:
+        _check_memory(optimizers, cases, np.dtype(args.dtype))
+    old = _read(args.compare) if args.compare else None
     if args.load:
-        record = json.loads(args.load.read_text())
-        if record.get("format") != FORMAT:
-            raise SystemExit(f"gradstep bench: {args.load} is not a {FORMAT} record")
+        record = _read(args.load)
     else:
         isa_before = gs.isa()
         if args.isa:
@@ -70,3 +78,36 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.out / 'bench.txt'}, {args.out / 'bench.json'}, {args.out / 'bench.png'}")
     return 0
 
+
+
+def _read(path: Path) -> dict:
+    """A saved record, of this format or an earlier one (upgraded)."""
+    try:
+        return upgrade(json.loads(path.read_text()))
+    except ValueError as e:
+        raise SystemExit(f"gradstep bench: {path}: {e}") from None
+
+
+def _available_bytes() -> Optional[int]:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_memory(optimizers: list[str], cases: list[Case], dtype: np.dtype) -> None:
+    """Refuse, before timing anything, a model case whose candidates would not fit in memory."""
+    available = _available_bytes()
+    if available is None:
+        return
+    for case in cases:
+        if not case.model:
+            continue
+        need = max(memory_needed(SPECS[o], case, dtype.itemsize) for o in optimizers)
+        if need > 0.9 * available:
+            raise SystemExit(f"gradstep bench: case {case.label} needs about {need / 2**30:.1f} GiB, "
+                             f"{available / 2**30:.1f} GiB are available")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import copy
 import platform
 from typing import Any, Optional
 
@@ -12,8 +13,30 @@ import numpy as np
 
 import gradstep as gs
 
-FORMAT = "gradstep-bench/1"
+# /2: settings["threads"] is the list of thread counts run, and every result
+# has its "threads"; /1 (one thread count, in settings only) is read by upgrade.
+FORMAT = "gradstep-bench/2"
+FORMATS = ("gradstep-bench/1", FORMAT)
 
+
+def upgrade(record: dict[str, Any]) -> dict[str, Any]:
+    """A record of any format this version reads, as the current format (a copy; the
+    record itself is unchanged). Raises ValueError for anything else."""
+    if record.get("format") not in FORMATS:
+        raise ValueError(f"not a {FORMAT} record (format {record.get('format')!r})")
+    if record["format"] == FORMAT:
+        return record
+    out = copy.deepcopy(record)
+    settings = out.setdefault("settings", {})
+    threads = settings.get("threads")
+    torch_threads = settings.get("torch_threads")
+    settings["threads"] = [threads] if threads is not None else []
+    settings["torch_threads"] = [torch_threads] if torch_threads is not None else None
+    for r in out.get("results", []):
+        r.setdefault("threads", threads)
+    out["format"] = FORMAT
+    out["upgraded_from"] = record["format"]
+    return out
 
 
 def machine_info() -> dict[str, Any]:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from gradstep.bench.candidates import PEERS
+from gradstep.bench.record import upgrade
 
 
 def fmt_time(seconds: float) -> str:
@@ -18,42 +19,115 @@ def fmt_time(seconds: float) -> str:
 
 
 def table(record: dict[str, Any]) -> str:
-    """The report: machine line, ratios table, then every candidate's median time."""
+    """The report: machine line; gradstep's ratios; gradstep.torch's ratios (where it ran);
+    every candidate's median time; with several thread counts, the scaling per case."""
+    record = upgrade(record)
     m, s, v = record["machine"], record["settings"], record["versions"]
+    counts = s["threads"]
+    results = record["results"]
+    many = len(counts) > 1
     lines = [
         f"gradstep bench: {m['cpu']}, {m['affinity_cpus']} CPUs usable, ISA {m['isa']}, "
-        f"{s['threads']} threads, {s['dtype']}",
+        f"{_threads(counts)}, {s['dtype']}",
         f"versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val),
         f"medians of {s['rounds']} interleaved rounds; time per step, Python call included",
         "",
     ]
-    results = record["results"]
+
+    def key(r: dict[str, Any]) -> list[str]:
+        return [r["optimizer"], r["case"], *([str(r["threads"])] if many else [])]
+
+    keys = ["optimizer", "case", *(["threads"] if many else [])]
     peers = [p for p in PEERS if any(p in r["speedup"] for r in results)]
-    extra = [n for n in ("gradstep-flat", "gradstep-checked", "gradstep.torch")
-             if any(n in r["median_seconds"] for r in results)]
-    head = ["optimizer", "case", "B/elem", "gradstep", "GB/s", "roof GB/s", "% roof",
-            *[f"vs {p}" for p in peers], "checks cost", "gradstep.torch vs torch-fused"]
+    head = [*keys, "B/elem", "gradstep", "GB/s", "roof GB/s", "% roof",
+            *[f"vs {p}" for p in peers], "checks cost"]
     rows = []
     for r in results:
         med = r["median_seconds"]
         t = med["gradstep"]
         # skip_nonfinite + max_grad_norm: time with the checks over time without.
         checks = f"{med['gradstep-checked'] / t:.2f}x" if "gradstep-checked" in med else "-"
-        adapter = (f"{med['torch-fused'] / med['gradstep.torch']:.1f}x"
-                   if "gradstep.torch" in med and "torch-fused" in med else "-")
-        rows.append([r["optimizer"], r["case"], str(r["bytes_per_element"]), fmt_time(t),
+        rows.append([*key(r), str(r["bytes_per_element"]), fmt_time(t),
                      f"{r['gbps']['gradstep']:.1f}", f"{r['roof_gbps']:.1f}",
                      f"{100 * r['roof_fraction']:.0f}%",
                      *[_ratio(r["speedup"][p]) if p in r["speedup"] else "-" for p in peers],
-                     checks, adapter])
+                     checks])
     lines += _grid(head, rows)
+
+    adapted = [r for r in results if "gradstep.torch" in r["median_seconds"]]
+    if adapted:
+        lines += ["", "gradstep.torch (the torch.optim adapter): its speedup over torch-fused, flat "
+                  "parameters and deepspeed; its cost over gs.X on the same buffers (target <= 1.20x)"]
+        ds = any("deepspeed" in r["median_seconds"] for r in adapted)
+        flat = any("gradstep.torch-flat" in r["median_seconds"] for r in adapted)
+        head = [*keys, "gradstep.torch", "vs torch-fused", "cost over gs.X",
+                *(["flat speedup", "flat vs torch-fused"] if flat else []),
+                *(["vs deepspeed"] if ds else [])]
+        rows = []
+        for r in adapted:
+            med = r["median_seconds"]
+            t = med["gradstep.torch"]
+            tf = med.get("gradstep.torch-flat")
+            rows.append([*key(r), fmt_time(t), _over(med, "torch-fused", t), _ratio(t / med["gradstep"]),
+                         *([_over(med, "gradstep.torch", tf), _over(med, "torch-fused", tf)] if flat else []),
+                         *([_over(med, "deepspeed", t)] if ds else [])])
+        lines += _grid(head, rows)
+
     lines += ["", "median time per step"]
-    names = ["gradstep", *extra, "roof", *peers]
-    rows = [[r["optimizer"], r["case"],
-             *[fmt_time(r["median_seconds"][n]) if n in r["median_seconds"] else "-" for n in names]]
+    names = [n for n in ("gradstep", *EXTRA, "roof", *PEERS) if any(n in r["median_seconds"] for r in results)]
+    rows = [[*key(r), *[fmt_time(r["median_seconds"][n]) if n in r["median_seconds"] else "-" for n in names]]
             for r in results]
-    lines += _grid(["optimizer", "case", *names], rows)
+    lines += _grid([*keys, *names], rows)
+    if many:
+        lines += ["", *scaling(record)]
     return "\n".join(lines) + "\n"
+
+
+# gradstep's own variants, reported beside gradstep, in this order.
+EXTRA = ("gradstep-flat", "gradstep-checked", "gradstep.torch", "gradstep.torch-flat")
+# The candidates whose scaling with threads is reported.
+SCALING = ("gradstep", "gradstep.torch", "torch-fused", "roof")
+
+
+def scaling(record: dict[str, Any]) -> list[str]:
+    """Per case and candidate (SCALING), the time at each thread count and the speedup
+    over the run at 1 thread (or at the fewest threads run)."""
+    record = upgrade(record)
+    counts = record["settings"]["threads"]
+    base = counts[0]
+    runs: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
+    for r in record["results"]:
+        runs.setdefault((r["optimizer"], r["case"]), {})[r["threads"]] = r["median_seconds"]
+    rows = []
+    for (opt, case), at in runs.items():
+        for name in SCALING:
+            if not any(name in med for med in at.values()):
+                continue
+            cells = []
+            for n in counts:
+                t = at.get(n, {}).get(name)
+                t0 = at.get(base, {}).get(name)
+                if t is None:
+                    cells.append("-")
+                elif n == base or t0 is None:
+                    cells.append(fmt_time(t))
+                else:
+                    cells.append(f"{fmt_time(t)} ({t0 / t:.2f}x)")
+            rows.append([opt, case, name, *cells])
+    title = (f"scaling with threads: time per step (speedup over {base} thread"
+             f"{'' if base == 1 else 's'})")
+    return [title, *_grid(["optimizer", "case", "candidate", *[_threads([n]) for n in counts]], rows)]
+
+
+def _threads(counts: list[int]) -> str:
+    if len(counts) == 1:
+        return f"{counts[0]} thread" + ("" if counts[0] == 1 else "s")
+    return "threads " + ",".join(str(n) for n in counts)
+
+
+def _over(med: dict[str, float], name: str, t: Any) -> str:
+    """``med[name] / t`` as a ratio, or "-" where either is missing."""
+    return _ratio(med[name] / t) if name in med and t else "-"
 
 
 def _ratio(x: float) -> str:
@@ -68,23 +142,29 @@ def _grid(head: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def compare(old: dict[str, Any], new: dict[str, Any]) -> str:
-    """gradstep's time and roof fraction, old run vs this one, for the cases both have."""
-    before = {(r["optimizer"], r["case"]): r for r in old.get("results", [])}
+    """gradstep's time and roof fraction, old run vs this one, for the cases (and thread
+    counts) both have. Either record may be of an earlier format."""
+    old, new = upgrade(old), upgrade(new)
+    before = {(r["optimizer"], r["case"], r["threads"]): r for r in old.get("results", [])}
     rows = []
     for r in new["results"]:
-        o = before.get((r["optimizer"], r["case"]))
+        o = before.get((r["optimizer"], r["case"], r["threads"]))
         if o is None:
             continue
         t_old, t_new = o["median_seconds"]["gradstep"], r["median_seconds"]["gradstep"]
-        rows.append([r["optimizer"], r["case"], fmt_time(t_old), fmt_time(t_new), f"{t_new / t_old:.2f}",
-                     f"{100 * o['roof_fraction']:.0f}%", f"{100 * r['roof_fraction']:.0f}%"])
-    head = ["optimizer", "case", "old", "new", "new/old", "old % roof", "new % roof"]
+        rows.append([r["optimizer"], r["case"], str(r["threads"]), fmt_time(t_old), fmt_time(t_new),
+                     f"{t_new / t_old:.2f}", f"{100 * o['roof_fraction']:.0f}%",
+                     f"{100 * r['roof_fraction']:.0f}%"])
+    head = ["optimizer", "case", "threads", "old", "new", "new/old", "old % roof", "new % roof"]
     title = f"compared with {old.get('created', '?')} ({old.get('machine', {}).get('cpu', '?')})"
+    if not rows:
+        return f"{title}: no optimizer, case and thread count in common\n"
     return "\n".join([title, *_grid(head, rows)]) + "\n"
 
 
 def chart(record: dict[str, Any], path: Path) -> None:
     """Time per step by case, one panel per optimizer, the roof as a black dash."""
+    record = upgrade(record)
     # A Figure with its own Agg canvas, no pyplot: no global backend switch, no GUI.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -112,7 +192,9 @@ def chart(record: dict[str, Any], path: Path) -> None:
             ax.hlines(r["median_seconds"]["roof"] * 1e6, i - 0.45, i + 0.45, colors="black",
                       linewidth=1.5, label="roof (stream probe)" if i == 0 else None)
         ax.set_yscale("log")
-        ax.set_xticks(range(len(mine)), [r["case"] for r in mine], fontsize=8)
+        many = len(record["settings"]["threads"]) > 1
+        ax.set_xticks(range(len(mine)), [r["case"] + (f"\n{r['threads']}t" if many else "") for r in mine],
+                      fontsize=8)
         ax.set_title(f"{opt} ({mine[0]['bytes_per_element']} B/element)", fontsize=10)
         ax.set_ylabel("µs per step", fontsize=8)
         ax.tick_params(axis="y", labelsize=8)
@@ -123,7 +205,7 @@ def chart(record: dict[str, Any], path: Path) -> None:
     m, s = record["machine"], record["settings"]
     fig.legend(handles, labels, loc="lower right" if len(optimizers) % cols else "upper center",
                fontsize=8, ncol=1 if len(optimizers) % cols else len(labels), frameon=False)
-    fig.suptitle(f"optimizer step, {s['dtype']}: {m['cpu']}, {s['threads']} threads, ISA {m['isa']} "
+    fig.suptitle(f"optimizer step, {s['dtype']}: {m['cpu']}, {_threads(s['threads'])}, ISA {m['isa']} "
                  "(lower is better)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=80)

@@ -9,7 +9,8 @@ from typing import Any, Optional
 import numpy as np
 
 import gradstep as gs
-from gradstep.bench import numpy_steps
+from gradstep.bench import models, numpy_steps
+from gradstep.bench.models import MODELS
 
 DEFAULT_CASES = "4096,65536,1048576,16777216,200x5000"
 QUICK_CASES = "4096,20x5000"
@@ -18,31 +19,59 @@ OPTIMIZERS = ("adam", "sgd", "adagrad", "rmsprop", "adadelta")
 
 @dataclass(frozen=True)
 class Case:
-    """``tensors`` tensors of ``size`` elements each."""
+    """``tensors`` tensors of ``size`` elements each, or a model's parameter shapes.
+
+    A model case (``model`` set, one of ``MODELS``: mlp, resnet18, gpt2) has
+    ``tensors`` tensors of that model's shapes and ``size`` 0 (their sizes differ).
+    """
 
     tensors: int
     size: int
+    model: str = ""
 
     @property
     def label(self) -> str:
+        if self.model:
+            return self.model
         return str(self.size) if self.tensors == 1 else f"{self.tensors}x{self.size}"
 
     @property
+    def shapes(self) -> tuple[tuple[int, ...], ...]:
+        if self.model:
+            return MODELS[self.model]
+        return ((self.size,),) * self.tensors
+
+    @property
     def elements(self) -> int:
-        return self.tensors * self.size
+        return models.elements(MODELS[self.model]) if self.model else self.tensors * self.size
 
     @staticmethod
     def parse(text: str) -> Case:
-        parts = text.lower().replace("×", "x").split("x")
+        name = text.strip().lower()
+        if name in MODELS:
+            return Case(len(MODELS[name]), 0, name)
+        parts = name.replace("×", "x").split("x")
         try:
             numbers = [int(p) for p in parts]
         except ValueError:
-            raise ValueError(f"bad case {text!r}: expected N or MxN (M tensors of N elements)") from None
+            raise ValueError(f"bad case {text!r}: expected N, MxN (M tensors of N elements) "
+                             f"or a model ({', '.join(MODELS)})") from None
         if len(numbers) == 1:
             numbers = [1, numbers[0]]
         if len(numbers) != 2 or min(numbers) < 1:
             raise ValueError(f"bad case {text!r}: expected N or MxN with positive integers")
         return Case(numbers[0], numbers[1])
+
+
+def parse_threads(text: str) -> list[int]:
+    """``--threads``: one count or a comma list (``1,2``), as sorted distinct positive ints."""
+    try:
+        counts = [int(t) for t in text.split(",")]
+    except ValueError:
+        raise ValueError(f"bad thread list {text!r}: expected N or a comma list such as 1,2") from None
+    if not counts or min(counts) < 1:
+        raise ValueError(f"bad thread list {text!r}: thread counts must be positive")
+    return sorted(set(counts))
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -74,7 +74,8 @@ def measure(make: Callable[[], list[Candidate]], rounds: int, sample_s: float, w
 
 
 def run_case(spec: Spec, case: Case, dtype: np.dtype, rounds: int, sample_s: float,
-             warm_s: float, settle_s: float) -> dict[str, Any]:
+             warm_s: float, settle_s: float, threads: Optional[int] = None) -> dict[str, Any]:
+    """One case at the thread counts set now (``threads``, for the record: gradstep's by default)."""
     # Large cases live in DRAM: fresh buffers every round (see measure).
     fresh = case.elements >= FRESH_ELEMENTS
     samples, steps = measure(lambda: make_candidates(spec, case, dtype), rounds, sample_s, warm_s,
@@ -86,6 +87,7 @@ def run_case(spec: Spec, case: Case, dtype: np.dtype, rounds: int, sample_s: flo
     result = {
         "optimizer": spec.name,
         "case": case.label,
+        "threads": threads if threads is not None else gs.get_num_threads(),
         "tensors": case.tensors,
         "elements": case.elements,
         "bytes_per_element": bytes_per_element(spec, dtype.itemsize),
@@ -103,27 +105,32 @@ def run_case(spec: Spec, case: Case, dtype: np.dtype, rounds: int, sample_s: flo
     return result
 
 
-def run_all(optimizers: Sequence[str], cases: Sequence[Case], dtype: np.dtype, threads: int,
-            rounds: int, sample_s: float, warm_s: float, settle_s: float,
-            progress: Callable[[str], None]) -> dict[str, Any]:
-    torch_threads = None
+def run_all(optimizers: Sequence[str], cases: Sequence[Case], dtype: np.dtype,
+            threads: Union[int, Sequence[int]], rounds: int, sample_s: float, warm_s: float,
+            settle_s: float, progress: Callable[[str], None]) -> dict[str, Any]:
+    """Every optimizer and case at every thread count (``threads``: one or a list), the
+    same count for gradstep and torch; a case's runs at its thread counts follow one
+    another, so that they see the same machine load as far as can be."""
+    counts = [threads] if isinstance(threads, int) else list(threads)
     torch_before = None
     if importlib.util.find_spec("torch") is not None:
         import torch
 
         torch_before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        torch_threads = threads
     gs_before = gs.get_num_threads()
-    gs.set_num_threads(threads)
     started = time.time()
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     results = []
     try:
         for name in optimizers:
             for case in cases:
-                progress(f"{name} {case.label}")
-                results.append(run_case(SPECS[name], case, dtype, rounds, sample_s, warm_s, settle_s))
+                for n in counts:
+                    gs.set_num_threads(n)
+                    if torch_before is not None:
+                        torch.set_num_threads(n)
+                    progress(f"{name} {case.label}" + (f" at {n} thread{'s' if n > 1 else ''}" if len(counts) > 1 else ""))
+                    results.append(run_case(SPECS[name], case, dtype, rounds, sample_s, warm_s,
+                                            settle_s, threads=n))
     finally:
         gs.set_num_threads(gs_before)
         if torch_before is not None:
@@ -137,8 +144,8 @@ def run_all(optimizers: Sequence[str], cases: Sequence[Case], dtype: np.dtype, t
         "machine": machine_info(),
         "versions": versions(),
         "settings": {
-            "threads": threads,
-            "torch_threads": torch_threads,
+            "threads": counts,
+            "torch_threads": counts if torch_before is not None else None,
             "dtype": str(dtype),
             "rounds": rounds,
             "sample_seconds": sample_s,
