@@ -191,30 +191,8 @@ def test_model_shape_lists():
     assert sum(math.prod(s) for s in gpt2.shapes) == gpt2.elements
 
 
-def test_resnet18_shapes_match_torchvision():
-    torchvision = pytest.importorskip("torchvision")
-    model = torchvision.models.resnet18()
-    assert tuple(tuple(p.shape) for p in model.parameters()) == bench.MODELS["resnet18"]
-
-
-def _standin_flatten(tensors):
-    """What flatten_parameters is to do, as far as the bench relies on it: one flat
-    parameter holding the tensors (which become views into it), whose grad holds theirs."""
-    flat = torch.cat([t.detach().reshape(-1) for t in tensors]).requires_grad_()
-    flat.grad = torch.cat([t.grad.reshape(-1) for t in tensors])
-    offset = 0
-    for t in tensors:
-        n = t.numel()
-        t.data = flat.data[offset:offset + n].view(t.shape)
-        t.grad = flat.grad[offset:offset + n].view(t.shape)
-        offset += n
-    return [flat]
-
-
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_model_case_candidates_step_the_same_math(optimizer, monkeypatch):
-    if not hasattr(gt, "flatten_parameters"):
-        monkeypatch.setattr(gt, "flatten_parameters", _standin_flatten, raising=False)
+def test_model_case_candidates_step_the_same_math(optimizer):
     spec = bench.SPECS[optimizer]
     made = bench.make_candidates(spec, bench.Case.parse("mlp"), np.dtype("float32"))
     names = [c.name for c in made]
@@ -242,8 +220,7 @@ def test_model_case_candidates_step_the_same_math(optimizer, monkeypatch):
 def test_flat_candidate_only_where_gradstep_torch_has_flatten_parameters(monkeypatch):
     spec, case = bench.SPECS["sgd"], bench.Case(2, 8, "")
     params, grads = cands._problem(case, np.dtype("float32"))
-    have = hasattr(gt, "flatten_parameters")
-    assert (cands.torch_flat_candidate(spec, params, grads) is not None) == have
+    assert cands.torch_flat_candidate(spec, params, grads) is not None
     monkeypatch.delattr(gt, "flatten_parameters", raising=False)
     assert cands.torch_flat_candidate(spec, params, grads) is None
     names = [c.name for c in bench.make_candidates(spec, bench.Case.parse("mlp"), np.dtype("float32"))]
