@@ -253,3 +253,21 @@ def test_state_dict_taken_on_the_steady_path_moves_to_torch_and_back():
         for p, q, r in zip(twin.ours, fresh, back.param_groups[0]["params"]):
             np.testing.assert_allclose(q.detach().numpy(), p.detach().numpy(), rtol=1e-10, atol=1e-13)
             np.testing.assert_allclose(r.detach().numpy(), p.detach().numpy(), rtol=1e-10, atol=1e-13)
+
+
+def test_steps_from_several_threads_are_each_applied_once():
+    # Each thread's step is whole: after n steps from 4 threads the params are those
+    # of 4n steps with the same grads (grads fixed, so the order does not matter).
+    import threading
+
+    twin = Twin("Adam")
+    twin.step()
+    twin.grads()
+    threads = [threading.Thread(target=lambda: [twin.opt.step() for _ in range(25)]) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for _ in range(100):
+        twin.oracle.step()
+    twin.compare()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -306,9 +307,15 @@ class _GradstepStep:
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if not self._steady_step():
-            with torch.no_grad():
-                self._planned_step()
+        # One step at a time: a second thread's step waits rather than
+        # interleaving its checks and writes with this one's.
+        lock = self.__dict__.get("_step_lock")
+        if lock is None:
+            lock = self.__dict__.setdefault("_step_lock", threading.RLock())
+        with lock:
+            if not self._steady_step():
+                with torch.no_grad():
+                    self._planned_step()
         return loss
 
     def _steady_step(self) -> bool:
