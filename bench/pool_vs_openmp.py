@@ -43,8 +43,9 @@ C_SOURCE = r"""
 void adam_omp(float* p, const float* g, float* m, float* v, size_t n, double lr, double b1,
               double b2, double eps, long step) {
   const float one_minus_b1 = (float)(1.0 - b1), b2f = (float)b2, one_minus_b2 = (float)(1.0 - b2);
-  const float bc2 = (float)sqrt(1.0 - pow(b2, (double)step)), epsf = (float)eps;
-  const float neg_step = (float)(-(lr / (1.0 - pow(b1, (double)step))));
+  const double bc2_sqrt = sqrt(1.0 - pow(b2, (double)step));
+  const float epsf = (float)(eps * bc2_sqrt);
+  const float neg_step = (float)(-(lr * bc2_sqrt / (1.0 - pow(b1, (double)step))));
   #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; ++i) {
     const float gi = g[i];
@@ -52,7 +53,7 @@ void adam_omp(float* p, const float* g, float* m, float* v, size_t n, double lr,
     m[i] = mi;
     const float vi = v[i] * b2f + one_minus_b2 * gi * gi;
     v[i] = vi;
-    p[i] = p[i] + neg_step * (mi / (sqrtf(vi) / bc2 + epsf));
+    p[i] = p[i] + neg_step * (mi / (sqrtf(vi) + epsf));
   }
 }
 """

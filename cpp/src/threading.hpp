@@ -60,10 +60,13 @@ class WorkPlan {
  private:
   // About 4 blocks per thread (at least 16), so that a late or preempted
   // thread leaves others something to take, within [one chunk, 64K elements]
-  // so that claiming (one atomic per block) stays negligible.
+  // so that claiming (one atomic per block) stays negligible; and fewer than
+  // 2^15 blocks, which the pool's cursor counts in 16 bits (past 2^31
+  // elements, blocks grow beyond 64K).
   std::size_t block_target(int threads) const {
     const std::size_t parts = std::size_t(std::max(16, 4 * threads));
-    return std::clamp<std::size_t>(elements / parts, kChunkElems, std::size_t(1) << 16);
+    return std::max(std::clamp<std::size_t>(elements / parts, kChunkElems, std::size_t(1) << 16),
+                    elements / (std::size_t(1) << 15) + 1);
   }
   const Blocks& cut(std::size_t target) const;
 
