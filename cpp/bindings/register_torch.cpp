@@ -162,10 +162,20 @@ class TorchGroup {
     }
   }
 
-  std::vector<std::int64_t> steps() const {
-    std::vector<std::int64_t> out;
-    for (const Batch& b : batches_) out.push_back(b.k);
-    return out;
+  // Each batch's k of its next update, or None once the record is void.
+  py::object steps() const {
+    if (!valid_) return py::none();
+    py::list out(batches_.size());
+    for (std::size_t b = 0; b < batches_.size(); ++b) out[b] = py::int_(batches_[b].k);
+    return std::move(out);
+  }
+
+  // check() then step() for a group stepped alone: false, having written nothing, if the
+  // group is not as recorded.
+  bool run(py::handle params, py::handle state, const py::sequence& options) {
+    if (!check(params, state)) return false;
+    step(options);
+    return true;
   }
 
   // Whether the group is still as recorded; if so, its grads are taken for step().
@@ -410,8 +420,10 @@ void register_torch(py::module_& m) {
                     const std::vector<std::string>&, bool, const py::tuple&>(),
            py::arg("torch"), py::arg("params"), py::arg("state"), py::arg("batches"), py::arg("names"),
            py::arg("has_step"), py::arg("param_types"))
-      .def_property_readonly("steps", &TorchGroup::steps, "Each batch's k (1-based) of its next update.")
+      .def_property_readonly("steps", &TorchGroup::steps,
+                             "Each batch's k (1-based) of its next update; None once the record is void.")
       .def_property_readonly("valid", &TorchGroup::valid)
+      .def("run", &TorchGroup::run, "check() and, if it holds, step(): for a group stepped alone.")
       .def("check", &TorchGroup::check, "Whether the group is as recorded (takes its grads if so).")
       .def("step", &TorchGroup::step, "Step the grads check() took with options per batch.");
 }

@@ -329,25 +329,35 @@ class _GradstepStep:
                 or attrs.get("found_inf") is not None:
             return False
         plans = []
-        for gi, (group, record) in enumerate(zip(groups, records)):
-            if record is None or not record.group.valid:
+        for gi, record in enumerate(records):
+            if record is None:
                 return False
+            steps = record.group.steps
+            if steps is None:  # the record is void (e.g. step counts that no longer agree)
+                return False
+            group = groups[gi]
             for flat in record.flats:
                 flat._gather_grads()
             # The hyperparameters first (they may run Python: a callable lr), then
             # the C++ checks, then the writes: nothing runs between those two.
-            options = [self._checked_options(gi, group, k) for k in record.group.steps]
+            options = [self._checked_options(gi, group, k) for k in steps]
             if options and options[0] is not record.options:
                 if self._needed_states(options[0]) != record.names:
                     return False  # e.g. amsgrad switched on: new state buffers
                 record.options = options[0]
             plans.append(options)
         state = self.state
-        for group, record in zip(groups, records):
-            if not record.group.check(group["params"], state):
+        if len(records) == 1:  # the usual case, in one C++ call
+            record = records[0]
+            if not record.group.run(groups[0]["params"], state, plans[0]):
                 return False
-        for group, record, options in zip(groups, records, plans):
-            record.group.step(options)
+        else:
+            for group, record in zip(groups, records):
+                if not record.group.check(group["params"], state):
+                    return False
+            for record, options in zip(records, plans):
+                record.group.step(options)
+        for group, record in zip(groups, records):
             if record.flats:
                 _after_flat_step(self, group, record.flats)
         return True

@@ -24,6 +24,8 @@ FRESH_ELEMENTS = 1 << 22
 # torch's OpenMP workers spin for about 10 ms after each parallel region
 # (measured on the 2-core test VM); a round starts after they have parked.
 TORCH_SETTLE_S = 0.02
+# The candidates whose steps run torch ops (gradstep.torch's steady step runs none).
+TORCH_OPS = ("torch-", "deepspeed")
 
 
 
@@ -61,7 +63,13 @@ def measure(make: Callable[[], list[Candidate]], rounds: int, sample_s: float, w
             cands = make()
         if settle_s:
             time.sleep(settle_s)
+        after_torch = False
         for c in cands:
+            # A candidate right after one that ran torch (or deepspeed) ops would
+            # share the cores with torch's still-spinning OpenMP workers.
+            if settle_s and after_torch:
+                time.sleep(settle_s)
+            after_torch = c.name.startswith(TORCH_OPS)
             # Untimed warm-up: at least two steps, so the thread pool sees
             # back-to-back steps and the caches hold what they will hold.
             _run_for(c.step, warm_s, 2)
