@@ -119,3 +119,17 @@ def test_readme_setup_commands_and_example() -> None:
     losses, x, y, w, b = (namespace[k] for k in ("losses", "x", "y", "w", "b"))
     assert losses[-1] < 0.2 * losses[0]
     assert np.mean((x @ w + b > 0) == (y > 0)) > 0.95
+
+
+def test_readme_torch_example() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    example = readme.split("```python\n")[2].split("```", 1)[0]
+    assert "gradstep.torch" in example
+    namespace: dict = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    model, x, y, loss = (namespace[k] for k in ("model", "x", "y", "loss"))
+    import torch
+
+    start = torch.nn.functional.mse_loss(torch.zeros_like(y), y)
+    assert loss.detach().item() < 0.05 * start.item()
+    assert all(p.grad is not None for p in model.parameters())
