@@ -162,6 +162,17 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> str:
     return "\n".join([title, *_grid(head, rows)]) + "\n"
 
 
+def _short(case: str) -> str:
+    """A case label that fits under its bars: 1048576 -> 1M, 200x5000 as it is."""
+    if not case.isdigit():
+        return case
+    n = int(case)
+    for unit, size in (("M", 1 << 20), ("K", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return case
+
+
 def chart(record: dict[str, Any], path: Path) -> None:
     """Time per step by case, one panel per optimizer, the roof as a black dash."""
     record = upgrade(record)
@@ -171,10 +182,11 @@ def chart(record: dict[str, Any], path: Path) -> None:
 
     results = record["results"]
     optimizers = list(dict.fromkeys(r["optimizer"] for r in results))
-    names = [n for n in ("gradstep", "gradstep-flat", *PEERS)
-             if any(n in r["median_seconds"] for r in results)]
-    colors = dict(zip(names, ["#d62728", "#ff9896", "#7f7f7f", "#1f77b4", "#9edae5", "#2ca02c",
-                              "#9467bd"]))
+    palette = {"gradstep": "#d62728", "gradstep-flat": "#ff9896", "gradstep.torch": "#ff7f0e",
+               "gradstep.torch-flat": "#ffbb78", "numpy": "#7f7f7f", "torch-loop": "#1f77b4",
+               "torch-foreach": "#9edae5", "torch-fused": "#2ca02c", "deepspeed": "#9467bd"}
+    names = [n for n in palette if any(n in r["median_seconds"] for r in results)]
+    colors = palette
     cols = min(3, len(optimizers))
     rows = -(-len(optimizers) // cols)
     fig = Figure(figsize=(4.6 * cols, 3.4 * rows))
@@ -193,8 +205,8 @@ def chart(record: dict[str, Any], path: Path) -> None:
                       linewidth=1.5, label="roof (stream probe)" if i == 0 else None)
         ax.set_yscale("log")
         many = len(record["settings"]["threads"]) > 1
-        ax.set_xticks(range(len(mine)), [r["case"] + (f"\n{r['threads']}t" if many else "") for r in mine],
-                      fontsize=8)
+        ax.set_xticks(range(len(mine)), [_short(r["case"]) + (f"\n{r['threads']}t" if many else "")
+                                         for r in mine], fontsize=8)
         ax.set_title(f"{opt} ({mine[0]['bytes_per_element']} B/element)", fontsize=10)
         ax.set_ylabel("µs per step", fontsize=8)
         ax.tick_params(axis="y", labelsize=8)
