@@ -75,16 +75,25 @@ _FLATTENED: Any = WeakIdKeyDictionary()
 _PRIVATE = object()
 
 
-def _dense(t: torch.Tensor) -> bool:
-    """t's elements tile its memory span exactly (no gaps, no overlap)."""
-    if t.is_contiguous():
-        return True
+_CONTIGUOUS: tuple[int, ...] = (-1,)  # _dense_strides of every C-contiguous tensor (no stride is negative)
+
+
+def _dense_strides(t: torch.Tensor) -> tuple[int, ...] | None:
+    """The strides of t's dims longer than 1 if t is dense and non-overlapping
+    (its elements tile its memory span exactly), else None. Two tensors of one
+    shape with equal such strides keep their elements in the same memory order.
+    (gradstep.torch's test of a steppable layout too.)"""
+    if t.is_contiguous():  # the common case, without building the tuple
+        return _CONTIGUOUS
+    strides = tuple(st for sz, st in zip(t.shape, t.stride()) if sz != 1)
+    if t.numel() == 0:
+        return strides
     expected = 1
     for st, sz in sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1):
         if st != expected:
-            return False
+            return None
         expected *= sz
-    return True
+    return strides
 
 
 class FlatParameter(torch.nn.Parameter):
@@ -296,7 +305,7 @@ def _check_member(p: Any, where: str) -> None:
         raise TypeError(f"{where}: flat parameters are float32 or float64, got {p.dtype}")
     if not p.is_leaf:
         raise ValueError(f"{where}: is not a leaf tensor (an optimizer cannot step it)")
-    if not _dense(p):
+    if _dense_strides(p) is None:
         raise ValueError(f"{where}: must be dense and non-overlapping, got shape {tuple(p.shape)} with "
                          f"strides {p.stride()}")
     entry = _FLATTENED.get(p)

@@ -27,33 +27,13 @@ import torch
 from torch.optim import optimizer as _optimizer
 
 from gradstep import _core, _spec
-from gradstep._torch_flat import FlatParameter, flatten_parameters
+from gradstep._torch_flat import _CONTIGUOUS, FlatParameter, _dense_strides, flatten_parameters
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 
 
 def _where(gi: int, i: int | None = None) -> str:
     return f"param_groups[{gi}]" if i is None else f"param_groups[{gi}]['params'][{i}]"
-
-
-_CONTIGUOUS: tuple[int, ...] = (-1,)  # _dense_strides of every C-contiguous tensor (no stride is negative)
-
-
-def _dense_strides(t: torch.Tensor) -> tuple[int, ...] | None:
-    """The strides of t's dims longer than 1 if t is dense and non-overlapping
-    (its elements tile its memory span exactly), else None. Two tensors of one
-    shape with equal such strides keep their elements in the same memory order."""
-    if t.is_contiguous():  # the common case, without building the tuple
-        return _CONTIGUOUS
-    strides = tuple(st for sz, st in zip(t.shape, t.stride()) if sz != 1)
-    if t.numel() == 0:
-        return strides
-    expected = 1
-    for st, sz in sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1):
-        if st != expected:
-            return None
-        expected *= sz
-    return strides
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
