@@ -192,9 +192,11 @@ class TorchGroup {
   }
 
   // Steps every batch with the grads check() took: options[b] is batch b's
-  // options for its update k (the rate in options.lr). Then increments
-  // torch's step counters; false if their values no longer agree within a
-  // batch (the next step runs the Python plan).
+  // options for its update k (the rate in options.lr), validated by the
+  // caller against the state buffers recorded, so no batch's step can fail
+  // after another's was written. Then increments torch's step counters; if
+  // their values no longer agree within a batch (two params sharing one
+  // step tensor), the record is void and the next step is planned.
   void step(const py::sequence& options) {
     if (pending_ptrs_.size() != batches_.size())
       throw std::logic_error("TorchGroup.step without a successful check()");
