@@ -39,6 +39,8 @@ CASES = (
     + [("AdamW", 0.01, o) for o in option_grid(betas=[(0.9, 0.999), (0.3, 0.9)],
                                                 weight_decay=[0.0, 0.05], amsgrad=[False, True],
                                                 maximize=[False, True])]
+    + [("Adamax", 0.01, o) for o in option_grid(betas=[(0.9, 0.999), (0.3, 0.9)], eps=[1e-8, 0.0],
+                                                 weight_decay=[0.0, 0.05], maximize=[False, True])]
 )
 
 

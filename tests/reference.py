@@ -115,3 +115,18 @@ class AdamRef(Reference):
         m_hat = m / (1 - b1**self.t)
         v_hat = v / (1 - b2**self.t)
         p -= lr * m_hat / (np.sqrt(v_hat) + eps)
+
+
+class AdamaxRef(Reference):
+    # Kingma & Ba 2015, Algorithm 2 (Adamax), with torch's eps inside the max:
+    # u = max(beta2 * u, |g| + eps).
+    def update(self, p, g, s, lr):
+        b1, b2 = self.h.get("betas", (0.9, 0.999))
+        eps = self.h.get("eps", 1e-8)
+        g = self.l2(p, g)
+        m = s.setdefault("m", np.zeros_like(p))
+        u = s.setdefault("u", np.zeros_like(p))
+        m[:] = b1 * m + (1 - b1) * g
+        u[:] = np.maximum(b2 * u, np.abs(g) + eps)
+        p -= lr / (1 - b1**self.t) * m / u
+

@@ -18,6 +18,7 @@ REFERENCES = {
     "RMSprop": reference.RMSpropRef,
     "Adam": reference.AdamRef,
     "AdamW": reference.AdamRef,
+    "Adamax": reference.AdamaxRef,
 }
 
 

@@ -39,6 +39,7 @@ CONFIGS = [
     ("Adam", 0.01, dict(amsgrad=True, weight_decay=0.05)),
     ("AdamW", 0.01, dict()),
     ("Adam", 0.01, dict(betas=(0.3, 0.9), maximize=True)),
+    ("Adamax", 0.01, dict(weight_decay=0.05, maximize=True)),
 ]
 CONFIG_IDS = [f"{name}{sorted(opts.items())}" for name, _, opts in CONFIGS]
 

@@ -217,6 +217,37 @@ struct Declaration<AdamOptions> {
               2}};
 };
 
+struct AdamaxOptions {
+  double lr = 2e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+  bool maximize = false;
+};
+template <>
+struct Declaration<AdamaxOptions> {
+  using O = AdamaxOptions;
+  static constexpr std::size_t parallel_min = 1u << 14;
+  static constexpr const char* name = "Adamax";
+  static constexpr const char* options = "AdamaxOptions";
+  static constexpr const char* summary = "Adam with an infinity norm: betas, eps, L2 weight_decay";
+  static constexpr const char* equations =
+      "g  = ±grad + weight_decay * p\n"
+      "m  = lerp(m, g, 1 - beta1)\n"
+      "u  = max(beta2 * u, |g| + eps)\n"
+      "p -= lr / (1 - beta1^step) * m / u\n"
+      "(m: exp_avg, u: exp_inf)\n";
+  static constexpr bool torch_step_state = true;
+  static constexpr std::array fields{
+      real("lr", &O::lr, Bound::nonneg),
+      real("beta1", &O::beta1, Bound::unit_open).in("betas"),
+      real("beta2", &O::beta2, Bound::unit_open).in("betas"),
+      real("eps", &O::eps, Bound::nonneg),
+      real("weight_decay", &O::weight_decay, Bound::nonneg),
+      flag("maximize", &O::maximize).keyword_only(),
+  };
+  static constexpr std::array slots{Slot<O>{"exp_avg"}, Slot<O>{"exp_inf"}};
+  static constexpr std::array<Check<O>, 0> checks{};
+  static constexpr std::array<Variant, 0> variants{};
+};
+
 // Every declared optimizer, once. Code generic over them (validation,
 // TensorSet::step, the kernel table, the bindings) expands this list, so an
 // optimizer is added here and nowhere else in C++ but its kernel file.
@@ -225,7 +256,8 @@ struct Declaration<AdamOptions> {
   X(AdagradOptions)            \
   X(AdadeltaOptions)           \
   X(RmspropOptions)            \
-  X(AdamOptions)
+  X(AdamOptions)                \
+  X(AdamaxOptions)
 
 template <class... Options>
 struct OptionsList {};
