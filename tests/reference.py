@@ -130,3 +130,29 @@ class AdamaxRef(Reference):
         u[:] = np.maximum(b2 * u, np.abs(g) + eps)
         p -= lr / (1 - b1**self.t) * m / u
 
+
+class RAdamRef(Reference):
+    # Liu et al. 2020, Algorithm 2 (rectified Adam), with torch's threshold
+    # rho_t > 5 and eps added to sqrt(v) before the bias correction; the
+    # decoupled decay as in AdamW.
+    def update(self, p, g, s, lr):
+        b1, b2 = self.h.get("betas", (0.9, 0.999))
+        eps, wd = self.h.get("eps", 1e-8), self.h.get("weight_decay", 0.0)
+        if self.h.get("decoupled_weight_decay"):
+            p *= 1 - lr * wd
+        else:
+            g = self.l2(p, g)
+        m = s.setdefault("m", np.zeros_like(p))
+        v = s.setdefault("v", np.zeros_like(p))
+        m[:] = b1 * m + (1 - b1) * g
+        v[:] = b2 * v + (1 - b2) * g * g
+        t = self.t
+        m_hat = m / (1 - b1**t)
+        rho_inf = 2 / (1 - b2) - 1
+        rho = rho_inf - 2 * t * b2**t / (1 - b2**t)
+        if rho > 5:
+            r = np.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+            p -= lr * m_hat * r * np.sqrt(1 - b2**t) / (np.sqrt(v) + eps)
+        else:
+            p -= lr * m_hat
+

@@ -275,6 +275,7 @@ def _make(name: str, params: list[np.ndarray]) -> gs.Optimizer:
         "Adam": lambda: gs.Adam(params, lr=1e-3, amsgrad=True),
         "AdamW": lambda: gs.AdamW(params, lr=1e-3),
         "Adamax": lambda: gs.Adamax(params, lr=1e-3, weight_decay=1e-3),
+        "RAdam": lambda: gs.RAdam(params, lr=1e-3, weight_decay=1e-3, decoupled_weight_decay=True),
     }[name]()
 
 
@@ -290,7 +291,7 @@ def _problem(dtype: type) -> tuple[list[np.ndarray], Callable[[list[np.ndarray]]
     return params, loss_and_grads
 
 
-@pytest.mark.parametrize("name", ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax"])
+@pytest.mark.parametrize("name", ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_training_after_the_test_equals_training_without_it(name: str, dtype: type) -> None:
     runs = []

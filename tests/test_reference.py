@@ -19,6 +19,7 @@ REFERENCES = {
     "Adam": reference.AdamRef,
     "AdamW": reference.AdamRef,
     "Adamax": reference.AdamaxRef,
+    "RAdam": reference.RAdamRef,
 }
 
 

@@ -29,6 +29,7 @@ namespace {
 #include "algorithms/rmsprop.inl"
 #include "algorithms/adam.inl"
 #include "algorithms/adamax.inl"
+#include "algorithms/radam.inl"
 #include "algorithms/grad_stats.inl"
 #include "algorithms/stream.inl"
 }  // namespace

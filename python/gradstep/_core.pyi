@@ -63,6 +63,13 @@ class AdamaxOptions(_Options):
     eps: float
     def __init__(self, *, lr: float = ..., beta1: float = ..., beta2: float = ..., eps: float = ..., weight_decay: float = ..., maximize: bool = ...) -> None: ...
 
+class RadamOptions(_Options):
+    beta1: float
+    beta2: float
+    eps: float
+    decoupled_weight_decay: bool
+    def __init__(self, *, lr: float = ..., beta1: float = ..., beta2: float = ..., eps: float = ..., weight_decay: float = ..., decoupled_weight_decay: bool = ..., maximize: bool = ...) -> None: ...
+
 OPTIONS: tuple[type[_Options], ...]
 # --- end of generated stubs ---
 

@@ -248,6 +248,44 @@ struct Declaration<AdamaxOptions> {
   static constexpr std::array<Variant, 0> variants{};
 };
 
+struct RadamOptions {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+  bool decoupled_weight_decay = false, maximize = false;
+};
+template <>
+struct Declaration<RadamOptions> {
+  using O = RadamOptions;
+  static constexpr std::size_t parallel_min = 1u << 14;
+  static constexpr const char* name = "RAdam";
+  static constexpr const char* options = "RadamOptions";
+  static constexpr const char* summary = "rectified Adam: betas, eps, weight_decay (L2 or decoupled)";
+  static constexpr const char* equations =
+      "p     *= 1 - lr * weight_decay                 (decoupled_weight_decay)\n"
+      "g      = ±grad + weight_decay * p               (otherwise: L2 decay)\n"
+      "m      = lerp(m, g, 1 - beta1)\n"
+      "v      = beta2 * v + (1 - beta2) * g * g\n"
+      "rho_inf = 2 / (1 - beta2) - 1\n"
+      "rho    = rho_inf - 2 * step * beta2^step / (1 - beta2^step)\n"
+      "rect   = sqrt((rho - 4) (rho - 2) rho_inf / ((rho_inf - 4) (rho_inf - 2) rho))\n"
+      "p     -= lr / (1 - beta1^step) * m * rect * sqrt(1 - beta2^step) / (sqrt(v) + eps)\n"
+      "                                                (rho > 5)\n"
+      "p     -= lr / (1 - beta1^step) * m               (rho <= 5)\n"
+      "(m: exp_avg, v: exp_avg_sq)\n";
+  static constexpr bool torch_step_state = true;
+  static constexpr std::array fields{
+      real("lr", &O::lr, Bound::nonneg),
+      real("beta1", &O::beta1, Bound::unit_open).in("betas"),
+      real("beta2", &O::beta2, Bound::unit_open).in("betas"),
+      real("eps", &O::eps, Bound::nonneg),
+      real("weight_decay", &O::weight_decay, Bound::nonneg),
+      flag("decoupled_weight_decay", &O::decoupled_weight_decay),
+      flag("maximize", &O::maximize).keyword_only(),
+  };
+  static constexpr std::array slots{Slot<O>{"exp_avg"}, Slot<O>{"exp_avg_sq"}};
+  static constexpr std::array<Check<O>, 0> checks{};
+  static constexpr std::array<Variant, 0> variants{};
+};
+
 // Every declared optimizer, once. Code generic over them (validation,
 // TensorSet::step, the kernel table, the bindings) expands this list, so an
 // optimizer is added here and nowhere else in C++ but its kernel file.
@@ -257,7 +295,8 @@ struct Declaration<AdamaxOptions> {
   X(AdadeltaOptions)           \
   X(RmspropOptions)            \
   X(AdamOptions)                \
-  X(AdamaxOptions)
+  X(AdamaxOptions)              \
+  X(RadamOptions)
 
 template <class... Options>
 struct OptionsList {};
