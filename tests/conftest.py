@@ -45,6 +45,9 @@ CASES = (
     + [("RAdam", 0.01, o) for o in option_grid(betas=[(0.9, 0.999), (0.3, 0.9), (0.9, 0.5)], eps=[1e-8],
                                                 weight_decay=[0.0, 0.05], decoupled_weight_decay=[False, True],
                                                 maximize=[False, True])]
+    + [("NAdam", 0.01, o) for o in option_grid(betas=[(0.9, 0.999), (0.3, 0.9)], eps=[1e-8],
+                                                weight_decay=[0.0, 0.05], momentum_decay=[4e-3, 0.5],
+                                                decoupled_weight_decay=[False, True], maximize=[False, True])]
 )
 
 

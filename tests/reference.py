@@ -156,3 +156,26 @@ class RAdamRef(Reference):
         else:
             p -= lr * m_hat
 
+class NAdamRef(Reference):
+    # Dozat 2016 with the momentum schedule of torch.optim.NAdam:
+    # mu_t = beta1 (1 - 0.5 * 0.96^(t psi)), and mu_product = mu_1 ... mu_t
+    # kept as torch keeps it, a float32 scalar multiplied by float32(mu_t).
+    def update(self, p, g, s, lr):
+        b1, b2 = self.h.get("betas", (0.9, 0.999))
+        eps, wd = self.h.get("eps", 1e-8), self.h.get("weight_decay", 0.0)
+        psi = self.h.get("momentum_decay", 4e-3)
+        if self.h.get("decoupled_weight_decay"):
+            p *= 1 - lr * wd
+        else:
+            g = self.l2(p, g)
+        t = self.t
+        mu = b1 * (1 - 0.5 * 0.96 ** (t * psi))
+        mu_next = b1 * (1 - 0.5 * 0.96 ** ((t + 1) * psi))
+        prod = s["prod"] = np.float32(s.get("prod", np.float32(1.0)) * np.float32(mu))
+        m = s.setdefault("m", np.zeros_like(p))
+        v = s.setdefault("v", np.zeros_like(p))
+        m[:] = b1 * m + (1 - b1) * g
+        v[:] = b2 * v + (1 - b2) * g * g
+        denom = np.sqrt(v / (1 - b2**t)) + eps
+        p -= lr * (1 - mu) / (1 - float(prod)) * g / denom
+        p -= lr * mu_next / (1 - float(prod) * mu_next) * m / denom

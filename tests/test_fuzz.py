@@ -25,7 +25,8 @@ settings.load_profile("gradstep")
 REFS = {"SGD": reference.SGDRef, "Adagrad": reference.AdagradRef, "Adadelta": reference.AdadeltaRef,
         "RMSprop": reference.RMSpropRef, "Adam": reference.AdamRef, "AdamW": reference.AdamRef,
         "Adamax": reference.AdamaxRef,
-        "RAdam": reference.RAdamRef}
+        "RAdam": reference.RAdamRef,
+        "NAdam": reference.NAdamRef}
 
 unit = st.floats(0.0, 0.999)
 small = st.floats(0.0, 0.5)

@@ -20,6 +20,7 @@ REFERENCES = {
     "AdamW": reference.AdamRef,
     "Adamax": reference.AdamaxRef,
     "RAdam": reference.RAdamRef,
+    "NAdam": reference.NAdamRef,
 }
 
 

@@ -25,7 +25,7 @@ from torch.testing._internal.common_optimizers import (  # noqa: E402
     optim_db,
 )
 
-NAMES = ("SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam")
+NAMES = ("SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam")
 INFOS = [info for info in optim_db if info.optim_cls.__name__ in NAMES]
 STEPS = 10
 

@@ -30,6 +30,7 @@ namespace {
 #include "algorithms/adam.inl"
 #include "algorithms/adamax.inl"
 #include "algorithms/radam.inl"
+#include "algorithms/nadam.inl"
 #include "algorithms/grad_stats.inl"
 #include "algorithms/stream.inl"
 }  // namespace

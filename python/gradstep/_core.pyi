@@ -70,6 +70,15 @@ class RadamOptions(_Options):
     decoupled_weight_decay: bool
     def __init__(self, *, lr: float = ..., beta1: float = ..., beta2: float = ..., eps: float = ..., weight_decay: float = ..., decoupled_weight_decay: bool = ..., maximize: bool = ...) -> None: ...
 
+class NadamOptions(_Options):
+    beta1: float
+    beta2: float
+    eps: float
+    momentum_decay: float
+    decoupled_weight_decay: bool
+    mu_product: float
+    def __init__(self, *, lr: float = ..., beta1: float = ..., beta2: float = ..., eps: float = ..., weight_decay: float = ..., momentum_decay: float = ..., decoupled_weight_decay: bool = ..., maximize: bool = ..., mu_product: float = ...) -> None: ...
+
 OPTIONS: tuple[type[_Options], ...]
 # --- end of generated stubs ---
 

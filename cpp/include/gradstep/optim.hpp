@@ -286,6 +286,51 @@ struct Declaration<RadamOptions> {
   static constexpr std::array<Variant, 0> variants{};
 };
 
+struct NadamOptions {
+  double lr = 2e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0, momentum_decay = 4e-3;
+  bool decoupled_weight_decay = false, maximize = false;
+  // mu_1 * ... * mu_step, this step's mu included: torch's state["mu_product"]
+  // after its update. 0 (the default): computed from the step count as torch
+  // computes it in float32 (nadam.inl). Not a constructor argument: set per
+  // step by a caller holding torch's value (gradstep.torch).
+  double mu_product = 0.0;
+};
+template <>
+struct Declaration<NadamOptions> {
+  using O = NadamOptions;
+  static constexpr std::size_t parallel_min = 1u << 14;
+  static constexpr const char* name = "NAdam";
+  static constexpr const char* options = "NadamOptions";
+  static constexpr const char* summary = "Adam with Nesterov momentum: betas, eps, weight_decay, momentum_decay";
+  static constexpr const char* equations =
+      "p     *= 1 - lr * weight_decay                 (decoupled_weight_decay)\n"
+      "g      = ±grad + weight_decay * p               (otherwise: L2 decay)\n"
+      "mu     = beta1 * (1 - 0.5 * 0.96^(step * momentum_decay))\n"
+      "mu'    = beta1 * (1 - 0.5 * 0.96^((step + 1) * momentum_decay))\n"
+      "prod   = mu_1 * ... * mu_step                    (torch's float32 mu_product)\n"
+      "m      = lerp(m, g, 1 - beta1)\n"
+      "v      = beta2 * v + (1 - beta2) * g * g\n"
+      "denom  = sqrt(v) / sqrt(1 - beta2^step) + eps\n"
+      "p     -= lr * (1 - mu) / (1 - prod) * g / denom\n"
+      "       + lr * mu' / (1 - prod * mu') * m / denom\n"
+      "(m: exp_avg, v: exp_avg_sq)\n";
+  static constexpr bool torch_step_state = true;
+  static constexpr std::array fields{
+      real("lr", &O::lr, Bound::nonneg),
+      real("beta1", &O::beta1, Bound::unit_open).in("betas"),
+      real("beta2", &O::beta2, Bound::unit_open).in("betas"),
+      real("eps", &O::eps, Bound::nonneg),
+      real("weight_decay", &O::weight_decay, Bound::nonneg),
+      real("momentum_decay", &O::momentum_decay, Bound::nonneg),
+      flag("decoupled_weight_decay", &O::decoupled_weight_decay),
+      flag("maximize", &O::maximize).keyword_only(),
+      real("mu_product", &O::mu_product, Bound::unit_open).fixed(),
+  };
+  static constexpr std::array slots{Slot<O>{"exp_avg"}, Slot<O>{"exp_avg_sq"}};
+  static constexpr std::array<Check<O>, 0> checks{};
+  static constexpr std::array<Variant, 0> variants{};
+};
+
 // Every declared optimizer, once. Code generic over them (validation,
 // TensorSet::step, the kernel table, the bindings) expands this list, so an
 // optimizer is added here and nowhere else in C++ but its kernel file.
@@ -296,7 +341,8 @@ struct Declaration<RadamOptions> {
   X(RmspropOptions)            \
   X(AdamOptions)                \
   X(AdamaxOptions)              \
-  X(RadamOptions)
+  X(RadamOptions)               \
+  X(NadamOptions)
 
 template <class... Options>
 struct OptionsList {};
