@@ -222,22 +222,24 @@ class _GradstepStep:
     def _has_mu_product(self) -> bool:
         return "mu_product" in self.__gradstep_spec__.fixed
 
-    def _mu_product_options(self, gi: int, group: dict[str, Any], options: Any, state: dict[str, Any],
-                            k: int) -> tuple[float, float, Any]:
-        """(mu, the updated mu_product, options with it) for a param at step k."""
+    def _mu_product_step(self, group: dict[str, Any], state: dict[str, Any], k: int) -> tuple[float, float]:
+        """(mu, the updated mu_product) for a param at step k, in torch's arithmetic."""
         beta1 = _float(group["betas"][0])
         mu = beta1 * (1.0 - 0.5 * (0.96 ** (k * _float(group["momentum_decay"]))))  # torch's expression
         before = state.get("mu_product")
         if not isinstance(before, torch.Tensor):
             before = _step0(group) + (1.0 if before is None else float(before))
-        value = float((before * mu).item())  # torch's `mu_product *= mu`, out of place
-        new = self._options(group, options.lr)
+        return mu, float((before * mu).item())  # torch's `mu_product *= mu`, out of place
+
+    def _mu_product_options(self, gi: int, group: dict[str, Any], k: int, value: float) -> Any:
+        """The group's options at step k with mu_product = value, checked."""
+        new = self._options(group, self._checked_options(gi, group, k).lr)
         new.mu_product = value
         try:
             new.validate()
         except ValueError as e:
-            raise ValueError(f"{_where(gi)}: state['mu_product'] {before.item()!r}: {e}") from None
-        return mu, value, new
+            raise ValueError(f"{_where(gi)}: state['mu_product'] (after this step's update): {e}") from None
+        return new
 
     def _group_lr(self, group: dict[str, Any], step: int) -> float:
         lr = group["lr"]
@@ -461,10 +463,10 @@ class _GradstepStep:
                 k = 2 if needed and needed[0] in state else 1
             key: Any = k
             if self._has_mu_product:
-                mu, value, mu_opts = self._mu_product_options(gi, group, self._checked_options(gi, group, k),
-                                                              state, k)
+                mu, value = self._mu_product_step(group, state, k)
                 key = (k, value)
-                mu_options[key] = (mu, mu_opts)
+                if key not in mu_options:
+                    mu_options[key] = (mu, self._mu_product_options(gi, group, k, value))
             by_step.setdefault(key, []).append(i)
         batches = []
         for key, indices in by_step.items():
