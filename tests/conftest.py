@@ -39,6 +39,15 @@ CASES = (
     + [("AdamW", 0.01, o) for o in option_grid(betas=[(0.9, 0.999), (0.3, 0.9)],
                                                 weight_decay=[0.0, 0.05], amsgrad=[False, True],
                                                 maximize=[False, True])]
+    + [("Adamax", 0.01, o) for o in option_grid(betas=[(0.9, 0.999), (0.3, 0.9)], eps=[1e-8, 0.0],
+                                                 weight_decay=[0.0, 0.05], maximize=[False, True])]
+    # beta2 = 0.5: rho_inf = 3, never rectified; the others switch at rho > 5 after a few steps.
+    + [("RAdam", 0.01, o) for o in option_grid(betas=[(0.9, 0.999), (0.3, 0.9), (0.9, 0.5)], eps=[1e-8],
+                                                weight_decay=[0.0, 0.05], decoupled_weight_decay=[False, True],
+                                                maximize=[False, True])]
+    + [("NAdam", 0.01, o) for o in option_grid(betas=[(0.9, 0.999), (0.3, 0.9)], eps=[1e-8],
+                                                weight_decay=[0.0, 0.05], momentum_decay=[4e-3, 0.5],
+                                                decoupled_weight_decay=[False, True], maximize=[False, True])]
 )
 
 

@@ -115,3 +115,67 @@ class AdamRef(Reference):
         m_hat = m / (1 - b1**self.t)
         v_hat = v / (1 - b2**self.t)
         p -= lr * m_hat / (np.sqrt(v_hat) + eps)
+
+
+class AdamaxRef(Reference):
+    # Kingma & Ba 2015, Algorithm 2 (Adamax), with torch's eps inside the max:
+    # u = max(beta2 * u, |g| + eps).
+    def update(self, p, g, s, lr):
+        b1, b2 = self.h.get("betas", (0.9, 0.999))
+        eps = self.h.get("eps", 1e-8)
+        g = self.l2(p, g)
+        m = s.setdefault("m", np.zeros_like(p))
+        u = s.setdefault("u", np.zeros_like(p))
+        m[:] = b1 * m + (1 - b1) * g
+        u[:] = np.maximum(b2 * u, np.abs(g) + eps)
+        p -= lr / (1 - b1**self.t) * m / u
+
+
+class RAdamRef(Reference):
+    # Liu et al. 2020, Algorithm 2 (rectified Adam), with torch's threshold
+    # rho_t > 5 and eps added to sqrt(v) before the bias correction; the
+    # decoupled decay as in AdamW.
+    def update(self, p, g, s, lr):
+        b1, b2 = self.h.get("betas", (0.9, 0.999))
+        eps, wd = self.h.get("eps", 1e-8), self.h.get("weight_decay", 0.0)
+        if self.h.get("decoupled_weight_decay"):
+            p *= 1 - lr * wd
+        else:
+            g = self.l2(p, g)
+        m = s.setdefault("m", np.zeros_like(p))
+        v = s.setdefault("v", np.zeros_like(p))
+        m[:] = b1 * m + (1 - b1) * g
+        v[:] = b2 * v + (1 - b2) * g * g
+        t = self.t
+        m_hat = m / (1 - b1**t)
+        rho_inf = 2 / (1 - b2) - 1
+        rho = rho_inf - 2 * t * b2**t / (1 - b2**t)
+        if rho > 5:
+            r = np.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+            p -= lr * m_hat * r * np.sqrt(1 - b2**t) / (np.sqrt(v) + eps)
+        else:
+            p -= lr * m_hat
+
+class NAdamRef(Reference):
+    # Dozat 2016 with the momentum schedule of torch.optim.NAdam:
+    # mu_t = beta1 (1 - 0.5 * 0.96^(t psi)), and mu_product = mu_1 ... mu_t
+    # kept as torch keeps it, a float32 scalar multiplied by float32(mu_t).
+    def update(self, p, g, s, lr):
+        b1, b2 = self.h.get("betas", (0.9, 0.999))
+        eps, wd = self.h.get("eps", 1e-8), self.h.get("weight_decay", 0.0)
+        psi = self.h.get("momentum_decay", 4e-3)
+        if self.h.get("decoupled_weight_decay"):
+            p *= 1 - lr * wd
+        else:
+            g = self.l2(p, g)
+        t = self.t
+        mu = b1 * (1 - 0.5 * 0.96 ** (t * psi))
+        mu_next = b1 * (1 - 0.5 * 0.96 ** ((t + 1) * psi))
+        prod = s["prod"] = np.float32(s.get("prod", np.float32(1.0)) * np.float32(mu))
+        m = s.setdefault("m", np.zeros_like(p))
+        v = s.setdefault("v", np.zeros_like(p))
+        m[:] = b1 * m + (1 - b1) * g
+        v[:] = b2 * v + (1 - b2) * g * g
+        denom = np.sqrt(v / (1 - b2**t)) + eps
+        p -= lr * (1 - mu) / (1 - float(prod)) * g / denom
+        p -= lr * mu_next / (1 - float(prod) * mu_next) * m / denom

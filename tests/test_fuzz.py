@@ -23,7 +23,10 @@ settings.register_profile("gradstep", max_examples=150, deadline=None,
 settings.load_profile("gradstep")
 
 REFS = {"SGD": reference.SGDRef, "Adagrad": reference.AdagradRef, "Adadelta": reference.AdadeltaRef,
-        "RMSprop": reference.RMSpropRef, "Adam": reference.AdamRef, "AdamW": reference.AdamRef}
+        "RMSprop": reference.RMSpropRef, "Adam": reference.AdamRef, "AdamW": reference.AdamRef,
+        "Adamax": reference.AdamaxRef,
+        "RAdam": reference.RAdamRef,
+        "NAdam": reference.NAdamRef}
 
 unit = st.floats(0.0, 0.999)
 small = st.floats(0.0, 0.5)
@@ -47,9 +50,11 @@ def optimizer_options(draw):
     elif name == "RMSprop":
         opts = dict(alpha=draw(unit), eps=draw(positive_eps), weight_decay=draw(small),
                     momentum=draw(st.sampled_from([0.0]) | unit), centered=draw(st.booleans()))
-    else:
+    elif name in ("Adam", "AdamW"):
         opts = dict(betas=(draw(unit), draw(unit)), eps=draw(positive_eps), weight_decay=draw(small),
                     amsgrad=draw(st.booleans()))
+    else:
+        opts = dict(betas=(draw(unit), draw(unit)), eps=draw(positive_eps), weight_decay=draw(small))
     opts["maximize"] = draw(st.booleans())
     return name, lr, opts
 

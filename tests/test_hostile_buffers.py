@@ -20,7 +20,7 @@ import torch
 import gradstep as gs
 from gradstep import kernels
 
-OPTIMIZERS = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW"]
+OPTIMIZERS = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam"]
 
 # Shared by the in-process tests and the subprocess scripts.
 HELPERS = '''

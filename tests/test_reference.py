@@ -18,6 +18,9 @@ REFERENCES = {
     "RMSprop": reference.RMSpropRef,
     "Adam": reference.AdamRef,
     "AdamW": reference.AdamRef,
+    "Adamax": reference.AdamaxRef,
+    "RAdam": reference.RAdamRef,
+    "NAdam": reference.NAdamRef,
 }
 
 

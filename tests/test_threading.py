@@ -39,6 +39,11 @@ CONFIGS = [
     ("Adam", 0.01, dict(amsgrad=True, weight_decay=0.05)),
     ("AdamW", 0.01, dict()),
     ("Adam", 0.01, dict(betas=(0.3, 0.9), maximize=True)),
+    ("Adamax", 0.01, dict(weight_decay=0.05, maximize=True)),
+    ("RAdam", 0.01, dict(betas=(0.3, 0.9), weight_decay=0.05)),  # rectified from step 3
+    ("RAdam", 0.01, dict(weight_decay=0.05, decoupled_weight_decay=True)),
+    ("NAdam", 0.01, dict(weight_decay=0.05, maximize=True)),
+    ("NAdam", 0.01, dict(weight_decay=0.05, decoupled_weight_decay=True, momentum_decay=0.1)),
 ]
 CONFIG_IDS = [f"{name}{sorted(opts.items())}" for name, _, opts in CONFIGS]
 

@@ -19,6 +19,9 @@ TWINS = {
     "RMSprop": dict(lr=1e-2, momentum=0.5, centered=True),
     "Adam": dict(lr=1e-2, amsgrad=True, weight_decay=1e-3),
     "AdamW": dict(lr=1e-2, weight_decay=0.05),
+    "NAdam": dict(lr=1e-2, weight_decay=1e-3, momentum_decay=0.1),
+    "RAdam": dict(lr=1e-2, weight_decay=1e-2, decoupled_weight_decay=True),
+    "Adamax": dict(lr=1e-2, weight_decay=1e-3),
 }
 
 

@@ -89,7 +89,7 @@ def test_changing_lr_between_steps_matches_torch():
 def test_defaults_are_torchs():
     import inspect
 
-    for name in ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW"]:
+    for name in ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam"]:
         ours = inspect.signature(getattr(gs, name)).parameters
         theirs = inspect.signature(getattr(torch.optim, name)).parameters
         for param, spec in ours.items():

@@ -9,7 +9,7 @@ import pytest
 
 import gradstep as gs
 
-OPTIMIZERS = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW"]
+OPTIMIZERS = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam"]
 # Options that make every optimizer use all its state buffers.
 FULL = {
     "SGD": dict(momentum=0.9),
@@ -18,6 +18,9 @@ FULL = {
     "RMSprop": dict(momentum=0.9, centered=True),
     "Adam": dict(amsgrad=True),
     "AdamW": dict(amsgrad=True),
+    "NAdam": dict(),
+    "RAdam": dict(),
+    "Adamax": dict(),
 }
 
 

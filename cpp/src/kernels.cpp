@@ -28,6 +28,9 @@ namespace {
 #include "algorithms/adadelta.inl"
 #include "algorithms/rmsprop.inl"
 #include "algorithms/adam.inl"
+#include "algorithms/adamax.inl"
+#include "algorithms/radam.inl"
+#include "algorithms/nadam.inl"
 #include "algorithms/grad_stats.inl"
 #include "algorithms/stream.inl"
 }  // namespace

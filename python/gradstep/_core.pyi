@@ -57,6 +57,28 @@ class AdamOptions(_Options):
     decoupled_weight_decay: bool
     def __init__(self, *, lr: float = ..., beta1: float = ..., beta2: float = ..., eps: float = ..., weight_decay: float = ..., amsgrad: bool = ..., decoupled_weight_decay: bool = ..., maximize: bool = ...) -> None: ...
 
+class AdamaxOptions(_Options):
+    beta1: float
+    beta2: float
+    eps: float
+    def __init__(self, *, lr: float = ..., beta1: float = ..., beta2: float = ..., eps: float = ..., weight_decay: float = ..., maximize: bool = ...) -> None: ...
+
+class RadamOptions(_Options):
+    beta1: float
+    beta2: float
+    eps: float
+    decoupled_weight_decay: bool
+    def __init__(self, *, lr: float = ..., beta1: float = ..., beta2: float = ..., eps: float = ..., weight_decay: float = ..., decoupled_weight_decay: bool = ..., maximize: bool = ...) -> None: ...
+
+class NadamOptions(_Options):
+    beta1: float
+    beta2: float
+    eps: float
+    momentum_decay: float
+    decoupled_weight_decay: bool
+    mu_product: float
+    def __init__(self, *, lr: float = ..., beta1: float = ..., beta2: float = ..., eps: float = ..., weight_decay: float = ..., momentum_decay: float = ..., decoupled_weight_decay: bool = ..., maximize: bool = ..., mu_product: float = ...) -> None: ...
+
 OPTIONS: tuple[type[_Options], ...]
 # --- end of generated stubs ---
 

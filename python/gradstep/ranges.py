@@ -59,6 +59,10 @@ _RANGES: dict[str, LearningRateRange] = {
     ),
 }
 _RANGES["adamw"] = LearningRateRange(1e-4, 1e-2, "rule of thumb for Adam (AdamW is Adam)")
+# Adam's variants: Adam's range holds torch's defaults (NAdam and Adamax 2e-3, RAdam 1e-3).
+_RANGES["nadam"] = LearningRateRange(1e-4, 1e-2, "rule of thumb for Adam (NAdam is Adam with Nesterov momentum)")
+_RANGES["radam"] = LearningRateRange(1e-4, 1e-2, "rule of thumb for Adam (RAdam is Adam, rectified)")
+_RANGES["adamax"] = LearningRateRange(1e-4, 1e-2, "rule of thumb for Adam (Adamax is Adam with an infinity norm)")
 
 _ALIASES = {
     "gd": "sgd",
@@ -74,7 +78,8 @@ def recommended_range(optimizer: Union[str, Any]) -> LearningRateRange:
     """The rule-of-thumb learning-rate range for an optimizer.
 
     ``optimizer`` is a name ("sgd", "gradient descent", "momentum", "adagrad",
-    "adadelta", "rmsprop", "adam", "adamw"; any case), a gradstep optimizer class,
+    "adadelta", "rmsprop", "adam", "adamw", "nadam", "radam", "adamax";
+    any case), a gradstep optimizer class,
     or an optimizer instance (an SGD instance with momentum gets the momentum range).
     """
     if isinstance(optimizer, str):

@@ -87,7 +87,7 @@ class _Batch:
     """The params of one group that take the same step, checked and ready to run."""
 
     __slots__ = ("key", "k", "params", "sources", "grads", "copied", "new_states", "states", "options",
-                 "witness", "tensor_set", "skip")
+                 "witness", "tensor_set", "skip", "mu")
 
     def __init__(self, key: tuple[int, tuple[int, ...]], k: int) -> None:
         self.key, self.k = key, k
@@ -101,6 +101,7 @@ class _Batch:
         self.witness: list[Any] = []
         self.tensor_set: Any = None
         self.skip = False
+        self.mu: float | None = None  # NAdam: this step's mu, by which state["mu_product"] is multiplied
 
 
 def _numpy(t: torch.Tensor, what: str) -> np.ndarray:
@@ -183,11 +184,42 @@ class _GradstepStep:
         """torch's initial state of p: its step count, and the needed buffers (zeros, or
         the declared initial value: Adagrad's sum starts at initial_accumulator_value)."""
         state: dict[str, Any] = {"step": _step0(group)} if self._has_step else {}
+        if self._has_mu_product:
+            state["mu_product"] = _step0(group) + 1.0  # torch's: a CPU scalar of state["step"]'s dtype
         fills = {s: v for v, s in self.__gradstep_spec__.initial_values().items()}
         for n in needed:
             state[n] = (torch.full_like(p, group[fills[n]], memory_format=torch.preserve_format)
                         if n in fills else _zeros(p))
         return state
+
+    # NAdam's mu_product (mu_1 * ... * mu_step) is a scalar tensor per param in
+    # torch's state, not a buffer the kernel steps. gradstep.torch keeps it as
+    # torch does (made with the state, multiplied by the step's mu in place, in
+    # its own dtype) and passes the updated value to the kernel in the options,
+    # so a value loaded from torch.optim.NAdam is the one used. Such a group is
+    # batched by (step, mu_product) and always takes the planned step.
+    @property
+    def _has_mu_product(self) -> bool:
+        return "mu_product" in self.__gradstep_spec__.fixed
+
+    def _mu_product_step(self, group: dict[str, Any], state: dict[str, Any], k: int) -> tuple[float, float]:
+        """(mu, the updated mu_product) for a param at step k, in torch's arithmetic."""
+        beta1 = _float(group["betas"][0])
+        mu = beta1 * (1.0 - 0.5 * (0.96 ** (k * _float(group["momentum_decay"]))))  # torch's expression
+        before = state.get("mu_product")
+        if not isinstance(before, torch.Tensor):
+            before = _step0(group) + (1.0 if before is None else float(before))
+        return mu, float((before * mu).item())  # torch's `mu_product *= mu`, out of place
+
+    def _mu_product_options(self, gi: int, group: dict[str, Any], k: int, value: float) -> Any:
+        """The group's options at step k with mu_product = value, checked."""
+        new = self._options(group, self._checked_options(gi, group, k).lr)
+        new.mu_product = value
+        try:
+            new.validate()
+        except ValueError as e:
+            raise ValueError(f"{_where(gi)}: state['mu_product'] (after this step's update): {e}") from None
+        return new
 
     def _group_lr(self, group: dict[str, Any], step: int) -> float:
         lr = group["lr"]
@@ -370,7 +402,8 @@ class _GradstepStep:
                 flats: list[FlatParameter]) -> _Steady | None:
         """What the next step checks to skip the plan, or None if this group's
         tensors cannot take that path (copied grads, strided layouts)."""
-        if any(any(b.copied) or any(_dense_strides(p) is not _CONTIGUOUS for p in b.params) for b in batches):
+        if self._has_mu_product or any(any(b.copied) or any(_dense_strides(p) is not _CONTIGUOUS for p in b.params)
+                                       for b in batches):
             return None
         options = self._checked_options(gi, group, 1)
         names = self._needed_states(options)
@@ -389,7 +422,8 @@ class _GradstepStep:
         options = self._checked_options(gi, group, 1)
         needed = self._needed_states(options)
         stateful = bool(needed) or self._has_step
-        by_step: dict[int, list[int]] = {}
+        by_step: dict[Any, list[int]] = {}  # k, or (k, mu_product) with NAdam
+        mu_options: dict[Any, tuple[float, Any]] = {}
         for i, p in enumerate(group["params"]):
             if p.grad is None:
                 continue
@@ -407,11 +441,20 @@ class _GradstepStep:
                 # torch seeds SGD's momentum buffer with the first gradient; the
                 # kernel does that on step 1. A buffer that exists has seen one.
                 k = 2 if needed and needed[0] in state else 1
-            by_step.setdefault(k, []).append(i)
+            key: Any = k
+            if self._has_mu_product:
+                mu, value = self._mu_product_step(group, state, k)
+                key = (k, value)
+                if key not in mu_options:
+                    mu_options[key] = (mu, self._mu_product_options(gi, group, k, value))
+            by_step.setdefault(key, []).append(i)
         batches = []
-        for k, indices in by_step.items():
+        for key, indices in by_step.items():
+            k = key[0] if isinstance(key, tuple) else key
             batch = _Batch((gi, tuple(indices)), k)
             batch.options = options if k == 1 else self._checked_options(gi, group, k)
+            if key in mu_options:
+                batch.mu, batch.options = mu_options[key]
             for i in indices:
                 p = group["params"][i]
                 batch.params.append(p)
@@ -425,7 +468,8 @@ class _GradstepStep:
                 # New state only for what is missing: allocating it every step
                 # and dropping it would cost more than the step.
                 missing = stateful and (any(n not in state for n in needed)
-                                        or (self._has_step and "step" not in state))
+                                        or (self._has_step and "step" not in state)
+                                        or (self._has_mu_product and "mu_product" not in state))
                 new = {n: v for n, v in self._new_state(p, group, needed).items() if n not in state} \
                     if missing else {}
                 bufs = {}
@@ -472,6 +516,9 @@ class _GradstepStep:
         tensor_set.step([_numpy(g, "grad") for g in batch.grads], batch.k)
         if self._has_step:
             torch._foreach_add_([self.state[p]["step"] for p in batch.params], 1.0)
+        if batch.mu is not None:
+            for p in batch.params:
+                self.state[p]["mu_product"].mul_(batch.mu)
 
 
 def _gradstep_step(self: Any, closure: Callable[[], Any] | None) -> Any:

@@ -217,6 +217,120 @@ struct Declaration<AdamOptions> {
               2}};
 };
 
+struct AdamaxOptions {
+  double lr = 2e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+  bool maximize = false;
+};
+template <>
+struct Declaration<AdamaxOptions> {
+  using O = AdamaxOptions;
+  static constexpr std::size_t parallel_min = 1u << 14;
+  static constexpr const char* name = "Adamax";
+  static constexpr const char* options = "AdamaxOptions";
+  static constexpr const char* summary = "Adam with an infinity norm: betas, eps, L2 weight_decay";
+  static constexpr const char* equations =
+      "g  = ±grad + weight_decay * p\n"
+      "m  = lerp(m, g, 1 - beta1)\n"
+      "u  = max(beta2 * u, |g| + eps)\n"
+      "p -= lr / (1 - beta1^step) * m / u\n"
+      "(m: exp_avg, u: exp_inf)\n";
+  static constexpr bool torch_step_state = true;
+  static constexpr std::array fields{
+      real("lr", &O::lr, Bound::nonneg),
+      real("beta1", &O::beta1, Bound::unit_open).in("betas"),
+      real("beta2", &O::beta2, Bound::unit_open).in("betas"),
+      real("eps", &O::eps, Bound::nonneg),
+      real("weight_decay", &O::weight_decay, Bound::nonneg),
+      flag("maximize", &O::maximize).keyword_only(),
+  };
+  static constexpr std::array slots{Slot<O>{"exp_avg"}, Slot<O>{"exp_inf"}};
+  static constexpr std::array<Check<O>, 0> checks{};
+  static constexpr std::array<Variant, 0> variants{};
+};
+
+struct RadamOptions {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+  bool decoupled_weight_decay = false, maximize = false;
+};
+template <>
+struct Declaration<RadamOptions> {
+  using O = RadamOptions;
+  static constexpr std::size_t parallel_min = 1u << 14;
+  static constexpr const char* name = "RAdam";
+  static constexpr const char* options = "RadamOptions";
+  static constexpr const char* summary = "rectified Adam: betas, eps, weight_decay (L2 or decoupled)";
+  static constexpr const char* equations =
+      "p     *= 1 - lr * weight_decay                 (decoupled_weight_decay)\n"
+      "g      = ±grad + weight_decay * p               (otherwise: L2 decay)\n"
+      "m      = lerp(m, g, 1 - beta1)\n"
+      "v      = beta2 * v + (1 - beta2) * g * g\n"
+      "rho_inf = 2 / (1 - beta2) - 1\n"
+      "rho    = rho_inf - 2 * step * beta2^step / (1 - beta2^step)\n"
+      "rect   = sqrt((rho - 4) (rho - 2) rho_inf / ((rho_inf - 4) (rho_inf - 2) rho))\n"
+      "p     -= lr / (1 - beta1^step) * m * rect * sqrt(1 - beta2^step) / (sqrt(v) + eps)\n"
+      "                                                (rho > 5)\n"
+      "p     -= lr / (1 - beta1^step) * m               (rho <= 5)\n"
+      "(m: exp_avg, v: exp_avg_sq)\n";
+  static constexpr bool torch_step_state = true;
+  static constexpr std::array fields{
+      real("lr", &O::lr, Bound::nonneg),
+      real("beta1", &O::beta1, Bound::unit_open).in("betas"),
+      real("beta2", &O::beta2, Bound::unit_open).in("betas"),
+      real("eps", &O::eps, Bound::nonneg),
+      real("weight_decay", &O::weight_decay, Bound::nonneg),
+      flag("decoupled_weight_decay", &O::decoupled_weight_decay),
+      flag("maximize", &O::maximize).keyword_only(),
+  };
+  static constexpr std::array slots{Slot<O>{"exp_avg"}, Slot<O>{"exp_avg_sq"}};
+  static constexpr std::array<Check<O>, 0> checks{};
+  static constexpr std::array<Variant, 0> variants{};
+};
+
+struct NadamOptions {
+  double lr = 2e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0, momentum_decay = 4e-3;
+  bool decoupled_weight_decay = false, maximize = false;
+  // mu_1 * ... * mu_step, this step's mu included: torch's state["mu_product"]
+  // after its update. 0 (the default): computed from the step count as torch
+  // computes it in float32 (nadam.inl). Not a constructor argument: set per
+  // step by a caller holding torch's value (gradstep.torch).
+  double mu_product = 0.0;
+};
+template <>
+struct Declaration<NadamOptions> {
+  using O = NadamOptions;
+  static constexpr std::size_t parallel_min = 1u << 14;
+  static constexpr const char* name = "NAdam";
+  static constexpr const char* options = "NadamOptions";
+  static constexpr const char* summary = "Adam with Nesterov momentum: betas, eps, weight_decay, momentum_decay";
+  static constexpr const char* equations =
+      "p     *= 1 - lr * weight_decay                 (decoupled_weight_decay)\n"
+      "g      = ±grad + weight_decay * p               (otherwise: L2 decay)\n"
+      "mu     = beta1 * (1 - 0.5 * 0.96^(step * momentum_decay))\n"
+      "mu'    = beta1 * (1 - 0.5 * 0.96^((step + 1) * momentum_decay))\n"
+      "prod   = mu_1 * ... * mu_step                    (torch's float32 mu_product)\n"
+      "m      = lerp(m, g, 1 - beta1)\n"
+      "v      = beta2 * v + (1 - beta2) * g * g\n"
+      "denom  = sqrt(v) / sqrt(1 - beta2^step) + eps\n"
+      "p     -= lr * (1 - mu) / (1 - prod) * g / denom\n"
+      "       + lr * mu' / (1 - prod * mu') * m / denom\n"
+      "(m: exp_avg, v: exp_avg_sq)\n";
+  static constexpr bool torch_step_state = true;
+  static constexpr std::array fields{
+      real("lr", &O::lr, Bound::nonneg),
+      real("beta1", &O::beta1, Bound::unit_open).in("betas"),
+      real("beta2", &O::beta2, Bound::unit_open).in("betas"),
+      real("eps", &O::eps, Bound::nonneg),
+      real("weight_decay", &O::weight_decay, Bound::nonneg),
+      real("momentum_decay", &O::momentum_decay, Bound::nonneg),
+      flag("decoupled_weight_decay", &O::decoupled_weight_decay),
+      flag("maximize", &O::maximize).keyword_only(),
+      real("mu_product", &O::mu_product, Bound::unit_open).fixed(),
+  };
+  static constexpr std::array slots{Slot<O>{"exp_avg"}, Slot<O>{"exp_avg_sq"}};
+  static constexpr std::array<Check<O>, 0> checks{};
+  static constexpr std::array<Variant, 0> variants{};
+};
+
 // Every declared optimizer, once. Code generic over them (validation,
 // TensorSet::step, the kernel table, the bindings) expands this list, so an
 // optimizer is added here and nowhere else in C++ but its kernel file.
@@ -225,7 +339,10 @@ struct Declaration<AdamOptions> {
   X(AdagradOptions)            \
   X(AdadeltaOptions)           \
   X(RmspropOptions)            \
-  X(AdamOptions)
+  X(AdamOptions)                \
+  X(AdamaxOptions)              \
+  X(RadamOptions)               \
+  X(NadamOptions)
 
 template <class... Options>
 struct OptionsList {};
