@@ -14,7 +14,7 @@ from gradstep.bench.models import MODELS
 
 DEFAULT_CASES = "4096,65536,1048576,16777216,200x5000"
 QUICK_CASES = "4096,20x5000"
-OPTIMIZERS = ("adam", "sgd", "adagrad", "rmsprop", "adadelta")
+OPTIMIZERS = ("adam", "sgd", "adagrad", "rmsprop", "adadelta", "adamax", "radam", "nadam")
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,10 @@ SPECS = {
                     ("deepspeed.ops.adagrad", "DeepSpeedCPUAdagrad", {})),
     "rmsprop": Spec("rmsprop", "RMSprop", "RMSprop", dict(lr=1e-2, alpha=0.99, eps=1e-8), numpy_steps.rmsprop),
     "adadelta": Spec("adadelta", "Adadelta", "Adadelta", dict(lr=1.0, rho=0.9, eps=1e-6), numpy_steps.adadelta),
+    "adamax": Spec("adamax", "Adamax", "Adamax", dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8), numpy_steps.adamax),
+    "radam": Spec("radam", "RAdam", "RAdam", dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8), numpy_steps.radam),
+    "nadam": Spec("nadam", "NAdam", "NAdam", dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, momentum_decay=4e-3),
+                  numpy_steps.nadam),
 }
 
 
