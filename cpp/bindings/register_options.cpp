@@ -37,6 +37,7 @@ const char* kind_name(Kind k) {
     case Kind::positional: return "positional";
     case Kind::keyword_only: return "keyword_only";
     case Kind::fixed: return "fixed";
+    case Kind::carried: return "carried";
   }
   return "positional";
 }
@@ -76,6 +77,7 @@ py::dict spec_of() {
     d["kind"] = kind_name(f.kind);
     d["group"] = f.group != nullptr ? py::object(py::str(f.group)) : py::object(py::none());
     d["kernel_default"] = f.kernel_default;
+    d["initial_from"] = f.initial_from != nullptr ? py::object(py::str(f.initial_from)) : py::object(py::none());
     d["fills"] = f.fills >= 0 ? py::object(py::str(D::slots[static_cast<std::size_t>(f.fills)].name))
                               : py::object(py::none());
     fields.append(d);
@@ -87,6 +89,7 @@ py::dict spec_of() {
     d["needed_when"] = s.if_nonzero != nullptr ? field_named<Options>(s.if_nonzero)
                        : s.if_set != nullptr   ? field_named<Options>(s.if_set)
                                                : py::object(py::none());
+    d["copy_param"] = s.copy_param;
     states.append(d);
   }
   py::list checks;

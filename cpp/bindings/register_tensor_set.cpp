@@ -301,7 +301,12 @@ class PyTensorSet {
       set_->set_grads(g.ptrs.data());
       report = set_->step(scheduled, step, control);
     }
-    if (!report.skipped) settings_->last_lr = scheduled.lr;
+    if (!report.skipped) {
+      settings_->last_lr = scheduled.lr;
+      // The carried values (Prodigy's d, ...) go into the options of the next step.
+      Options& kept = std::get<Options>(settings_->options);
+      kept = with_carried(kept, report);
+    }
     return py::make_tuple(report.found_inf, report.skipped,
                           report.grad_norm < 0 ? py::object(py::none()) : py::float_(report.grad_norm),
                           scheduled.lr);

@@ -36,13 +36,38 @@ struct StreamOptions {
   unsigned slot_mask;
 };
 
-// Each entry updates chunks [first, last) of the job.
+// Updates chunks [first, last) of the job (one pass over the elements).
 template <class Options>
 using KernelFn = void (*)(const Options&, const Job&, std::size_t first, std::size_t last);
 
-// One kernel per declared optimizer (named after its options struct, e.g.
-// AdamOptions_kernel), then the two passes every step may use.
-#define GRADSTEP_DETAIL_KERNEL_FIELD(O) KernelFn<O> O##_kernel;
+// How a kernel's step runs its passes over the chunks: `run(passes, fn,
+// ctx)` calls fn(ctx, first, last) over disjoint chunk ranges covering the
+// plan, on the step's threads, and returns when all are done (the driver's
+// threading, reached through a pointer so that no threading code is
+// compiled per target). A pass that reduces writes each chunk's sums to
+// partials[chunk * partial_sums + j]; the step adds them up in chunk order
+// (partial_total, partial_tensor_total in common.inl), so the totals do not
+// depend on the thread count.
+struct Passes {
+  void (*run)(const Passes& self, void (*fn)(void* ctx, std::size_t first, std::size_t last), void* ctx);
+  const void* plan;          // the driver's WorkPlan
+  std::size_t min_parallel;  // the optimizer's threshold for sharing a pass
+  std::size_t chunk_count;
+  std::size_t tensor_count;
+  double* partials;          // chunk_count * partial_sums doubles, or nullptr when it declares none
+  std::size_t partial_sums;
+};
+
+// One step: every pass of the optimizer over the job's chunks, its carried
+// values (Kind::carried) written to the report. Most kernels have one pass,
+// their chunks() run over the plan (steps.inl); a kernel whose update needs
+// a reduction first (Prodigy, LAMB) defines step() itself.
+template <class Options>
+using StepFn = void (*)(const Options&, const Job&, const Passes&, StepReport& report);
+
+// One step function per declared optimizer (named after its options struct,
+// e.g. AdamOptions_kernel), then the two passes every step may use.
+#define GRADSTEP_DETAIL_KERNEL_FIELD(O) StepFn<O> O##_kernel;
 struct KernelTable {
   GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_KERNEL_FIELD)
   GradStatsFn grad_stats;

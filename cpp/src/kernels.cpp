@@ -33,10 +33,12 @@ namespace {
 #include "algorithms/nadam.inl"
 #include "algorithms/grad_stats.inl"
 #include "algorithms/stream.inl"
+#include "algorithms/steps.inl"
 }  // namespace
 
-// Each algorithms/*.inl defines chunks(const XOptions&, ...) for its optimizer.
-#define GRADSTEP_DETAIL_KERNEL_ENTRY(O) static_cast<detail::KernelFn<O>>(&chunks),
+// Each algorithms/*.inl defines chunks(const XOptions&, ...) for its
+// optimizer, and step(const XOptions&, ...) when it needs more than one pass.
+#define GRADSTEP_DETAIL_KERNEL_ENTRY(O) static_cast<detail::StepFn<O>>(&step),
 detail::KernelTable kernel_table() {
   return {GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_KERNEL_ENTRY) & grad_stats_chunks, &stream_chunks};
 }

@@ -7,6 +7,7 @@
 #include <iterator>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "dispatch.hpp"
@@ -208,15 +209,28 @@ double grad_sign(const Options& o) {
 }
 double grad_sign(const detail::StreamOptions&) { return 1.0; }
 
-template <class Options, class Kernel>
-StepReport run(const TensorSetImpl& s, const Options& o, Kernel kernel, std::int64_t step,
-               const StepControl& control, std::size_t min_parallel) {
+// The kernel table's entry for an optimizer.
+template <class Options>
+constexpr detail::StepFn<Options> detail::KernelTable::*kernel_of();
+#define GRADSTEP_DETAIL_KERNEL_OF(O)                                  \
+  template <>                                                         \
+  constexpr detail::StepFn<O> detail::KernelTable::*kernel_of<O>() { \
+    return &detail::KernelTable::O##_kernel;                          \
+  }
+GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_KERNEL_OF)
+#undef GRADSTEP_DETAIL_KERNEL_OF
+
+// The checks every step makes, and the gradient pass when `control` asks for
+// it. False: the step is skipped (a non-finite gradient with skip_nonfinite),
+// and nothing may be written.
+template <class Options>
+bool prepare(const TensorSetImpl& s, const Options& o, std::int64_t step, const StepControl& control,
+             std::size_t min_parallel, detail::Job& job, StepReport& report) {
   if (step < 1) throw std::invalid_argument("step must be >= 1 (the 1-based number of this update)");
   if (!(control.max_grad_norm >= 0.0) || std::isinf(control.max_grad_norm))
     fail("max_grad_norm", "a finite number >= 0 (0 = no clipping)", control.max_grad_norm);
   if (!s.have_grads) throw std::invalid_argument("no gradients set: call set_grads first");
-  detail::Job job{s.tensors.data(), s.plan.chunks.data(), step, grad_sign(o)};
-  StepReport report;
+  job = detail::Job{s.tensors.data(), s.plan.chunks.data(), step, grad_sign(o)};
   if (control.skip_nonfinite || control.max_grad_norm > 0.0) {
     // A pass over the gradients alone, before anything is written, so that a
     // non-finite step can leave every buffer as it was.
@@ -234,7 +248,7 @@ StepReport run(const TensorSetImpl& s, const Options& o, Kernel kernel, std::int
     report.found_inf = std::isnan(nonfinite);
     if (report.found_inf && control.skip_nonfinite) {
       report.skipped = true;
-      return report;
+      return false;
     }
     if (control.max_grad_norm > 0.0) {
       // torch: clamp(max_norm / (norm + 1e-6), max=1); a NaN norm stays NaN.
@@ -243,8 +257,34 @@ StepReport run(const TensorSetImpl& s, const Options& o, Kernel kernel, std::int
       job.grad_scale *= coeff;
     }
   }
-  detail::parallel_chunks(s.plan, min_parallel,
-                          [&](std::size_t first, std::size_t last) { kernel(o, job, first, last); });
+  return true;
+}
+
+void run_passes(const detail::Passes& passes, void (*fn)(void*, std::size_t, std::size_t), void* ctx) {
+  detail::run_plan(*static_cast<const detail::WorkPlan*>(passes.plan), passes.min_parallel, fn, ctx);
+}
+
+// How many sums per chunk an optimizer's step reduces (Declaration::partial_sums, 0 if absent).
+template <class D, class = void>
+struct PartialSums : std::integral_constant<std::size_t, 0> {};
+template <class D>
+struct PartialSums<D, std::void_t<decltype(D::partial_sums)>>
+    : std::integral_constant<std::size_t, std::size_t(D::partial_sums)> {};
+
+template <class Options>
+StepReport run_step(const TensorSetImpl& s, const Options& o, std::int64_t step, const StepControl& control) {
+  using D = Declaration<Options>;
+  StepReport report;
+  std::size_t carried = 0;  // a skipped step (or a kernel that keeps one) reports them as given
+  for (const auto& f : D::fields)
+    if (f.kind == Kind::carried) report.carried[carried++] = o.*f.real;
+  detail::Job job{};
+  if (!prepare(s, o, step, control, parallel_min<Options>(), job, report)) return report;
+  constexpr std::size_t sums = PartialSums<D>::value;
+  std::vector<double> partials(s.plan.chunks.size() * sums);
+  const detail::Passes passes{&run_passes,          &s.plan,   parallel_min<Options>(), s.plan.chunks.size(),
+                              s.tensors.size(),     sums != 0 ? partials.data() : nullptr, sums};
+  (detail::kernels().*kernel_of<Options>())(o, job, passes, report);
   return report;
 }
 
@@ -261,14 +301,19 @@ void check_step_options(const Options& o, unsigned slot_mask) {
   StepReport TensorSet::step(const O& o, std::int64_t k, const StepControl& c) const { \
     const TensorSetImpl& s = live(impl_);                                              \
     check_step_options(o, s.slot_mask);                                                \
-    return run(s, o, detail::kernels().O##_kernel, k, c, parallel_min<O>());          \
+    return run_step(s, o, k, c);                                                       \
   }
 GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_DEFINE_STEP)
 #undef GRADSTEP_DETAIL_DEFINE_STEP
 void TensorSet::stream() const {
   const TensorSetImpl& s = live(impl_);
   const detail::StreamOptions probe{s.slot_mask};
-  run(s, probe, detail::kernels().stream, 1, StepControl{}, kParallelMinStream);
+  detail::Job job{};
+  StepReport report;
+  prepare(s, probe, 1, StepControl{}, kParallelMinStream, job, report);
+  const auto kernel = detail::kernels().stream;
+  detail::parallel_chunks(s.plan, kParallelMinStream,
+                          [&](std::size_t first, std::size_t last) { kernel(probe, job, first, last); });
 }
 
 }  // namespace gradstep

@@ -35,10 +35,13 @@ class Field:
     default: Any  # float or bool
     bound: str  # "any", "nonneg", "unit_closed", "unit_open"
     rule: Optional[str]  # the bound in words ("in [0, 1)"), None for flags
-    kind: str  # "positional", "keyword_only", "fixed" (not a constructor argument)
+    # "positional", "keyword_only", "fixed" (not a constructor argument), "carried" (not an
+    # argument: a value the step updates and the next step reads, kept in state_dicts)
+    kind: str
     group: Optional[str]  # the Python parameter grouping it with others ("betas")
     fills: Optional[str]  # the state a Python-only value initialises
     kernel_default: bool  # lr only: the kernel function gives it its default
+    initial_from: Optional[str] = None  # carried only: the field whose value it starts at
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class Param:
 class State:
     name: str  # torch's state key
     needed_when: Optional[str]  # the option that must be nonzero/set; None: always
+    copy_param: bool = False  # starts as a copy of the param (else zeros or a Python-only value's fill)
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,7 @@ class OptimizerSpec:
         """gs.X's declared parameters after ``params``, in order (lr first)."""
         out: list[Param] = []
         for f in self.fields:
-            if f.kind == "fixed" or f.name in self.variant_fixed:
+            if f.kind in ("fixed", "carried") or f.name in self.variant_fixed:
                 continue
             if f.group is not None and out and out[-1].name == f.group:
                 out[-1] = replace(out[-1], fields=out[-1].fields + (f,))
@@ -124,6 +128,16 @@ class OptimizerSpec:
     def group_keys(self) -> tuple[str, ...]:
         """The torch param-group keys the core's options are built from."""
         return tuple(p.name for p in self.hyper_params) + tuple(self.fixed)
+
+    @property
+    def carried(self) -> tuple[Field, ...]:
+        """The values the step carries to the next step (Prodigy's d), in declaration order."""
+        return tuple(f for f in self.fields if f.kind == "carried")
+
+    def initial_carried(self, options: Any) -> dict[str, float]:
+        """The carried values before the first step, for options built from the arguments."""
+        return {f.name: float(getattr(options, f.initial_from) if f.initial_from else f.default)
+                for f in self.carried}
 
     @property
     def kernel_fields(self) -> tuple[Field, ...]:

@@ -8,7 +8,9 @@ number of this update (torch's ``state["step"]`` after its increment).
 One function per declared optimizer (``adam_step``, ``adamw_step``, ...),
 generated from its declaration in the C++ core: the state buffers by torch's
 names (those needed only by some options default to None), then ``lr``,
-``step`` and every option by keyword, with the declared defaults.
+``step`` and every option by keyword, with the declared defaults. An
+optimizer that carries values from step to step (Prodigy's ``d``) takes them
+by keyword too and returns their new values as a dict.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ def _listed(x: Any) -> list[Any]:
 
 
 def _run(options: Any, param: Any, grad: Any, states: Sequence[Optional[Any]],
-         names: Sequence[str], step: int) -> None:
+         names: Sequence[str], step: int, carried: Sequence[str] = ()) -> Optional[dict[str, float]]:
     options.validate()  # options.lr is this update's rate
     params = _listed(param)
     tensor_set = _core.TensorSet(
@@ -33,9 +35,13 @@ def _run(options: Any, param: Any, grad: Any, states: Sequence[Optional[Any]],
     tensor_set.set_options(options)
     tensor_set.set_lr(options.lr)
     tensor_set.step(_listed(grad), step)
+    if not carried:
+        return None
+    after = tensor_set.options
+    return {name: float(getattr(after, name)) for name in carried}
 
 
-def _kernel_function(spec: _spec.OptimizerSpec) -> Callable[..., None]:
+def _kernel_function(spec: _spec.OptimizerSpec) -> Callable[..., Any]:
     """gs.kernels.<x>_step as Python source, so its signature is a plain one."""
     lr = spec.field("lr")
     states = [s.name + ("=None" if s.needed_when else "") for s in spec.states]
@@ -49,18 +55,21 @@ def _kernel_function(spec: _spec.OptimizerSpec) -> Callable[..., None]:
                        for s in spec.states)
     source = (f"def {spec.kernel}({signature}):\n"
               f"    options = _options(lr=lr, {fields}{fixed})\n"
-              f"    _run(options, param, grad, [{needed}], _names, step)\n")
-    namespace: dict[str, Any] = {"_options": spec.options, "_run": _run, "_names": spec.state_names()}
+              f"    return _run(options, param, grad, [{needed}], _names, step, _carried)\n")
+    namespace: dict[str, Any] = {"_options": spec.options, "_run": _run, "_names": spec.state_names(),
+                                 "_carried": tuple(f.name for f in spec.carried)}
     exec(source, namespace)  # noqa: S102 - the source is built from the declaration only
-    fn: Callable[..., None] = namespace[spec.kernel]
+    fn: Callable[..., Any] = namespace[spec.kernel]
     fn.__module__ = __name__
     states_doc = ", ".join(f"``{s.name}``" + (f" (when {s.needed_when})" if s.needed_when else "")
                            for s in spec.states)
-    fn.__doc__ = (f"One {spec.name} update in place; state buffers {states_doc}.\n\n{spec.doc()}\n")
+    returns = (f"\n\nReturns the carried values after the update ({', '.join(f.name for f in spec.carried)}),"
+               " for the next call." if spec.carried else "")
+    fn.__doc__ = (f"One {spec.name} update in place; state buffers {states_doc}.{returns}\n\n{spec.doc()}\n")
     return fn
 
 
-KERNELS: dict[str, Callable[..., None]] = {s.kernel: _kernel_function(s) for s in _spec.optimizers()}
+KERNELS: dict[str, Callable[..., Any]] = {s.kernel: _kernel_function(s) for s in _spec.optimizers()}
 globals().update(KERNELS)
 __all__ = ["KERNELS", *KERNELS]
 

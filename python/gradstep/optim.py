@@ -135,6 +135,8 @@ class Optimizer:
         options = spec.options(**fields)
         if not isinstance(lr, Schedule) and not callable(lr):
             options.lr = _real("lr", lr)
+        for name, value in spec.initial_carried(options).items():
+            setattr(options, name, value)
         options.validate()
         self._step_count = 0
         # One step at a time: the step number, the settings and the buffers
@@ -147,6 +149,7 @@ class Optimizer:
         self._stepping = False
         mask = options.state_mask
         self._state_names = spec.state_names()
+        self._copied_states = {st.name for st in spec.states if st.copy_param}
         used = [name for slot, name in enumerate(self._state_names) if mask & (1 << slot)]
         self._flat = params if isinstance(params, FlatBuffers) else None
         if not isinstance(params, FlatBuffers):
@@ -157,7 +160,8 @@ class Optimizer:
                 _core.view_array(p, f"params[{i}]") for i, p in enumerate(given)
             ]
             self.state: dict[str, list[np.ndarray]] = {
-                name: [np.full_like(p, self._initial_state(name)) for p in self.params]
+                name: [p.copy() if name in self._copied_states else np.full_like(p, self._initial_state(name))
+                       for p in self.params]
                 for name in used
             }
             # The set gets the objects given, not only their numpy views: it
@@ -173,6 +177,9 @@ class Optimizer:
                 raise ValueError("optimizer got an empty parameter list")
             self.params = flat.params
             buffers = {name: flat.new_buffer(self._initial_state(name)) for name in used}
+            for name in used:
+                if name in self._copied_states:
+                    np.copyto(buffers[name][0], flat.param_buffer)  # padding stays zero in both
             self.state = {name: views for name, (_, views) in buffers.items()}
             self._set = self._tensor_set(
                 [flat.param_buffer], {name: [buf] for name, (buf, _) in buffers.items()}
@@ -386,7 +393,7 @@ class Optimizer:
             lr: Any = source.to_dict()
         else:
             lr = None if callable(source) else source
-        return {
+        out = {
             "optimizer": type(self).__name__,
             "step": self._step_count,
             "lr": lr,
@@ -395,6 +402,15 @@ class Optimizer:
             "hyperparameters": self.hyperparameters(),
             "state": {name: [a.copy() for a in arrays] for name, arrays in self.state.items()},
         }
+        if self.__gradstep_spec__.carried:
+            out["carried"] = self.carried()
+        return out
+
+    def carried(self) -> dict[str, float]:
+        """The values the next step starts from that earlier steps computed (Prodigy's d,
+        Schedule-Free's weight_sum), by name; empty for optimizers without any."""
+        options = self._options
+        return {f.name: float(getattr(options, f.name)) for f in self.__gradstep_spec__.carried}
 
     @_serialized
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -456,13 +472,38 @@ class Optimizer:
             if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
                 raise ValueError(f"state_dict[{key!r}] must be a number, got {value!r}")
         _core.plateau_rate(0.0, _real("lr_scale", lr_scale), _real("min_lr", min_lr))  # validates
+        carried = self._checked_carried(state_dict)
         if lr is not None:
             self.lr = lr if isinstance(lr, Schedule) else float(lr)
         self.set_plateau(lr_scale, min_lr)
+        if carried is not None:
+            self._set.set_options(carried)
         for key, arrays in states.items():
             for src, dst in zip(arrays, self.state[key]):
                 np.copyto(dst, src)
         self._step_count = int(step)
+
+    def _checked_carried(self, state_dict: dict[str, Any]) -> Any:
+        """The options with state_dict's carried values, validated; None if the optimizer has none."""
+        spec = self.__gradstep_spec__
+        if not spec.carried:
+            if "carried" in state_dict and state_dict["carried"] not in ({}, None):
+                raise ValueError(f"state_dict['carried'] must be empty for {type(self).__name__}")
+            return None
+        given = state_dict.get("carried")
+        names = sorted(f.name for f in spec.carried)
+        if not isinstance(given, dict) or sorted(given) != names:
+            raise ValueError(f"state_dict['carried'] must be a dict with the values {names}, got {given!r}")
+        options = self._options
+        for name, value in given.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+                raise ValueError(f"state_dict['carried'][{name!r}] must be a number, got {value!r}")
+            setattr(options, name, float(value))
+        try:
+            options.validate()
+        except ValueError as e:
+            raise ValueError(f"state_dict['carried']: {e}") from None
+        return options
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())

@@ -26,6 +26,13 @@ enum class Kind : unsigned char {
   positional,    // positional-or-keyword, in declaration order
   keyword_only,  // after the `*` (torch's maximize)
   fixed,         // not a constructor argument: the class keeps the default
+  // Not a constructor argument: a number the optimizer carries from step to
+  // step (Prodigy's d, Schedule-Free's weight_sum). Each step reads it from
+  // the options and reports its new value (StepReport::carried, in
+  // declaration order), which the caller puts in the options of the next
+  // step; state_dicts and checkpoints keep it. It starts at the struct's
+  // default, or at the value of the field named by `initial_from`.
+  carried,
 };
 
 // One constructor value: an option (a member of the struct, `real` or
@@ -48,6 +55,7 @@ struct Field {
   // lr only: gs.kernels.x_step gives lr its default too (elsewhere lr is
   // required there, every other option has its default).
   bool kernel_default = false;
+  const char* initial_from = nullptr;  // carried only: the field whose value it starts at
 
   constexpr Field keyword_only() const {
     Field f = *this;
@@ -57,6 +65,12 @@ struct Field {
   constexpr Field fixed() const {
     Field f = *this;
     f.kind = Kind::fixed;
+    return f;
+  }
+  constexpr Field carried(const char* from = nullptr) const {
+    Field f = *this;
+    f.kind = Kind::carried;
+    f.initial_from = from;
     return f;
   }
   constexpr Field with_kernel_default() const {
@@ -101,6 +115,9 @@ struct Slot {
   const char* name;
   double Options::*if_nonzero = nullptr;
   bool Options::*if_set = nullptr;
+  // Starts as a copy of the param (Prodigy's p0, Schedule-Free's z) rather
+  // than at zero (or at a Python-only value's fill).
+  bool copy_param = false;
 };
 
 // A rule over several fields, as data: when the flag `when` is set, the
@@ -138,6 +155,9 @@ struct Variant {
 //   equations   the update, as the kernel in cpp/src/algorithms computes it
 //   torch_step_state  torch keeps state["step"] for it
 //   fields, slots, checks, variants (std::array of the types above)
+// and optionally
+//   partial_sums  how many sums per chunk its step reduces (a kernel with its
+//                 own step(): see kernel_table.hpp); 0 when absent
 template <class Options>
 struct Declaration;
 

@@ -380,11 +380,27 @@ struct StepControl {
   double max_grad_norm = 0.0;
 };
 
+// Most fields of Kind::carried any declaration has.
+constexpr std::size_t kMaxCarried = 8;
+
 struct StepReport {
   bool found_inf = false;  // a gradient held NaN or inf (checked only when asked)
   bool skipped = false;    // found_inf with skip_nonfinite: nothing was written
   double grad_norm = -1.0; // global L2 norm of the gradients; -1 when not computed
+  // The new values of the options' carried fields (Kind::carried), in
+  // declaration order, for the options of the next step. A skipped step
+  // leaves them as they were given.
+  double carried[kMaxCarried] = {};
 };
+
+// Options with their carried fields set from a step's report.
+template <class Options>
+Options with_carried(Options o, const StepReport& report) {
+  std::size_t i = 0;
+  for (const auto& f : Declaration<Options>::fields)
+    if (f.kind == Kind::carried) o.*f.real = report.carried[i++];
+  return o;
+}
 
 // A list of tensors whose params and states stay in place from step to step;
 // only the gradient pointers change. Everything about the params and states

@@ -60,3 +60,61 @@ template <class T>
 inline T lerp(T start, T end, bool from_end, T coeff) {
   return (from_end ? end : start) + coeff * (end - start);
 }
+
+// ---- steps of several passes (kernel_table.hpp's Passes) -------------------
+
+// Run f(first, last) over every chunk of the plan, on the step's threads.
+template <class F>
+inline void for_all_chunks(const detail::Passes& passes, F&& f) {
+  using Fn = std::remove_reference_t<F>;
+  passes.run(
+      passes, [](void* ctx, std::size_t first, std::size_t last) { (*static_cast<Fn*>(ctx))(first, last); },
+      const_cast<void*>(static_cast<const void*>(&f)));
+}
+
+// K sums over [begin, end) in one fixed order on every target, as
+// grad_stats.inl takes its sum of squares: term(i, x) sets x[0..K) for
+// element i (and may write that element's buffers: one loop reads, updates
+// and reduces); element i adds to lane (i - begin) % 16 of each sum, and the
+// 16 lanes are folded pairwise. out[k] = the k-th sum.
+template <int K, class F>
+inline void lane_sums(std::size_t begin, std::size_t end, double* out, F&& term) {
+  constexpr int kLanes = 16;
+  double lanes[K][kLanes] = {};
+  std::size_t i = begin;
+  for (; i + kLanes <= end; i += kLanes)
+    for (int j = 0; j < kLanes; ++j) {
+      double x[K];
+      term(i + j, x);
+      for (int k = 0; k < K; ++k) lanes[k][j] += x[k];
+    }
+  for (int j = 0; i < end; ++i, ++j) {
+    double x[K];
+    term(i, x);
+    for (int k = 0; k < K; ++k) lanes[k][j] += x[k];
+  }
+  for (int k = 0; k < K; ++k) {
+    for (int width = kLanes / 2; width >= 1; width /= 2)
+      for (int j = 0; j < width; ++j) lanes[k][j] += lanes[k][j + width];
+    out[k] = lanes[k][0];
+  }
+}
+
+// The partial sums of a reducing pass added up in chunk order: total[k] over
+// the whole set, and (when per_tensor is not null) per_tensor[t * K + k]
+// over tensor t's chunks. Independent of how the chunks were spread over
+// threads, so bit-identical for every thread count.
+template <int K>
+inline void partial_totals(const detail::Job& job, const detail::Passes& passes, double* total,
+                           double* per_tensor = nullptr) {
+  for (int k = 0; k < K; ++k) total[k] = 0.0;
+  if (per_tensor != nullptr)
+    for (std::size_t i = 0; i < passes.tensor_count * K; ++i) per_tensor[i] = 0.0;
+  for (std::size_t c = 0; c < passes.chunk_count; ++c) {
+    const double* part = passes.partials + c * K;
+    for (int k = 0; k < K; ++k) {
+      total[k] += part[k];
+      if (per_tensor != nullptr) per_tensor[job.chunks[c].tensor * K + k] += part[k];
+    }
+  }
+}
