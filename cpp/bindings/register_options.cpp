@@ -22,12 +22,17 @@ const char* bound_name(Bound b) {
     case Bound::nonneg: return "nonneg";
     case Bound::unit_closed: return "unit_closed";
     case Bound::unit_open: return "unit_open";
+    case Bound::positive: return "positive";
+    case Bound::positive_or_inf: return "positive_or_inf";
+    case Bound::finite: return "finite";
+    case Bound::count: return "count";
   }
   return "any";
 }
 
 Bound bound_named(const std::string& name) {
-  for (Bound b : {Bound::any, Bound::nonneg, Bound::unit_closed, Bound::unit_open})
+  for (Bound b : {Bound::any, Bound::nonneg, Bound::unit_closed, Bound::unit_open, Bound::positive,
+                  Bound::positive_or_inf, Bound::finite, Bound::count})
     if (name == bound_name(b)) return b;
   throw py::value_error("unknown bound '" + name + "'");
 }
@@ -77,6 +82,7 @@ py::dict spec_of() {
     d["kind"] = kind_name(f.kind);
     d["group"] = f.group != nullptr ? py::object(py::str(f.group)) : py::object(py::none());
     d["kernel_default"] = f.kernel_default;
+    d["optional"] = f.optional;
     d["initial_from"] = f.initial_from != nullptr ? py::object(py::str(f.initial_from)) : py::object(py::none());
     d["fills"] = f.fills >= 0 ? py::object(py::str(D::slots[static_cast<std::size_t>(f.fills)].name))
                               : py::object(py::none());
@@ -99,6 +105,7 @@ py::dict spec_of() {
     d["when"] = field_named<Options>(c.when);
     d["positive"] = field_named<Options>(c.positive);
     d["zero"] = field_named<Options>(c.zero);
+    d["one"] = field_named<Options>(c.one);
     checks.append(d);
   }
   py::list variants;

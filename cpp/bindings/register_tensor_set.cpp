@@ -147,8 +147,8 @@ class PyTensorSet {
  public:
   PyTensorSet(const py::sequence& params, const std::vector<std::optional<py::sequence>>& states,
               const std::vector<std::string>& state_names) {
-    if (states.size() > 3 || state_names.size() != states.size())
-      throw py::value_error("states: at most 3 state lists, each with a name");
+    if (states.size() > static_cast<std::size_t>(kMaxStates) || state_names.size() != states.size())
+      throw py::value_error("states: at most " + std::to_string(kMaxStates) + " state lists, each with a name");
     const std::size_t n = params.size();
     if (n == 0) throw py::value_error("params: got an empty list (nothing to update)");
     std::vector<TensorView> views(n);

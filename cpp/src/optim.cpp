@@ -56,6 +56,10 @@ const char* bound_rule(Bound bound) {
     case Bound::nonneg: return "a finite number >= 0";
     case Bound::unit_closed: return "in [0, 1]";
     case Bound::unit_open: return "in [0, 1)";
+    case Bound::positive: return "a finite number > 0";
+    case Bound::positive_or_inf: return "a number > 0 (inf allowed)";
+    case Bound::finite: return "a finite number";
+    case Bound::count: return "a whole number >= 0";
     case Bound::any: break;
   }
   return "any value";
@@ -68,6 +72,10 @@ bool within(Bound bound, double value) {
     case Bound::nonneg: return std::isfinite(value) && value >= 0.0;
     case Bound::unit_closed: return std::isfinite(value) && value >= 0.0 && value <= 1.0;
     case Bound::unit_open: return std::isfinite(value) && value >= 0.0 && value < 1.0;
+    case Bound::positive: return std::isfinite(value) && value > 0.0;
+    case Bound::positive_or_inf: return value > 0.0;  // NaN fails
+    case Bound::finite: return std::isfinite(value);
+    case Bound::count: return std::isfinite(value) && value >= 0.0 && value == std::floor(value);
   }
   return false;
 }
@@ -89,13 +97,15 @@ void validate_declared(const Options& o) {
     const bool same_group = f.group != nullptr && group != nullptr && std::strcmp(f.group, group) == 0;
     index = same_group ? index + 1 : 0;
     group = f.group;
-    if (f.real == nullptr || within(f.bound, o.*f.real)) continue;
+    if (f.real == nullptr || within(f.bound, o.*f.real) || (f.optional && std::isnan(o.*f.real))) continue;
     const std::string name = f.group ? std::string(f.group) + "[" + std::to_string(index) + "]" : f.name;
     fail(name.c_str(), bound_rule(f.bound), o.*f.real);
   }
   for (const auto& c : D::checks) {
-    if (!(o.*c.when)) continue;
-    if ((c.positive != nullptr && !(o.*c.positive > 0.0)) || (c.zero != nullptr && o.*c.zero != 0.0))
+    if (c.when != nullptr && !(o.*c.when)) continue;
+    const bool refused = c.positive == nullptr && c.zero == nullptr && c.one == nullptr;
+    if (refused || (c.positive != nullptr && !(o.*c.positive > 0.0)) || (c.zero != nullptr && o.*c.zero != 0.0) ||
+        (c.one != nullptr && o.*c.one != 1.0))
       throw std::invalid_argument(c.message);
   }
 }
@@ -141,7 +151,7 @@ TensorSet::TensorSet(const TensorView* tensors, std::size_t count, unsigned slot
       owned.push_back({{c, c + bytes_of(v)}, t});
     };
     add(v.param, "param is null");
-    for (int k = 0; k < 3; ++k)
+    for (int k = 0; k < kMaxStates; ++k)
       if (slot_mask & (1u << k)) add(v.state[k], "a state buffer the optimizer needs is null");
   }
   std::sort(owned.begin(), owned.end(),

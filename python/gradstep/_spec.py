@@ -15,6 +15,7 @@ against the declarations by the tests).
 from __future__ import annotations
 
 import functools
+import math
 import inspect
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
@@ -42,6 +43,21 @@ class Field:
     fills: Optional[str]  # the state a Python-only value initialises
     kernel_default: bool  # lr only: the kernel function gives it its default
     initial_from: Optional[str] = None  # carried only: the field whose value it starts at
+    # May be left unset: None in Python, NaN in the options (Prodigy's beta3 = None: sqrt(beta2))
+    optional: bool = False
+
+    @property
+    def arg_default(self) -> Any:
+        """The default as a Python argument (None for an optional field unset by default)."""
+        return None if self.optional and self.default != self.default else self.default
+
+    def to_option(self, value: Any) -> Any:
+        """An argument's value for the options (None of an optional field: NaN)."""
+        return math.nan if self.optional and value is None else value
+
+    def from_option(self, value: Any) -> Any:
+        """An option's value as an argument (NaN of an optional field: None)."""
+        return None if self.optional and value != value else value
 
 
 @dataclass(frozen=True)
@@ -60,12 +76,14 @@ class Param:
     def default(self) -> Any:
         if self.grouped:
             return tuple(f.default for f in self.fields)
-        return self.fields[0].default
+        return self.fields[0].arg_default
 
     @property
     def annotation(self) -> Any:
         if self.grouped:
             return tuple[tuple(float for _ in self.fields)]  # type: ignore[misc]
+        if self.fields[0].optional:
+            return Optional[float]
         return bool if self.fields[0].type == "flag" else float
 
 

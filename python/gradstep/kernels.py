@@ -15,6 +15,7 @@ by keyword too and returns their new values as a dict.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
@@ -45,10 +46,11 @@ def _kernel_function(spec: _spec.OptimizerSpec) -> Callable[..., Any]:
     """gs.kernels.<x>_step as Python source, so its signature is a plain one."""
     lr = spec.field("lr")
     states = [s.name + ("=None" if s.needed_when else "") for s in spec.states]
-    options = [f"{f.name}={f.default!r}" for f in spec.kernel_fields]
+    options = [f"{f.name}={f.arg_default!r}" for f in spec.kernel_fields]
     signature = ", ".join(["param", "grad", *states, "*", "lr" + (f"={lr.default!r}" if lr.kernel_default else ""),
                            "step", *options])
-    fields = ", ".join(f"{f.name}={f.name}" for f in spec.kernel_fields)
+    fields = ", ".join(f"{f.name}=_unset({f.name})" if f.optional else f"{f.name}={f.name}"
+                       for f in spec.kernel_fields)
     fixed = "".join(f", {k}={v!r}" for k, v in spec.variant_fixed.items())
     values = {**spec.variant_fixed, **{f.name: f.name for f in spec.kernel_fields}}
     needed = ", ".join(s.name if s.needed_when is None else f"{s.name} if {values[s.needed_when]} else None"
@@ -57,7 +59,8 @@ def _kernel_function(spec: _spec.OptimizerSpec) -> Callable[..., Any]:
               f"    options = _options(lr=lr, {fields}{fixed})\n"
               f"    return _run(options, param, grad, [{needed}], _names, step, _carried)\n")
     namespace: dict[str, Any] = {"_options": spec.options, "_run": _run, "_names": spec.state_names(),
-                                 "_carried": tuple(f.name for f in spec.carried)}
+                                 "_carried": tuple(f.name for f in spec.carried),
+                                 "_unset": lambda v: math.nan if v is None else v, "inf": math.inf}
     exec(source, namespace)  # noqa: S102 - the source is built from the declaration only
     fn: Callable[..., Any] = namespace[spec.kernel]
     fn.__module__ = __name__

@@ -102,7 +102,11 @@ def _checked(spec: _spec.OptimizerSpec, given: dict[str, Any]) -> tuple[dict[str
         else:
             values = (value,)
         for f, v in zip(p.fields, values):
-            v = bool(v) if f.type == "flag" else (v if p.grouped else _real(f.name, v))
+            if f.type == "flag":
+                v = bool(v)
+            elif not p.grouped and not (f.optional and v is None):
+                v = _real(f.name, v)
+            v = f.to_option(v)
             if f.option:
                 options[f.name] = v
             else:
@@ -376,7 +380,7 @@ class Optimizer:
         out: dict[str, Any] = {}
         options = self._options
         for p in self.__gradstep_spec__.hyper_params:
-            values = tuple(getattr(options, f.name) if f.option else self._initial_values[f.name]
+            values = tuple(f.from_option(getattr(options, f.name)) if f.option else self._initial_values[f.name]
                            for f in p.fields)
             out[p.name] = values if p.grouped else values[0]
         return out

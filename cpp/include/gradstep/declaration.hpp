@@ -18,6 +18,10 @@ enum class Bound : unsigned char {
   nonneg,       // >= 0
   unit_closed,  // in [0, 1]
   unit_open,    // in [0, 1)
+  positive,     // > 0 (the learning-rate-free optimizers' d0 and eps: 0 would stall them)
+  positive_or_inf,  // > 0, +inf allowed (growth_rate: inf = unbounded)
+  finite,       // any finite number (a carried sum that may turn negative)
+  count,        // a whole number >= 0 (a carried step count)
 };
 
 // How a field appears in the Python class's constructor (gs.X and the spec's
@@ -56,6 +60,10 @@ struct Field {
   // required there, every other option has its default).
   bool kernel_default = false;
   const char* initial_from = nullptr;  // carried only: the field whose value it starts at
+  // A real that may be left unset (Python None, NaN in the options), when
+  // the optimizer derives its value from others (Prodigy's beta3 = None:
+  // sqrt(beta2)). Its default is then NaN; a set value obeys the bound.
+  bool optional = false;
 
   constexpr Field keyword_only() const {
     Field f = *this;
@@ -71,6 +79,11 @@ struct Field {
     Field f = *this;
     f.kind = Kind::carried;
     f.initial_from = from;
+    return f;
+  }
+  constexpr Field unset_by_default() const {
+    Field f = *this;
+    f.optional = true;
     return f;
   }
   constexpr Field with_kernel_default() const {
@@ -120,15 +133,18 @@ struct Slot {
   bool copy_param = false;
 };
 
-// A rule over several fields, as data: when the flag `when` is set, the
-// field `positive` must be > 0 and the field `zero` must be 0 (either may be
-// nullptr). `message` is the error and the documentation.
+// A rule over several fields, as data: when the flag `when` is set (always
+// when it is nullptr), the field `positive` must be > 0, the field `zero`
+// must be 0 and the field `one` must be 1 (any may be nullptr; when all are,
+// setting `when` is refused: an option gradstep does not support, such as
+// Prodigy's fsdp_in_use). `message` is the error and the documentation.
 template <class Options>
 struct Check {
   const char* message;
   bool Options::*when;
   double Options::*positive = nullptr;
   double Options::*zero = nullptr;
+  double Options::*one = nullptr;
 };
 
 // A field a variant changes: fixed to `value` (no longer an argument of the

@@ -18,13 +18,16 @@ namespace detail {
 struct TensorSetImpl;  // TensorSet's state; defined where TensorSet is implemented
 }
 
-// One parameter tensor: its buffer, its gradient and up to three state buffers
-// of the same dtype and length. Which state slot holds what is fixed per
-// optimizer (its Declaration's slots); unused slots are nullptr.
+// Most state buffers an optimizer has (Prodigy: s, p0, exp_avg, exp_avg_sq).
+constexpr int kMaxStates = 4;
+
+// One parameter tensor: its buffer, its gradient and up to kMaxStates state
+// buffers of the same dtype and length. Which state slot holds what is fixed
+// per optimizer (its Declaration's slots); unused slots are nullptr.
 struct TensorView {
   void* param = nullptr;
   const void* grad = nullptr;
-  void* state[3] = {nullptr, nullptr, nullptr};
+  void* state[kMaxStates] = {};
   std::size_t size = 0;
   DType dtype = DType::f32;
 };

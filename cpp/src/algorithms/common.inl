@@ -118,3 +118,28 @@ inline void partial_totals(const detail::Job& job, const detail::Passes& passes,
     }
   }
 }
+
+// A reducing pass: body(type, tensor, begin, end, out) over every chunk of
+// the plan, typed as for_each_chunk, out being the chunk's K partial sums
+// (it calls lane_sums<K>); then total[k], the sums over the set in chunk order.
+template <int K, class Body>
+inline void reducing_pass(const detail::Job& job, const detail::Passes& passes, double* total, Body&& body) {
+  for_all_chunks(passes, [&](std::size_t first, std::size_t last) {
+    for (std::size_t c = first; c < last; ++c)
+      for_each_chunk(job, c, c + 1, [&](auto* type, const TensorView& t, std::size_t b, std::size_t e) {
+        body(type, t, b, e, passes.partials + c * K);
+      });
+  });
+  partial_totals<K>(job, passes, total);
+}
+
+// Python's max(a, b) and min(a, b), as the references compute their d: the
+// first argument unless the second compares greater (smaller), so a NaN
+// second argument keeps the first.
+inline double py_max(double a, double b) { return b > a ? b : a; }
+inline double py_min(double a, double b) { return b < a ? b : a; }
+
+template <class T>
+inline T abs_(T x) {
+  return x < T(0) ? -x : x;
+}
