@@ -79,6 +79,51 @@ class NadamOptions(_Options):
     mu_product: float
     def __init__(self, *, lr: float = ..., beta1: float = ..., beta2: float = ..., eps: float = ..., weight_decay: float = ..., momentum_decay: float = ..., decoupled_weight_decay: bool = ..., maximize: bool = ..., mu_product: float = ...) -> None: ...
 
+class ProdigyOptions(_Options):
+    beta1: float
+    beta2: float
+    beta3: float
+    eps: float
+    decouple: bool
+    use_bias_correction: bool
+    safeguard_warmup: bool
+    d0: float
+    d_coef: float
+    growth_rate: float
+    fsdp_in_use: bool
+    slice_p: float
+    d: float
+    d_max: float
+    d_numerator: float
+    k: float
+    def __init__(self, *, lr: float = ..., beta1: float = ..., beta2: float = ..., beta3: float = ..., eps: float = ..., weight_decay: float = ..., decouple: bool = ..., use_bias_correction: bool = ..., safeguard_warmup: bool = ..., d0: float = ..., d_coef: float = ..., growth_rate: float = ..., fsdp_in_use: bool = ..., slice_p: float = ..., maximize: bool = ..., d: float = ..., d_max: float = ..., d_numerator: float = ..., k: float = ...) -> None: ...
+
+class DadaptAdamOptions(_Options):
+    beta1: float
+    beta2: float
+    eps: float
+    log_every: float
+    decouple: bool
+    use_bias_correction: bool
+    d0: float
+    growth_rate: float
+    fsdp_in_use: bool
+    d: float
+    numerator_weighted: float
+    k: float
+    def __init__(self, *, lr: float = ..., beta1: float = ..., beta2: float = ..., eps: float = ..., weight_decay: float = ..., log_every: float = ..., decouple: bool = ..., use_bias_correction: bool = ..., d0: float = ..., growth_rate: float = ..., fsdp_in_use: bool = ..., maximize: bool = ..., d: float = ..., numerator_weighted: float = ..., k: float = ...) -> None: ...
+
+class DadaptSgdOptions(_Options):
+    momentum: float
+    log_every: float
+    d0: float
+    growth_rate: float
+    fsdp_in_use: bool
+    d: float
+    numerator_weighted: float
+    g0_norm: float
+    def __init__(self, *, lr: float = ..., momentum: float = ..., weight_decay: float = ..., log_every: float = ..., d0: float = ..., growth_rate: float = ..., fsdp_in_use: bool = ..., maximize: bool = ..., d: float = ..., numerator_weighted: float = ..., g0_norm: float = ...) -> None: ...
+
 OPTIONS: tuple[type[_Options], ...]
 # --- end of generated stubs ---
 

@@ -334,6 +334,198 @@ struct Declaration<NadamOptions> {
   static constexpr std::array<Variant, 0> variants{};
 };
 
+// The learning-rate-free optimizers (Prodigy, D-Adaptation): lr multiplies
+// the step size d they estimate from the gradients (1.0, their default, is
+// the method as published). d and the sums it is estimated from are carried
+// from step to step (Kind::carried); the reductions span every tensor of the
+// set, in a fixed order (the kernel's step() in cpp/src/algorithms). Their
+// references (prodigyopt 1.1.2, dadaptation 3.2) also count steps in k, which
+// a step that finds nothing to adapt to does not advance: k is carried too.
+
+// Their fsdp_in_use all-reduces the sums over the ranks of a sharded model.
+constexpr const char* kNoFsdp =
+    "fsdp_in_use=True is not supported: gradstep steps one process's tensors and does not "
+    "all-reduce the d estimate's sums across ranks";
+
+struct ProdigyOptions {
+  double lr = 1.0, beta1 = 0.9, beta2 = 0.999;
+  double beta3 = __builtin_nan("");  // unset: sqrt(beta2)
+  double eps = 1e-8, weight_decay = 0.0;
+  bool decouple = true, use_bias_correction = false, safeguard_warmup = false;
+  double d0 = 1e-6, d_coef = 1.0, growth_rate = __builtin_inf();
+  bool fsdp_in_use = false;
+  double slice_p = 1.0;
+  bool maximize = false;
+  // carried
+  double d = 1e-6, d_max = 1e-6, d_numerator = 0.0, k = 0.0;
+};
+template <>
+struct Declaration<ProdigyOptions> {
+  using O = ProdigyOptions;
+  static constexpr std::size_t parallel_min = 1u << 14;
+  static constexpr int partial_sums = 2;  // <g, p0 - p>, ||s||_1
+  static constexpr const char* name = "Prodigy";
+  static constexpr const char* options = "ProdigyOptions";
+  static constexpr const char* summary = "learning-rate-free Adam (prodigyopt.Prodigy 1.1.2): lr multiplies the estimated d";
+  static constexpr const char* equations =
+      "g      = ±grad + weight_decay * p                (decouple=False: L2 decay)\n"
+      "bc     = sqrt(1 - beta2^(k+1)) / (1 - beta1^(k+1)) (use_bias_correction; else 1)\n"
+      "dlr    = d * lr * bc\n"
+      "num    = beta3 * d_numerator + (d / d0) * dlr * sum <g, p0 - p>   (over all tensors)\n"
+      "m      = beta1 * m + d * (1 - beta1) * g          (beta1 > 0)\n"
+      "v      = beta2 * v + d^2 * (1 - beta2) * g * g\n"
+      "s      = beta3 * s + (d / d0) * dlr * g           (safeguard_warmup: (d / d0) * d * g)\n"
+      "den    = sum |s|                                  (over all tensors; 0: stop here, d and k kept)\n"
+      "d_hat  = d_coef * num / den\n"
+      "d      = max(d, d_hat) while d = d0;  d_max = max(d_max, d_hat);  d = min(d_max, d * growth_rate)\n"
+      "p     *= 1 - weight_decay * dlr                   (decouple=True)\n"
+      "p     -= dlr * m / (sqrt(v) + d * eps)            (beta1 = 0: dlr * d * g / (sqrt(v) + d * eps))\n"
+      "d_numerator = num;  k += 1\n"
+      "(dlr and the averages use d before its update, the denominator d after it; beta3 = None:\n"
+      "sqrt(beta2); lr = 0: the step changes nothing. m: exp_avg, v: exp_avg_sq; p0 starts as a\n"
+      "copy of p; d, d_max, d_numerator and k are carried in state_dict()['carried'])\n";
+  static constexpr bool torch_step_state = true;
+  static constexpr std::array fields{
+      real("lr", &O::lr, Bound::nonneg).with_kernel_default(),
+      real("beta1", &O::beta1, Bound::unit_open).in("betas"),
+      real("beta2", &O::beta2, Bound::unit_open).in("betas"),
+      real("beta3", &O::beta3, Bound::unit_closed).unset_by_default(),
+      real("eps", &O::eps, Bound::positive),
+      real("weight_decay", &O::weight_decay, Bound::nonneg),
+      flag("decouple", &O::decouple),
+      flag("use_bias_correction", &O::use_bias_correction),
+      flag("safeguard_warmup", &O::safeguard_warmup),
+      real("d0", &O::d0, Bound::positive),
+      real("d_coef", &O::d_coef, Bound::nonneg),
+      real("growth_rate", &O::growth_rate, Bound::positive_or_inf),
+      flag("fsdp_in_use", &O::fsdp_in_use),
+      real("slice_p", &O::slice_p, Bound::positive),
+      flag("maximize", &O::maximize).keyword_only(),
+      real("d", &O::d, Bound::positive).carried("d0"),
+      real("d_max", &O::d_max, Bound::positive).carried("d0"),
+      real("d_numerator", &O::d_numerator, Bound::finite).carried(),
+      real("k", &O::k, Bound::count).carried(),
+  };
+  // exp_avg last: a state needed only by some options comes after those always needed.
+  static constexpr std::array slots{Slot<O>{"s"}, Slot<O>{"p0", nullptr, nullptr, true}, Slot<O>{"exp_avg_sq"},
+                                    Slot<O>{"exp_avg", &O::beta1}};
+  static constexpr std::array checks{
+      Check<O>{kNoFsdp, &O::fsdp_in_use},
+      Check<O>{"slice_p must be 1: gradstep keeps the whole p0 and s (prodigyopt's every-slice_p-th-element "
+               "statistics are not supported)",
+               nullptr, nullptr, nullptr, &O::slice_p},
+  };
+  static constexpr std::array<Variant, 0> variants{};
+};
+
+struct DadaptAdamOptions {
+  double lr = 1.0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0, log_every = 0.0;
+  bool decouple = false, use_bias_correction = false;
+  double d0 = 1e-6, growth_rate = __builtin_inf();
+  bool fsdp_in_use = false, maximize = false;
+  // carried
+  double d = 1e-6, numerator_weighted = 0.0, k = 0.0;
+};
+template <>
+struct Declaration<DadaptAdamOptions> {
+  using O = DadaptAdamOptions;
+  static constexpr std::size_t parallel_min = 1u << 14;
+  static constexpr int partial_sums = 2;  // <g, s / (sqrt(v) + eps)>, ||s||_1
+  static constexpr const char* name = "DAdaptAdam";
+  static constexpr const char* options = "DadaptAdamOptions";
+  static constexpr const char* summary = "D-Adaptation Adam (dadaptation.DAdaptAdam 3.2): lr multiplies the estimated d";
+  static constexpr const char* equations =
+      "g      = ±grad + weight_decay * p                (decouple=False: L2 decay)\n"
+      "bc     = sqrt(1 - beta2^(k+1)) / (1 - beta1^(k+1)) (use_bias_correction; else 1)\n"
+      "dlr    = d * lr * bc;  b = sqrt(beta2)\n"
+      "acc    = dlr * sum <g, s / (sqrt(v) + eps)>       (over all tensors, old s and v)\n"
+      "m      = beta1 * m + dlr * (1 - beta1) * g\n"
+      "v      = beta2 * v + (1 - beta2) * g * g\n"
+      "s      = b * s + dlr * (1 - b) * g\n"
+      "nw     = b * numerator_weighted + (1 - b) * acc\n"
+      "sk     = sum |s|                                  (over all tensors; 0: stop here, d and k kept)\n"
+      "d      = max(d, min(nw / ((1 - b) * sk), d * growth_rate))\n"
+      "p     *= 1 - weight_decay * dlr                   (decouple=True)\n"
+      "p     -= m / (sqrt(v) + eps)\n"
+      "numerator_weighted = nw;  k += 1\n"
+      "(lr = 0: the step changes nothing; log_every is accepted and ignored (the reference's\n"
+      "logging). m: exp_avg, v: exp_avg_sq; d, numerator_weighted and k are carried in\n"
+      "state_dict()['carried'])\n";
+  static constexpr bool torch_step_state = true;
+  static constexpr std::array fields{
+      real("lr", &O::lr, Bound::nonneg).with_kernel_default(),
+      real("beta1", &O::beta1, Bound::unit_open).in("betas"),
+      real("beta2", &O::beta2, Bound::unit_open).in("betas"),
+      real("eps", &O::eps, Bound::positive),
+      real("weight_decay", &O::weight_decay, Bound::nonneg),
+      real("log_every", &O::log_every, Bound::count),
+      flag("decouple", &O::decouple),
+      flag("use_bias_correction", &O::use_bias_correction),
+      real("d0", &O::d0, Bound::positive),
+      real("growth_rate", &O::growth_rate, Bound::positive_or_inf),
+      flag("fsdp_in_use", &O::fsdp_in_use),
+      flag("maximize", &O::maximize).keyword_only(),
+      real("d", &O::d, Bound::positive).carried("d0"),
+      real("numerator_weighted", &O::numerator_weighted, Bound::finite).carried(),
+      real("k", &O::k, Bound::count).carried(),
+  };
+  static constexpr std::array slots{Slot<O>{"s"}, Slot<O>{"exp_avg"}, Slot<O>{"exp_avg_sq"}};
+  static constexpr std::array checks{
+      Check<O>{kNoFsdp, &O::fsdp_in_use},
+  };
+  static constexpr std::array<Variant, 0> variants{};
+};
+
+struct DadaptSgdOptions {
+  double lr = 1.0, momentum = 0.0, weight_decay = 0.0, log_every = 0.0;
+  double d0 = 1e-6, growth_rate = __builtin_inf();
+  bool fsdp_in_use = false, maximize = false;
+  // carried
+  double d = 1e-6, numerator_weighted = 0.0, g0_norm = 0.0;
+};
+template <>
+struct Declaration<DadaptSgdOptions> {
+  using O = DadaptSgdOptions;
+  static constexpr std::size_t parallel_min = 1u << 15;
+  static constexpr int partial_sums = 2;  // <g, s>, ||s||^2 (or ||grad||^2 on the first step)
+  static constexpr const char* name = "DAdaptSGD";
+  static constexpr const char* options = "DadaptSgdOptions";
+  static constexpr const char* summary = "D-Adaptation SGD (dadaptation.DAdaptSGD 3.2): lr multiplies the estimated d";
+  static constexpr const char* equations =
+      "g0_norm = sqrt(sum ±grad * ±grad)                  (first step: over all tensors, no decay;\n"
+      "                                                   a zero first gradient changes nothing)\n"
+      "g      = ±grad + weight_decay * p\n"
+      "dlr    = d * lr / g0_norm\n"
+      "nw     = numerator_weighted + dlr * sum <g, s>     (over all tensors, old s)\n"
+      "s     += dlr * g\n"
+      "sk     = sum s * s                                (over all tensors; 0: stop here, d kept)\n"
+      "d      = max(d, min(2 * nw / sqrt(sk), d * growth_rate))\n"
+      "p      = (1 - ck) * p + ck * (x0 - s),  ck = 1 - momentum\n"
+      "numerator_weighted = nw\n"
+      "(lr = 0: the step changes nothing; log_every is accepted and ignored. x0 starts as a copy\n"
+      "of p; the reference's z = x0 - s is not stored; d, numerator_weighted and g0_norm are\n"
+      "carried in state_dict()['carried'])\n";
+  static constexpr bool torch_step_state = true;
+  static constexpr std::array fields{
+      real("lr", &O::lr, Bound::nonneg).with_kernel_default(),
+      real("momentum", &O::momentum, Bound::unit_open),
+      real("weight_decay", &O::weight_decay, Bound::nonneg),
+      real("log_every", &O::log_every, Bound::count),
+      real("d0", &O::d0, Bound::positive),
+      real("growth_rate", &O::growth_rate, Bound::positive_or_inf),
+      flag("fsdp_in_use", &O::fsdp_in_use),
+      flag("maximize", &O::maximize).keyword_only(),
+      real("d", &O::d, Bound::positive).carried("d0"),
+      real("numerator_weighted", &O::numerator_weighted, Bound::finite).carried(),
+      real("g0_norm", &O::g0_norm, Bound::nonneg).carried(),
+  };
+  static constexpr std::array slots{Slot<O>{"s"}, Slot<O>{"x0", nullptr, nullptr, true}};
+  static constexpr std::array checks{
+      Check<O>{kNoFsdp, &O::fsdp_in_use},
+  };
+  static constexpr std::array<Variant, 0> variants{};
+};
+
 // Every declared optimizer, once. Code generic over them (validation,
 // TensorSet::step, the kernel table, the bindings) expands this list, so an
 // optimizer is added here and nowhere else in C++ but its kernel file.
@@ -345,7 +537,10 @@ struct Declaration<NadamOptions> {
   X(AdamOptions)                \
   X(AdamaxOptions)              \
   X(RadamOptions)               \
-  X(NadamOptions)
+  X(NadamOptions)               \
+  X(ProdigyOptions)             \
+  X(DadaptAdamOptions)          \
+  X(DadaptSgdOptions)
 
 template <class... Options>
 struct OptionsList {};
