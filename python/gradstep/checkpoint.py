@@ -72,6 +72,9 @@ def _digest(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+_INF = "inf"  # a hyperparameter's +infinity in the JSON metadata
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_jsonable(v) for v in value]
@@ -110,6 +113,9 @@ def save(optimizer: Any, path: PathLike) -> None:
         if a.dtype.str not in _STATE_DTYPES:
             raise TypeError(f"{key}: dtype {a.dtype} cannot be checkpointed (float16/32/64 only)")
     extra = {k: v for k, v in sd.items() if k != "state"}
+    # JSON has no infinity: an unbounded hyperparameter (growth_rate=inf) is stored as "inf".
+    extra["hyperparameters"] = {k: _INF if isinstance(v, float) and v == math.inf else v
+                                for k, v in extra["hyperparameters"].items()}
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -491,8 +497,10 @@ def _hyperparameters(reader: _Reader, cls: Any) -> dict[str, Any]:
                 hyper[key] = tuple(value)
         elif kind.fields[0].type == "flag":
             ok = isinstance(value, bool)
+        elif value == _INF:
+            hyper[key], ok = math.inf, True  # its bound (positive_or_inf or not) is checked with the rest
         else:
-            ok = _is_real(value)
+            ok = _is_real(value) or (value is None and kind.fields[0].optional)
         if not ok:
             raise reader.error(f"hyperparameter {key!r} has the wrong type: {_short(value)}")
     return hyper

@@ -106,6 +106,8 @@ def _checked(spec: _spec.OptimizerSpec, given: dict[str, Any]) -> tuple[dict[str
                 v = bool(v)
             elif not p.grouped and not (f.optional and v is None):
                 v = _real(f.name, v)
+                if f.optional and math.isnan(v):  # NaN is how the options say None
+                    raise ValueError(f"{f.name} must be {f.rule} or None, got nan")
             v = f.to_option(v)
             if f.option:
                 options[f.name] = v

@@ -63,6 +63,13 @@ _RANGES["adamw"] = LearningRateRange(1e-4, 1e-2, "rule of thumb for Adam (AdamW 
 _RANGES["nadam"] = LearningRateRange(1e-4, 1e-2, "rule of thumb for Adam (NAdam is Adam with Nesterov momentum)")
 _RANGES["radam"] = LearningRateRange(1e-4, 1e-2, "rule of thumb for Adam (RAdam is Adam, rectified)")
 _RANGES["adamax"] = LearningRateRange(1e-4, 1e-2, "rule of thumb for Adam (Adamax is Adam with an infinity norm)")
+# The learning-rate-free optimizers estimate the step size d themselves; their lr is a
+# multiplier of it, 1.0 as published (prodigyopt and dadaptation: "leave LR set to 1
+# unless you encounter instability", then lower it).
+_LR_MULTIPLIER = ("lr is a multiplier of the step size the optimizer estimates: 1.0 as published "
+                  "(Mishchenko & Defazio 2023; Defazio & Mishchenko 2023); lower it only if unstable")
+for _name in ("prodigy", "dadaptadam", "dadaptsgd"):
+    _RANGES[_name] = LearningRateRange(0.1, 1.0, _LR_MULTIPLIER)
 
 _ALIASES = {
     "gd": "sgd",
@@ -78,7 +85,8 @@ def recommended_range(optimizer: Union[str, Any]) -> LearningRateRange:
     """The rule-of-thumb learning-rate range for an optimizer.
 
     ``optimizer`` is a name ("sgd", "gradient descent", "momentum", "adagrad",
-    "adadelta", "rmsprop", "adam", "adamw", "nadam", "radam", "adamax";
+    "adadelta", "rmsprop", "adam", "adamw", "nadam", "radam", "adamax", and the
+    learning-rate-free "prodigy", "dadaptadam", "dadaptsgd", whose lr is a multiplier (1.0);
     any case), a gradstep optimizer class,
     or an optimizer instance (an SGD instance with momentum gets the momentum range).
     """
