@@ -238,7 +238,7 @@ def test_model_memory_estimate():
     assert cands.memory_needed(bench.SPECS["sgd"], gpt2, 4) < need
 
 
-@pytest.mark.parametrize("name", bench.OPTIMIZERS)
+@pytest.mark.parametrize("name", [n for n in bench.OPTIMIZERS if bench.SPECS[n].numpy_step is not None])
 def test_numpy_peer_steps_the_optimizers_equations(name):
     # The by-hand numpy step the bench times must be the optimizer it claims to be:
     # equal to gs.X (itself checked against torch.optim) in float64 over 30 steps,
@@ -257,3 +257,22 @@ def test_numpy_peer_steps_the_optimizers_equations(name):
         opt.step([g])
         spec.numpy_step(peer, k)
         np.testing.assert_allclose(peer.p, ours, rtol=1e-10, atol=1e-12, err_msg=f"step {k}")
+
+
+@pytest.mark.parametrize("name", [n for n in bench.OPTIMIZERS if bench.SPECS[n].reference is not None])
+def test_reference_peer_steps_the_same_math(name):
+    # The learning-rate-free optimizers' peer is their reference package (prodigyopt,
+    # dadaptation): a smoke run of the spec's candidates, all at the same params after 3 steps.
+    spec = bench.SPECS[name]
+    made = bench.make_candidates(spec, bench.Case.parse("3x1000"), np.dtype("float64"))
+    names = [c.name for c in made]
+    assert "reference" in names and "numpy" not in names and "torch-loop" not in names
+    for c in made:
+        for _ in range(3 - c.steps):
+            c.step()
+    by_name = {c.name: c for c in made}
+    want = by_name["reference"].values()
+    for c in made:
+        if c.values is not None:
+            for g, w in zip(c.values(), want):
+                np.testing.assert_allclose(g, w, rtol=1e-10, err_msg=c.name)

@@ -30,11 +30,11 @@ from gradstep.bench.numpy_steps import NumpyState
 from gradstep.bench.spec import Case, Spec, state_count
 
 # The peers gradstep is compared with, in report order.
-PEERS = ("numpy", "torch-loop", "torch-foreach", "torch-fused", "deepspeed")
+PEERS = ("numpy", "reference", "torch-loop", "torch-foreach", "torch-fused", "deepspeed")
 
 
 # The candidates of a model case, in report order (those this Python has).
-MODEL_CANDIDATES = ("gradstep", "roof", "torch-foreach", "torch-fused", "gradstep.torch",
+MODEL_CANDIDATES = ("gradstep", "roof", "reference", "torch-foreach", "torch-fused", "gradstep.torch",
                     "gradstep.torch-flat", "deepspeed")
 
 
@@ -98,11 +98,10 @@ def numpy_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray
 def probe_candidate(spec: Spec, case: Case, dtype: np.dtype) -> Candidate:
     """The roof: the core's stream probe over one contiguous tensor of the case's elements."""
     n, states = case.elements, state_count(spec)
-    names = ["s0", "s1", "s2"]
+    names = [f"s{i}" for i in range(states)]
     param = np.ones(n, dtype)
     grad = np.full(n, 0.5, dtype)
     state_lists: list[Optional[list[np.ndarray]]] = [[np.ones(n, dtype)] for _ in range(states)]
-    state_lists += [None] * (3 - states)
     probe = _core.TensorSet([param], state_lists, names)
     return Candidate("roof", lambda: probe.stream([grad]))
 
@@ -127,15 +126,21 @@ def _torch_values(opt: Any) -> Callable[[], list[np.ndarray]]:
 
 
 def torch_candidates(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray],
-                     names: tuple[str, ...] = ("torch-loop", "torch-foreach", "torch-fused",
+                     names: tuple[str, ...] = ("reference", "torch-loop", "torch-foreach", "torch-fused",
                                                "gradstep.torch")) -> list[Candidate]:
-    """torch.optim for-loop, foreach and fused, each only if this torch supports it, then
-    gradstep.torch (of those in ``names``)."""
+    """The reference package's optimizer (spec.reference), torch.optim for-loop, foreach and
+    fused, each only if this torch supports it, then gradstep.torch (of those in ``names``)."""
     try:
         import torch
     except ImportError:
         return []
     out = []
+    if spec.reference is not None and "reference" in names:
+        ref = reference_candidate(spec, params, grads)
+        if ref is not None:
+            out.append(ref)
+    if spec.torch is None:
+        return out
     cls = getattr(torch.optim, spec.torch)
     for name, flags in (("torch-loop", dict(foreach=False)), ("torch-foreach", dict(foreach=True)),
                         ("torch-fused", dict(fused=True))):
@@ -155,6 +160,18 @@ def torch_candidates(spec: Spec, params: list[np.ndarray], grads: list[np.ndarra
     return out
 
 
+def reference_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray]) -> Optional[Candidate]:
+    """spec.reference's optimizer over torch copies of params; None when its package is missing."""
+    assert spec.reference is not None
+    module, class_name = spec.reference
+    try:
+        cls = getattr(importlib.import_module(module), class_name)
+    except ImportError:
+        return None
+    opt = torch_optimizer(cls, spec, params, grads)
+    return Candidate("reference", opt.step, _torch_values(opt), steps=1)
+
+
 def torch_flat_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray],
                          flatten: Optional[Callable[[list[Any]], list[Any]]] = None) -> Optional[Candidate]:
     """gradstep.torch over flat parameters: ``flatten(tensors)`` (by default
@@ -166,6 +183,8 @@ def torch_flat_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.nd
         import torch
     except ImportError:
         return None
+    if spec.torch is None:
+        return None  # gradstep.torch has no adapter for it
     import gradstep.torch as gt
 
     if flatten is None:
@@ -221,7 +240,8 @@ def make_candidates(spec: Spec, case: Case, dtype: np.dtype, peers: bool = True)
     cands.append(probe_candidate(spec, case, dtype))
     cands.append(gradstep_checked_candidate(spec, params, grads))
     if peers:
-        cands.append(numpy_candidate(spec, params, grads))
+        if spec.numpy_step is not None:
+            cands.append(numpy_candidate(spec, params, grads))
         cands += torch_candidates(spec, params, grads)
         ds = deepspeed_candidate(spec, params, grads)
         if ds is not None:
@@ -235,7 +255,8 @@ def model_candidates(spec: Spec, case: Case, dtype: np.dtype, params: list[np.nd
     """A model case's candidates (MODEL_CANDIDATES, those this Python has)."""
     cands = [gradstep_candidate(spec, params, grads), probe_candidate(spec, case, dtype)]
     if peers:
-        cands += torch_candidates(spec, params, grads, names=("torch-foreach", "torch-fused", "gradstep.torch"))
+        cands += torch_candidates(spec, params, grads,
+                                  names=("reference", "torch-foreach", "torch-fused", "gradstep.torch"))
         flat = torch_flat_candidate(spec, params, grads)
         if flat is not None:
             cands.append(flat)

@@ -14,7 +14,8 @@ from gradstep.bench.models import MODELS
 
 DEFAULT_CASES = "4096,65536,1048576,16777216,200x5000"
 QUICK_CASES = "4096,20x5000"
-OPTIMIZERS = ("adam", "sgd", "adagrad", "rmsprop", "adadelta", "adamax", "radam", "nadam")
+OPTIMIZERS = ("adam", "sgd", "adagrad", "rmsprop", "adadelta", "adamax", "radam", "nadam",
+              "prodigy", "dadaptadam", "dadaptsgd")
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,13 @@ class Spec:
 
     name: str
     gradstep: str  # class in gradstep
-    torch: str  # class in torch.optim
+    torch: Optional[str]  # class in torch.optim (and gradstep.torch); None: torch.optim has none
     hyper: dict[str, Any]  # constructor arguments common to gradstep and torch
-    numpy_step: Callable[[Any, int], None]  # (NumpyState, 1-based step)
+    numpy_step: Optional[Callable[[Any, int], None]]  # (NumpyState, 1-based step); None: no numpy peer
     deepspeed: Optional[tuple[str, str, dict[str, Any]]] = None  # module, class, extra kwargs
+    # The reference implementation (module, class): a torch.optim.Optimizer of its own
+    # package (prodigyopt.Prodigy), timed as "reference" when that package is installed.
+    reference: Optional[tuple[str, str]] = None
 
 
 SPECS = {
@@ -98,6 +102,13 @@ SPECS = {
     "radam": Spec("radam", "RAdam", "RAdam", dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8), numpy_steps.radam),
     "nadam": Spec("nadam", "NAdam", "NAdam", dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, momentum_decay=4e-3),
                   numpy_steps.nadam),
+    # The learning-rate-free optimizers, against their reference packages (lr: the multiplier 1.0).
+    "prodigy": Spec("prodigy", "Prodigy", None, dict(lr=1.0, betas=(0.9, 0.999), weight_decay=0.0), None,
+                    reference=("prodigyopt", "Prodigy")),
+    "dadaptadam": Spec("dadaptadam", "DAdaptAdam", None, dict(lr=1.0, betas=(0.9, 0.999)), None,
+                       reference=("dadaptation", "DAdaptAdam")),
+    "dadaptsgd": Spec("dadaptsgd", "DAdaptSGD", None, dict(lr=1.0, momentum=0.9), None,
+                      reference=("dadaptation", "DAdaptSGD")),
 }
 
 
