@@ -259,7 +259,7 @@ def test_numpy_peer_steps_the_optimizers_equations(name):
         np.testing.assert_allclose(peer.p, ours, rtol=1e-10, atol=1e-12, err_msg=f"step {k}")
 
 
-@pytest.mark.parametrize("name", [n for n in bench.OPTIMIZERS if bench.SPECS[n].reference is not None])
+@pytest.mark.parametrize("name", [n for n in bench.SPECS if bench.SPECS[n].reference is not None])
 def test_reference_peer_steps_the_same_math(name):
     # The learning-rate-free optimizers' peer is their reference package (prodigyopt,
     # dadaptation): a smoke run of the spec's candidates, all at the same params after 3 steps.

@@ -83,6 +83,8 @@ def gradstep_checked_candidate(spec: Spec, params: list[np.ndarray], grads: list
 
 
 def numpy_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray]) -> Candidate:
+    numpy_step = spec.numpy_step
+    assert numpy_step is not None, spec.name
     count = state_count(spec)
     states = [NumpyState(p.copy(), g, count) for p, g in zip(params, grads)]
     counter = [0]
@@ -90,7 +92,7 @@ def numpy_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray
     def step() -> None:
         counter[0] += 1
         for x in states:
-            spec.numpy_step(x, counter[0])
+            numpy_step(x, counter[0])
 
     return Candidate("numpy", step, lambda: [x.p for x in states])
 

@@ -14,8 +14,9 @@ from gradstep.bench.models import MODELS
 
 DEFAULT_CASES = "4096,65536,1048576,16777216,200x5000"
 QUICK_CASES = "4096,20x5000"
-OPTIMIZERS = ("adam", "sgd", "adagrad", "rmsprop", "adadelta", "adamax", "radam", "nadam",
-              "prodigy", "dadaptadam", "dadaptsgd")
+# The default list; every name of SPECS may be asked for (--optimizers), the learning-rate-free
+# ones (whose peer is their reference package, not numpy or torch.optim) among them.
+OPTIMIZERS = ("adam", "sgd", "adagrad", "rmsprop", "adadelta", "adamax", "radam", "nadam")
 
 
 @dataclass(frozen=True)
