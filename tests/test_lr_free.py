@@ -254,7 +254,6 @@ def test_kernel_functions_take_and_return_the_carried_values():
     p = np.concatenate([x.ravel() for x in params])
     s, p0, v, m = np.zeros_like(p), p.copy(), np.zeros_like(p), np.zeros_like(p)
     carried = dict(d=1e-6, d_max=1e-6, d_numerator=0.0, k=0.0)
-    one = [np.concatenate([x.ravel() for x in params])]
     for k in range(5):
         g = gradients(via_class, targets, rng, k, False)
         opt.step(g)
@@ -264,7 +263,13 @@ def test_kernel_functions_take_and_return_the_carried_values():
     for key in carried:  # one tensor against five: the sums differ in rounding only
         assert carried[key] == pytest.approx(opt.carried()[key], rel=1e-12)
     np.testing.assert_allclose(p, np.concatenate([x.ravel() for x in via_class]), rtol=1e-12)
-    del one
+    # Hostile carried values given to the kernel function raise, naming them, and write nothing.
+    before = [a.copy() for a in (p, s, p0, v, m)]
+    for key, value in [("d", -1.0), ("k", 0.5), ("d_numerator", math.nan), ("d_max", math.inf)]:
+        with pytest.raises(ValueError, match=key):
+            gs.kernels.prodigy_step(p, np.ones_like(p), s, p0, v, m, step=6, **{**carried, key: value})
+    for a, b in zip((p, s, p0, v, m), before):
+        assert a.tobytes() == b.tobytes()
 
 
 @pytest.mark.parametrize("name", list(REFERENCES))
@@ -383,3 +388,28 @@ def test_recommended_range_says_lr_is_a_multiplier():
     for name in REFERENCES:
         r = gs.recommended_range(name)
         assert r.low <= 1.0 <= r.high and "multiplier" in r.source
+
+
+@pytest.mark.parametrize("case", BIG_CASES, ids=case_id)
+def test_flat_buffers_step_the_same_math_and_keep_the_padding_zero(case):
+    # One contiguous vector instead of five tensors: the sums are added in another order
+    # (not the same bits), the padding between views holds zero params, grads and states.
+    name, opts = case
+    params, targets, rng = problem(7)
+    separate = [p.copy() for p in params]
+    flat = gs.flatten([p.copy() for p in params])
+    a = getattr(gs, name)(separate, **opts)
+    b = getattr(gs, name)(flat, **opts)
+    assert b.state["p0" if name == "Prodigy" else "s"][0].shape == params[0].shape
+    for k in range(20):
+        grads = gradients(separate, targets, rng, k, False)
+        a.step(grads)
+        b.step(grads)
+    for x, y in zip(separate, flat.params):
+        np.testing.assert_allclose(y, x, rtol=1e-12, atol=1e-300)
+    for key, value in a.carried().items():
+        assert b.carried()[key] == pytest.approx(value, rel=1e-12)
+    used = np.zeros(flat.size, bool)
+    for view, offset in zip(flat.params, flat.offsets):
+        used[offset:offset + view.size] = True
+    assert not flat.param_buffer[~used].any()

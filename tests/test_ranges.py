@@ -47,6 +47,22 @@ def test_torch_default_lr_is_inside_the_range(name: str) -> None:
         getattr(gs, name)(_params(), lr=float(default))
 
 
+@pytest.mark.parametrize("name", ["Prodigy", "DAdaptAdam", "DAdaptSGD"])
+def test_learning_rate_free_lr_is_a_multiplier(name: str) -> None:
+    # Their references' lr (prodigyopt, dadaptation) multiplies the estimated step: 1.0.
+    import dadaptation
+    import prodigyopt
+
+    ref = getattr(prodigyopt if name == "Prodigy" else dadaptation, name)
+    default = inspect.signature(ref).parameters["lr"].default
+    rng = gs.recommended_range(name)
+    assert default == 1.0 and default in rng and "multiplier" in rng.source
+    assert inspect.signature(getattr(gs, name)).parameters["lr"].default == 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        getattr(gs, name)(_params())
+
+
 def test_names_classes_and_instances_resolve_alike() -> None:
     assert gs.recommended_range(gs.Adam) == gs.recommended_range("ADAM")
     assert gs.recommended_range(gs.Adam(_params())) == gs.recommended_range("adam")

@@ -44,6 +44,11 @@ CONFIGS = [
     ("RAdam", 0.01, dict(weight_decay=0.05, decoupled_weight_decay=True)),
     ("NAdam", 0.01, dict(weight_decay=0.05, maximize=True)),
     ("NAdam", 0.01, dict(weight_decay=0.05, decoupled_weight_decay=True, momentum_decay=0.1)),
+    # Two passes with reductions over every tensor between them (the sums in chunk order).
+    ("Prodigy", 1.0, dict(weight_decay=0.05, decouple=False, use_bias_correction=True, maximize=True)),
+    ("Prodigy", 1.0, dict(betas=(0.0, 0.99), weight_decay=0.05, safeguard_warmup=True)),
+    ("DAdaptAdam", 1.0, dict(weight_decay=0.05, decouple=True)),
+    ("DAdaptSGD", 1.0, dict(momentum=0.9, weight_decay=0.05)),
 ]
 CONFIG_IDS = [f"{name}{sorted(opts.items())}" for name, _, opts in CONFIGS]
 

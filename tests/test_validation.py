@@ -9,7 +9,8 @@ import pytest
 
 import gradstep as gs
 
-OPTIMIZERS = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam"]
+OPTIMIZERS = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam",
+              "Prodigy", "DAdaptAdam", "DAdaptSGD"]
 # Options that make every optimizer use all its state buffers.
 FULL = {
     "SGD": dict(momentum=0.9),
@@ -21,6 +22,9 @@ FULL = {
     "NAdam": dict(),
     "RAdam": dict(),
     "Adamax": dict(),
+    "Prodigy": dict(),
+    "DAdaptAdam": dict(),
+    "DAdaptSGD": dict(),
 }
 
 
