@@ -65,6 +65,7 @@ def reference_run(name, opts, steps, dtype=np.float64, zero_first=True, gs_dtype
     """gs.<name> (in gs_dtype, default dtype) and the reference (in dtype) over the same gradients, taken
     at gradstep's params; returns both optimizers and both param lists (float64)."""
     params, targets, rng = problem()
+    params[2] = np.zeros_like(params[2])  # prodigyopt keeps an all-zero param's p0 as a scalar 0
     mine = [p.astype(gs_dtype or dtype) for p in params]
     tdtype = torch.float64 if dtype == np.float64 else torch.float32
     theirs = [torch.tensor(p, dtype=tdtype) for p in params]

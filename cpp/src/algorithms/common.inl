@@ -133,6 +133,14 @@ inline void reducing_pass(const detail::Job& job, const detail::Passes& passes, 
   partial_totals<K>(job, passes, total);
 }
 
+// Adam's bias correction as Prodigy and D-Adaptation Adam apply it to their
+// step (use_bias_correction), at their step count k (0 before the first):
+// sqrt(1 - beta2^(k+1)) / (1 - beta1^(k+1)), with Python's ** (pow) as they do.
+inline double lr_free_bias_correction(bool on, double beta1, double beta2, double k) {
+  if (!on) return 1.0;
+  return __builtin_pow(1.0 - __builtin_pow(beta2, k + 1.0), 0.5) / (1.0 - __builtin_pow(beta1, k + 1.0));
+}
+
 // Python's max(a, b) and min(a, b), as the references compute their d: the
 // first argument unless the second compares greater (smaller), so a NaN
 // second argument keeps the first.

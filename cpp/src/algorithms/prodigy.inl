@@ -62,10 +62,7 @@ void prodigy_update(const TensorView& t, std::size_t begin, std::size_t end, con
 void step(const ProdigyOptions& o, const detail::Job& job, const detail::Passes& passes, StepReport& report) {
   if (o.lr == 0.0) return;  // the reference skips every tensor, then returns: nothing changes
   const double k = o.k, d = o.d;
-  const double bias_correction = o.use_bias_correction ? __builtin_pow(1.0 - __builtin_pow(o.beta2, k + 1.0), 0.5) /
-                                                             (1.0 - __builtin_pow(o.beta1, k + 1.0))
-                                                       : 1.0;
-  const double dlr = d * o.lr * bias_correction;
+  const double dlr = d * o.lr * lr_free_bias_correction(o.use_bias_correction, o.beta1, o.beta2, k);
   const double beta3 = o.beta3 != o.beta3 ? __builtin_sqrt(o.beta2) : o.beta3;  // NaN: unset
   const bool l2 = o.weight_decay != 0.0 && !o.decouple;
   const bool decoupled = o.weight_decay != 0.0 && o.decouple;
