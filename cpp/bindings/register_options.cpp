@@ -77,6 +77,7 @@ py::dict spec_of() {
     d["kind"] = kind_name(f.kind);
     d["group"] = f.group != nullptr ? py::object(py::str(f.group)) : py::object(py::none());
     d["kernel_default"] = f.kernel_default;
+    d["none_is_zero"] = f.none_is_zero;
     d["initial_from"] = f.initial_from != nullptr ? py::object(py::str(f.initial_from)) : py::object(py::none());
     d["fills"] = f.fills >= 0 ? py::object(py::str(D::slots[static_cast<std::size_t>(f.fills)].name))
                               : py::object(py::none());

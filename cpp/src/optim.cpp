@@ -281,9 +281,15 @@ StepReport run_step(const TensorSetImpl& s, const Options& o, std::int64_t step,
   detail::Job job{};
   if (!prepare(s, o, step, control, parallel_min<Options>(), job, report)) return report;
   constexpr std::size_t sums = PartialSums<D>::value;
-  std::vector<double> partials(s.plan.chunks.size() * sums);
-  const detail::Passes passes{&run_passes,          &s.plan,   parallel_min<Options>(), s.plan.chunks.size(),
-                              s.tensors.size(),     sums != 0 ? partials.data() : nullptr, sums};
+  std::vector<double> partials(s.plan.chunks.size() * sums), per_tensor(s.tensors.size() * sums);
+  const detail::Passes passes{&run_passes,
+                              &s.plan,
+                              parallel_min<Options>(),
+                              s.plan.chunks.size(),
+                              s.tensors.size(),
+                              sums != 0 ? partials.data() : nullptr,
+                              sums,
+                              sums != 0 ? per_tensor.data() : nullptr};
   (detail::kernels().*kernel_of<Options>())(o, job, passes, report);
   return report;
 }

@@ -42,6 +42,7 @@ class Field:
     fills: Optional[str]  # the state a Python-only value initialises
     kernel_default: bool  # lr only: the kernel function gives it its default
     initial_from: Optional[str] = None  # carried only: the field whose value it starts at
+    none_is_zero: bool = False  # a real option whose Python value may be None, standing for 0 (off)
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,13 @@ class Param:
     def annotation(self) -> Any:
         if self.grouped:
             return tuple[tuple(float for _ in self.fields)]  # type: ignore[misc]
+        if self.fields[0].none_is_zero:
+            return Optional[float]
         return bool if self.fields[0].type == "flag" else float
+
+    def python_value(self, value: Any) -> Any:
+        """The Python value of this (ungrouped) parameter for the option's value (None for a 0 that means off)."""
+        return None if self.fields[0].none_is_zero and value == 0.0 else value
 
 
 @dataclass(frozen=True)
@@ -156,6 +163,13 @@ class OptimizerSpec:
         """Python-only construction values -> the state each fills."""
         return {f.name: f.fills for f in self.fields if not f.option and f.fills is not None}
 
+    @property
+    def safeguards(self) -> tuple[str, ...]:
+        """The safeguards gs.X takes after its declared parameters: those it does not declare
+        itself (Lamb's max_grad_norm is its own, with timm's formula and default)."""
+        declared = {p.name for p in self.params}
+        return tuple(name for name in SAFEGUARDS if name not in declared)
+
     def signature(self, lr_annotation: Any = float, params_annotation: Any = Any) -> inspect.Signature:
         """gs.X.__init__'s signature: params, the declared parameters, the safeguards."""
         P = inspect.Parameter
@@ -165,8 +179,10 @@ class OptimizerSpec:
             kind = P.KEYWORD_ONLY if p.keyword_only else P.POSITIONAL_OR_KEYWORD
             annotation = lr_annotation if p.name == "lr" else p.annotation
             out.append(P(p.name, kind, default=p.default, annotation=annotation))
-        out.append(P("skip_nonfinite", P.KEYWORD_ONLY, default=False, annotation=bool))
-        out.append(P("max_grad_norm", P.KEYWORD_ONLY, default=None, annotation=Optional[float]))
+        safeguards = {"skip_nonfinite": (False, bool), "max_grad_norm": (None, Optional[float])}
+        for name in self.safeguards:
+            default, annotation = safeguards[name]
+            out.append(P(name, P.KEYWORD_ONLY, default=default, annotation=annotation))
         return inspect.Signature(out, return_annotation=None)
 
     def doc(self) -> str:

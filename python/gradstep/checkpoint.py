@@ -492,7 +492,7 @@ def _hyperparameters(reader: _Reader, cls: Any) -> dict[str, Any]:
         elif kind.fields[0].type == "flag":
             ok = isinstance(value, bool)
         else:
-            ok = _is_real(value)
+            ok = _is_real(value) or (value is None and kind.fields[0].none_is_zero)
         if not ok:
             raise reader.error(f"hyperparameter {key!r} has the wrong type: {_short(value)}")
     return hyper

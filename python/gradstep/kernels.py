@@ -48,7 +48,8 @@ def _kernel_function(spec: _spec.OptimizerSpec) -> Callable[..., Any]:
     options = [f"{f.name}={f.default!r}" for f in spec.kernel_fields]
     signature = ", ".join(["param", "grad", *states, "*", "lr" + (f"={lr.default!r}" if lr.kernel_default else ""),
                            "step", *options])
-    fields = ", ".join(f"{f.name}={f.name}" for f in spec.kernel_fields)
+    fields = ", ".join(f"{f.name}=0.0 if {f.name} is None else {f.name}" if f.none_is_zero else f"{f.name}={f.name}"
+                       for f in spec.kernel_fields)
     fixed = "".join(f", {k}={v!r}" for k, v in spec.variant_fixed.items())
     values = {**spec.variant_fixed, **{f.name: f.name for f in spec.kernel_fields}}
     needed = ", ".join(s.name if s.needed_when is None else f"{s.name} if {values[s.needed_when]} else None"

@@ -102,6 +102,8 @@ def _checked(spec: _spec.OptimizerSpec, given: dict[str, Any]) -> tuple[dict[str
         else:
             values = (value,)
         for f, v in zip(p.fields, values):
+            if f.none_is_zero and v is None:
+                v = 0.0
             v = bool(v) if f.type == "flag" else (v if p.grouped else _real(f.name, v))
             if f.option:
                 options[f.name] = v
@@ -124,6 +126,8 @@ class Optimizer:
     def __init__(self, params: Params, lr: LearningRate, *, skip_nonfinite: bool = False,
                  max_grad_norm: float | None = None, **hyperparameters: Any) -> None:
         spec = self.__gradstep_spec__
+        if "max_grad_norm" not in spec.safeguards:  # an option of the optimizer's own (Lamb)
+            hyperparameters["max_grad_norm"], max_grad_norm = max_grad_norm, None
         skip_nonfinite = bool(skip_nonfinite)
         if max_grad_norm is not None:
             max_grad_norm = _real("max_grad_norm", max_grad_norm)
@@ -217,7 +221,10 @@ class Optimizer:
 
     @property
     def max_grad_norm(self) -> float | None:
-        """Gradients are clipped to this global L2 norm (None: no clipping)."""
+        """Gradients are clipped to this global L2 norm (None: no clipping); by the optimizer's
+        own rule when it declares max_grad_norm (Lamb), else as torch's clip_grad_norm_."""
+        if self._owns("max_grad_norm"):
+            return float(self._options.max_grad_norm) or None
         return float(self._set.max_grad_norm) or None
 
     @max_grad_norm.setter
@@ -226,7 +233,16 @@ class Optimizer:
             value = _real("max_grad_norm", value)
             if not math.isfinite(value) or value <= 0:
                 raise ValueError(f"max_grad_norm must be a finite number > 0 or None, got {value!r}")
+        if self._owns("max_grad_norm"):
+            options = self._options
+            options.max_grad_norm = value or 0.0
+            self._set.set_options(options)
+            return
         self._set.set_safeguards(self._set.skip_nonfinite, value or 0.0)
+
+    def _owns(self, safeguard: str) -> bool:
+        """Whether the optimizer declares this safeguard's name as an option of its own."""
+        return safeguard not in self.__gradstep_spec__.safeguards
 
     def _initial_state(self, name: str) -> float:
         for value_name, state in self.__gradstep_spec__.initial_values().items():
@@ -370,7 +386,7 @@ class Optimizer:
     def hyperparameters(self) -> dict[str, Any]:
         """Every constructor argument but params and lr, as plain values."""
         return {**self._update_hyperparameters(), "skip_nonfinite": self.skip_nonfinite,
-                "max_grad_norm": self.max_grad_norm}
+                "max_grad_norm": self.max_grad_norm}  # declared (Lamb) or the safeguard: the same value
 
     def _update_hyperparameters(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -378,7 +394,7 @@ class Optimizer:
         for p in self.__gradstep_spec__.hyper_params:
             values = tuple(getattr(options, f.name) if f.option else self._initial_values[f.name]
                            for f in p.fields)
-            out[p.name] = values if p.grouped else values[0]
+            out[p.name] = values if p.grouped else p.python_value(values[0])
         return out
 
     @_serialized
@@ -519,9 +535,8 @@ def _optimizer_class(spec: _spec.OptimizerSpec, base: type[Optimizer]) -> type[O
         bound.apply_defaults()
         given = dict(bound.arguments)
         del given["self"]
-        Optimizer.__init__(self, given.pop("params"), given.pop("lr"),
-                           skip_nonfinite=given.pop("skip_nonfinite"),
-                           max_grad_norm=given.pop("max_grad_norm"), **given)
+        safeguards = {name: given.pop(name) for name in spec.safeguards}
+        Optimizer.__init__(self, given.pop("params"), given.pop("lr"), **safeguards, **given)
 
     __init__.__signature__ = signature  # type: ignore[attr-defined]
     __init__.__qualname__ = f"{spec.name}.__init__"

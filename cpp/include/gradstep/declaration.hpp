@@ -56,6 +56,9 @@ struct Field {
   // required there, every other option has its default).
   bool kernel_default = false;
   const char* initial_from = nullptr;  // carried only: the field whose value it starts at
+  // A real option whose Python value may be None, standing for 0 (off), as
+  // timm's Lamb takes max_grad_norm=None for no clipping.
+  bool none_is_zero = false;
 
   constexpr Field keyword_only() const {
     Field f = *this;
@@ -71,6 +74,11 @@ struct Field {
     Field f = *this;
     f.kind = Kind::carried;
     f.initial_from = from;
+    return f;
+  }
+  constexpr Field or_none() const {
+    Field f = *this;
+    f.none_is_zero = true;
     return f;
   }
   constexpr Field with_kernel_default() const {
