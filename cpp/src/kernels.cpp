@@ -32,6 +32,7 @@ namespace {
 #include "algorithms/radam.inl"
 #include "algorithms/nadam.inl"
 #include "algorithms/grad_stats.inl"
+#include "algorithms/lamb.inl"  // after grad_stats.inl: its clip pass sums as that one does
 #include "algorithms/stream.inl"
 #include "algorithms/steps.inl"
 }  // namespace

@@ -79,6 +79,19 @@ class NadamOptions(_Options):
     mu_product: float
     def __init__(self, *, lr: float = ..., beta1: float = ..., beta2: float = ..., eps: float = ..., weight_decay: float = ..., momentum_decay: float = ..., decoupled_weight_decay: bool = ..., maximize: bool = ..., mu_product: float = ...) -> None: ...
 
+class LambOptions(_Options):
+    bias_correction: bool
+    beta1: float
+    beta2: float
+    eps: float
+    grad_averaging: bool
+    max_grad_norm: float
+    trust_clip: bool
+    always_adapt: bool
+    caution: bool
+    decoupled_decay: bool
+    def __init__(self, *, lr: float = ..., bias_correction: bool = ..., beta1: float = ..., beta2: float = ..., eps: float = ..., weight_decay: float = ..., grad_averaging: bool = ..., max_grad_norm: float = ..., trust_clip: bool = ..., always_adapt: bool = ..., caution: bool = ..., decoupled_decay: bool = ..., maximize: bool = ...) -> None: ...
+
 OPTIONS: tuple[type[_Options], ...]
 # --- end of generated stubs ---
 
