@@ -90,7 +90,9 @@ class LambOptions(_Options):
     always_adapt: bool
     caution: bool
     decoupled_decay: bool
-    def __init__(self, *, lr: float = ..., bias_correction: bool = ..., beta1: float = ..., beta2: float = ..., eps: float = ..., weight_decay: float = ..., grad_averaging: bool = ..., max_grad_norm: float = ..., trust_clip: bool = ..., always_adapt: bool = ..., caution: bool = ..., decoupled_decay: bool = ..., maximize: bool = ...) -> None: ...
+    corrected_weight_decay: bool
+    max_lr: float
+    def __init__(self, *, lr: float = ..., bias_correction: bool = ..., beta1: float = ..., beta2: float = ..., eps: float = ..., weight_decay: float = ..., grad_averaging: bool = ..., max_grad_norm: float = ..., trust_clip: bool = ..., always_adapt: bool = ..., caution: bool = ..., decoupled_decay: bool = ..., corrected_weight_decay: bool = ..., maximize: bool = ..., max_lr: float = ...) -> None: ...
 
 OPTIONS: tuple[type[_Options], ...]
 # --- end of generated stubs ---

@@ -139,7 +139,11 @@ class Optimizer:
         options = spec.options(**fields)
         if not isinstance(lr, Schedule) and not callable(lr):
             options.lr = _real("lr", lr)
-        for name, value in spec.initial_carried(options).items():
+        first = options
+        if isinstance(lr, Schedule) or callable(lr):  # a value carried from lr starts at the first step's rate
+            first = spec.options(**fields)
+            first.lr = _real("lr(0)", lr(0))
+        for name, value in spec.initial_carried(first).items():
             setattr(options, name, value)
         options.validate()
         self._step_count = 0

@@ -335,12 +335,14 @@ struct Declaration<NadamOptions> {
 // FusedLAMB variant): Adam's direction scaled per tensor by a trust ratio
 // ||p|| / ||u||, after a global gradient clip of its own (timm's formula, not
 // the max_grad_norm safeguard's torch formula; it takes the safeguard's name
-// and place in gs.Lamb). corrected_weight_decay is not supported (see
-// docs/guide.md).
+// and place in gs.Lamb).
 struct LambOptions {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-6, weight_decay = 0.01, max_grad_norm = 1.0;
   bool bias_correction = true, grad_averaging = true, trust_clip = false, always_adapt = false,
-       caution = false, decoupled_decay = false, maximize = false;
+       caution = false, decoupled_decay = false, corrected_weight_decay = false, maximize = false;
+  // timm's max_lr_snapshot: the rate the optimizer was made with (carried,
+  // from lr), the peak in corrected_weight_decay's lr^2 / max_lr.
+  double max_lr = 0.0;
 };
 template <>
 struct Declaration<LambOptions> {
@@ -361,7 +363,8 @@ struct Declaration<LambOptions> {
       "u      = m / bc1 / (sqrt(v) / sqrt(bc2) + eps)\n"
       "c      = [u * g > 0] per element                 (caution)\n"
       "u     *= c / max(mean(c), 1e-3)                  (caution; mean over the tensor)\n"
-      "p     -= lr * weight_decay * p                   (decoupled_decay)\n"
+      "p     -= lr * weight_decay * p                   (decoupled_decay;\n"
+      "         lr^2 / max_lr for lr with corrected_weight_decay)\n"
       "u     += weight_decay * p                        (otherwise)\n"
       "r      = ||p|| / ||u|| over the tensor            (weight_decay != 0 or always_adapt;\n"
       "         1 when either norm is 0; min(r, 1) with trust_clip; else r = 1)\n"
@@ -381,10 +384,14 @@ struct Declaration<LambOptions> {
       flag("always_adapt", &O::always_adapt),
       flag("caution", &O::caution),
       flag("decoupled_decay", &O::decoupled_decay),
+      flag("corrected_weight_decay", &O::corrected_weight_decay),
       flag("maximize", &O::maximize).keyword_only(),
+      real("max_lr", &O::max_lr, Bound::nonneg).carried("lr"),
   };
   static constexpr std::array slots{Slot<O>{"exp_avg"}, Slot<O>{"exp_avg_sq"}};
-  static constexpr std::array<Check<O>, 0> checks{};
+  static constexpr std::array checks{Check<O>{
+      "corrected_weight_decay requires max_lr > 0 (the lr the optimizer was made with: give the peak rate)",
+      &O::corrected_weight_decay, &O::max_lr}};
   static constexpr std::array<Variant, 0> variants{};
 };
 

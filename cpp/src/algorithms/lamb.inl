@@ -30,7 +30,7 @@ struct LambStep {
   double eps_scaled;    // eps * sqrt(bc2)
   double update_scale;  // sqrt(bc2) / bc1
   double wd_scaled;     // weight_decay / update_scale: L2 decay added to r
-  double param_scale;   // 1 - lr * weight_decay with decoupled_decay, else 1
+  double param_scale;   // 1 - lr * weight_decay with decoupled_decay (lr^2 / max_lr corrected), else 1
   double grad_scale;    // ±1 (maximize) divided by the clipping factor
 };
 
@@ -125,7 +125,10 @@ void step(const LambOptions& o, const detail::Job& job, const detail::Passes& pa
   const double beta3 = o.grad_averaging ? 1.0 - o.beta1 : 1.0;
   LambStep c{lerp_weight(beta3), o.beta1, beta3, o.eps * bc2_sqrt, bc2_sqrt / bc1, 0.0, 1.0, job.grad_scale};
   c.wd_scaled = o.weight_decay / c.update_scale;
-  if (o.decoupled_decay && o.weight_decay != 0.0) c.param_scale = 1.0 - o.lr * o.weight_decay;
+  if (o.decoupled_decay && o.weight_decay != 0.0) {
+    const double decay_rate = o.corrected_weight_decay ? o.lr * o.lr / o.max_lr : o.lr;
+    c.param_scale = 1.0 - decay_rate * o.weight_decay;
+  }
   double total[K];
 
   if (o.max_grad_norm > 0.0) {
