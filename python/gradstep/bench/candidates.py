@@ -78,7 +78,8 @@ def gradstep_checked_candidate(spec: Spec, params: list[np.ndarray], grads: list
     """The cost of the safeguards: the non-finite check and global-norm clipping (one more
     read of the gradients before the update)."""
     mine = [p.copy() for p in params]
-    opt = getattr(gs, spec.gradstep)(mine, skip_nonfinite=True, max_grad_norm=1e9, **spec.hyper)
+    # Lamb's max_grad_norm is its own (timm's clip), in spec.hyper: the safeguard's value wins.
+    opt = getattr(gs, spec.gradstep)(mine, **{**spec.hyper, "skip_nonfinite": True, "max_grad_norm": 1e9})
     return Candidate("gradstep-checked", lambda: opt.step(grads), lambda: mine)
 
 
@@ -136,7 +137,10 @@ def torch_candidates(spec: Spec, params: list[np.ndarray], grads: list[np.ndarra
     except ImportError:
         return []
     out = []
-    cls = getattr(torch.optim, spec.torch)
+    try:
+        cls = spec.torch_class()
+    except ImportError:
+        return []  # the reference package is not installed
     for name, flags in (("torch-loop", dict(foreach=False)), ("torch-foreach", dict(foreach=True)),
                         ("torch-fused", dict(fused=True))):
         if name not in names:
@@ -146,13 +150,20 @@ def torch_candidates(spec: Spec, params: list[np.ndarray], grads: list[np.ndarra
         except (RuntimeError, TypeError, ValueError):
             continue  # e.g. no fused implementation of this optimizer on CPU
         out.append(Candidate(name, opt.step, _torch_values(opt), steps=1))
-    if "gradstep.torch" in names:
+    if "gradstep.torch" in names and _has_adapter(spec):
         # gradstep.torch: the torch.optim subclass stepping the same torch tensors.
         import gradstep.torch as gt
 
         adapter = torch_optimizer(getattr(gt, spec.torch), spec, params, grads)
         out.append(Candidate("gradstep.torch", adapter.step, _torch_values(adapter), steps=1))
     return out
+
+
+def _has_adapter(spec: Spec) -> bool:
+    """gradstep.torch has an adapter for this spec's optimizer."""
+    import gradstep.torch as gt
+
+    return spec.torch in getattr(gt, "__all__", ())
 
 
 def torch_flat_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray],
@@ -171,7 +182,7 @@ def torch_flat_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.nd
     if flatten is None:
         # getattr: gradstep.torch's module __getattr__ claims every name is an optimizer class.
         flatten = getattr(gt, "flatten_parameters", None)
-        if flatten is None:
+        if flatten is None or not _has_adapter(spec):
             return None
     tensors = [torch.from_numpy(p.copy()).requires_grad_() for p in params]
     for t, g in zip(tensors, grads):

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.machinery
+import importlib.util
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -14,7 +19,45 @@ from gradstep.bench.models import MODELS
 
 DEFAULT_CASES = "4096,65536,1048576,16777216,200x5000"
 QUICK_CASES = "4096,20x5000"
-OPTIMIZERS = ("adam", "sgd", "adagrad", "rmsprop", "adadelta", "adamax", "radam", "nadam")
+OPTIMIZERS = ("adam", "sgd", "adagrad", "rmsprop", "adadelta", "adamax", "radam", "nadam", "lamb")
+
+
+def import_reference(module: str, name: str) -> Any:
+    """``module.name`` of a reference package (timm.optim.lamb.Lamb).
+
+    When the package's ``__init__`` does not import here (timm's needs
+    torchvision, which a CPU-only torch install may lack) the module is loaded
+    from its file, under a private name, with its parents as bare packages so
+    that its relative imports (timm.optim._helpers) still resolve.
+    """
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError:
+        pass
+    top, *parts = module.split(".")
+    found = importlib.util.find_spec(top)  # finds the package without running its __init__
+    if found is None or not found.submodule_search_locations:
+        raise ImportError(f"{top} is not installed")
+    path = Path(list(found.submodule_search_locations)[0])
+    private = "_gradstep_reference_" + top
+    for i in range(len(parts)):  # the bare parent packages
+        package = ".".join([private, *parts[:i]])
+        if package not in sys.modules:
+            bare = importlib.util.module_from_spec(importlib.machinery.ModuleSpec(package, None, is_package=True))
+            bare.__path__ = [str(path.joinpath(*parts[:i]))]
+            sys.modules[package] = bare
+    full = ".".join([private, *parts])
+    if full not in sys.modules:
+        file_spec = importlib.util.spec_from_file_location(full, path.joinpath(*parts).with_suffix(".py"))
+        assert file_spec is not None and file_spec.loader is not None
+        loaded = importlib.util.module_from_spec(file_spec)
+        sys.modules[full] = loaded
+        try:
+            file_spec.loader.exec_module(loaded)
+        except BaseException:
+            del sys.modules[full]
+            raise
+    return getattr(sys.modules[full], name)
 
 
 @dataclass(frozen=True)
@@ -80,10 +123,21 @@ class Spec:
 
     name: str
     gradstep: str  # class in gradstep
-    torch: str  # class in torch.optim
+    torch: str  # class in torch.optim (or, with `reference`, in the reference package)
     hyper: dict[str, Any]  # constructor arguments common to gradstep and torch
     numpy_step: Callable[[Any, int], None]  # (NumpyState, 1-based step)
     deepspeed: Optional[tuple[str, str, dict[str, Any]]] = None  # module, class, extra kwargs
+    # The module of the reference package holding the torch peer, when torch.optim has
+    # none (timm.optim.lamb); its class takes foreach= as torch.optim's do.
+    reference: Optional[str] = None
+
+    def torch_class(self) -> Any:
+        """The torch peer's optimizer class (ImportError if its package is missing)."""
+        if self.reference is not None:
+            return import_reference(self.reference, self.torch)
+        import torch
+
+        return getattr(torch.optim, self.torch)
 
 
 SPECS = {
@@ -98,6 +152,10 @@ SPECS = {
     "radam": Spec("radam", "RAdam", "RAdam", dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8), numpy_steps.radam),
     "nadam": Spec("nadam", "NAdam", "NAdam", dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, momentum_decay=4e-3),
                   numpy_steps.nadam),
+    # Without its global clip (max_grad_norm=None): the numpy peer steps tensor by tensor.
+    "lamb": Spec("lamb", "Lamb", "Lamb", dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01,
+                                              max_grad_norm=None),
+                 numpy_steps.lamb, reference="timm.optim.lamb"),
 }
 
 
