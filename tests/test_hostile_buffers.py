@@ -20,7 +20,7 @@ import torch
 import gradstep as gs
 from gradstep import kernels
 
-OPTIMIZERS = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam"]
+OPTIMIZERS = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam", "Lamb"]
 
 # Shared by the in-process tests and the subprocess scripts.
 HELPERS = '''

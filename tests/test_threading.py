@@ -44,6 +44,10 @@ CONFIGS = [
     ("RAdam", 0.01, dict(weight_decay=0.05, decoupled_weight_decay=True)),
     ("NAdam", 0.01, dict(weight_decay=0.05, maximize=True)),
     ("NAdam", 0.01, dict(weight_decay=0.05, decoupled_weight_decay=True, momentum_decay=0.1)),
+    # Lamb's passes: clip, moments, apply; with the caution norm pass; one fused pass.
+    ("Lamb", 0.01, dict()),
+    ("Lamb", 0.01, dict(caution=True, decoupled_decay=True, trust_clip=True, maximize=True)),
+    ("Lamb", 0.01, dict(weight_decay=0.0, max_grad_norm=None)),
 ]
 CONFIG_IDS = [f"{name}{sorted(opts.items())}" for name, _, opts in CONFIGS]
 
