@@ -19,6 +19,7 @@ import gradstep as gs
 from gradstep.bench.spec import import_reference
 
 import float32_accuracy
+import reference
 
 TimmLamb = import_reference("timm.optim.lamb", "Lamb")
 
@@ -95,6 +96,21 @@ def test_every_option_combination_matches_timm_in_float64(weight_decay, max_grad
         for key, arrays in want_state.items():
             for g, w in zip(opt.state[key], arrays):
                 np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-14, err_msg=f"{key} {opts}")
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.05])
+def test_every_option_combination_matches_the_published_equations(weight_decay):
+    # tests/reference.py's LambRef, written from the paper (and timm's conventions).
+    params, grads = problem(np.float64, seed=1)
+    for flags in flag_combinations():
+        for max_grad_norm in (None, 1.0):
+            opts = dict(flags, weight_decay=weight_decay, max_grad_norm=max_grad_norm)
+            ref = reference.LambRef(params, **opts)
+            got, _ = run_gs(opts, params, grads)
+            for step_grads in grads:
+                ref.step(step_grads, LR)
+            for g, w in zip(got, ref.params):
+                np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12, err_msg=str(opts))
 
 
 def test_the_clip_engages_on_some_steps_only():
