@@ -7,6 +7,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "gradstep/optim.hpp"
 #include "register.hpp"
@@ -54,6 +55,12 @@ py::object field_named(Member member) {
   }
   return py::none();
 }
+
+// Declaration::per_tensor, false when it declares none.
+template <class D, class = void>
+struct PerTensor : std::false_type {};
+template <class D>
+struct PerTensor<D, std::void_t<decltype(D::per_tensor)>> : std::bool_constant<D::per_tensor> {};
 
 // The declaration as plain Python data (see python/gradstep/_spec.py).
 template <class Options>
@@ -126,6 +133,7 @@ py::dict spec_of() {
   out["summary"] = D::summary;
   out["equations"] = D::equations;
   out["torch_step_state"] = D::torch_step_state;
+  out["per_tensor"] = PerTensor<D>::value;
   out["fields"] = fields;
   out["states"] = states;
   out["checks"] = checks;

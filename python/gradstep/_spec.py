@@ -97,6 +97,8 @@ class OptimizerSpec:
     states: tuple[State, ...]
     checks: tuple[dict[str, Any], ...]
     variant_fixed: dict[str, Any] = field(default_factory=dict)  # fixed by the variant
+    # The step reduces over each tensor (Lamb's trust ratios): flat buffers are stepped tensor by tensor.
+    per_tensor: bool = False
 
     @property
     def kernel(self) -> str:
@@ -224,7 +226,7 @@ def _read(options: type) -> list[OptimizerSpec]:
         equations=spec["equations"], torch_step_state=spec["torch_step_state"],
         fields=tuple(Field(**f) for f in spec["fields"]),
         states=tuple(State(**s) for s in spec["states"]),
-        checks=tuple(spec["checks"]),
+        checks=tuple(spec["checks"]), per_tensor=spec["per_tensor"],
     )
     return [base] + [_variant(base, v) for v in spec["variants"]]
 

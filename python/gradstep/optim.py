@@ -189,11 +189,18 @@ class Optimizer:
                 if name in self._copied_states:
                     np.copyto(buffers[name][0], flat.param_buffer)  # padding stays zero in both
             self.state = {name: views for name, (_, views) in buffers.items()}
-            self._set = self._tensor_set(
-                [flat.param_buffer], {name: [buf] for name, (buf, _) in buffers.items()}
-            )
-            self._flat_grads = [flat.grad_buffer]
-            self._view_set = None  # built on first use
+            if spec.per_tensor:
+                # Its step reduces over each tensor (Lamb's trust ratios): one
+                # vector would be one tensor, so the set steps the views.
+                self._set = self._tensor_set(self.params, self.state)
+                self._flat_grads = flat.grads
+                self._view_set = self._set
+            else:
+                self._set = self._tensor_set(
+                    [flat.param_buffer], {name: [buf] for name, (buf, _) in buffers.items()}
+                )
+                self._flat_grads = [flat.grad_buffer]
+                self._view_set = None  # built on first use
         # The set owns the options, the rate (base rate or schedule, plateau
         # scale and floor) and the safeguards; they are set here and when they
         # change, and read back from it.

@@ -351,6 +351,7 @@ struct Declaration<LambOptions> {
   // Per chunk: sum of p^2, then sum of u^2 (or, with caution, the count of
   // u * g > 0), then with caution sum of u^2 (lamb.inl).
   static constexpr int partial_sums = 3;
+  static constexpr bool per_tensor = true;
   static constexpr const char* name = "Lamb";
   static constexpr const char* options = "LambOptions";
   static constexpr const char* summary = "layer-wise trust ratio on Adam's update (timm's Lamb)";
