@@ -62,6 +62,16 @@ struct PerTensor : std::false_type {};
 template <class D>
 struct PerTensor<D, std::void_t<decltype(D::per_tensor)>> : std::bool_constant<D::per_tensor> {};
 
+// Declaration::reference, or None (torch.optim's class of the same name).
+template <class D, class = void>
+struct Reference {
+  static py::object of() { return py::none(); }
+};
+template <class D>
+struct Reference<D, std::void_t<decltype(D::reference)>> {
+  static py::object of() { return py::str(D::reference); }
+};
+
 // The declaration as plain Python data (see python/gradstep/_spec.py).
 template <class Options>
 py::dict spec_of() {
@@ -134,6 +144,7 @@ py::dict spec_of() {
   out["equations"] = D::equations;
   out["torch_step_state"] = D::torch_step_state;
   out["per_tensor"] = PerTensor<D>::value;
+  out["reference"] = Reference<D>::of();
   out["fields"] = fields;
   out["states"] = states;
   out["checks"] = checks;

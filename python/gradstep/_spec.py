@@ -99,6 +99,12 @@ class OptimizerSpec:
     variant_fixed: dict[str, Any] = field(default_factory=dict)  # fixed by the variant
     # The step reduces over each tensor (Lamb's trust ratios): flat buffers are stepped tensor by tensor.
     per_tensor: bool = False
+    reference: Optional[str] = None  # the class whose equations it follows when not torch.optim's
+
+    @property
+    def follows(self) -> str:
+        """The class whose names, defaults and equations gs.X takes (torch.optim.Adam, timm.optim.Lamb)."""
+        return self.reference or f"torch.optim.{self.name}"
 
     @property
     def kernel(self) -> str:
@@ -226,7 +232,7 @@ def _read(options: type) -> list[OptimizerSpec]:
         equations=spec["equations"], torch_step_state=spec["torch_step_state"],
         fields=tuple(Field(**f) for f in spec["fields"]),
         states=tuple(State(**s) for s in spec["states"]),
-        checks=tuple(spec["checks"]), per_tensor=spec["per_tensor"],
+        checks=tuple(spec["checks"]), per_tensor=spec["per_tensor"], reference=spec["reference"],
     )
     return [base] + [_variant(base, v) for v in spec["variants"]]
 

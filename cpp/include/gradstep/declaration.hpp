@@ -166,6 +166,8 @@ struct Variant {
 // and optionally
 //   partial_sums  how many sums per chunk its step reduces (a kernel with its
 //                 own step(): see kernel_table.hpp); 0 when absent
+//   reference     the class whose equations it follows, when not torch.optim's
+//                 ("timm.optim.Lamb")
 //   per_tensor    true when its step reduces over each tensor (LAMB's trust
 //                 ratios): then the tensors of a flat buffer (gs.flatten) are
 //                 stepped as tensors, not as one vector; false when absent

@@ -353,8 +353,9 @@ struct Declaration<LambOptions> {
   static constexpr int partial_sums = 3;
   static constexpr bool per_tensor = true;
   static constexpr const char* name = "Lamb";
+  static constexpr const char* reference = "timm.optim.Lamb";
   static constexpr const char* options = "LambOptions";
-  static constexpr const char* summary = "layer-wise trust ratio on Adam's update (timm's Lamb)";
+  static constexpr const char* summary = "LAMB, Adam's update scaled per tensor by a trust ratio, global grad clip";
   static constexpr const char* equations =
       "g      = ±grad / max(1, norm / max_grad_norm)    (norm: L2 over every tensor's grad;\n"
       "                                                  no clipping when max_grad_norm is None)\n"
