@@ -164,6 +164,7 @@ void step(const LambOptions& o, const detail::Job& job, const detail::Passes& pa
   });
   partial_totals<K>(job, passes, total, passes.per_tensor);
   // A tensor's scales from its totals: the same numbers for each of its chunks.
+  // (The norm pass reads only the caution scale; its step size is not yet known.)
   const auto scales = [&](std::size_t tensor, std::size_t size, double& caution_scale, double& step_size) {
     const double* sums = passes.per_tensor + tensor * K;
     if (o.caution) {
