@@ -179,3 +179,48 @@ class NAdamRef(Reference):
         denom = np.sqrt(v / (1 - b2**t)) + eps
         p -= lr * (1 - mu) / (1 - float(prod)) * g / denom
         p -= lr * mu_next / (1 - float(prod) * mu_next) * m / denom
+
+
+class LambRef(Reference):
+    # You et al. 2019 (arXiv:1904.00962, Algorithm 2: LAMB) with timm's Lamb's
+    # conventions: the global clip g / max(1, ||g||_all / max_grad_norm) first,
+    # eps added after the bias correction of v, the trust ratio applied only with
+    # weight decay or always_adapt (1 where either norm is 0, capped at 1 with
+    # trust_clip), and the Cautious Optimizers mask (Liang et al. 2024).
+    def step(self, grads, lr):
+        h = self.h
+        grads = [np.asarray(g, np.float64) * (-1.0 if h.get("maximize") else 1.0) for g in grads]
+        max_norm = h.get("max_grad_norm", 1.0)
+        if max_norm is not None:
+            norm = np.sqrt(sum(float(np.sum(g * g)) for g in grads))
+            grads = [g / max(norm / max_norm, 1.0) for g in grads]
+        self.t += 1
+        for p, g, s in zip(self.params, grads, self.s):
+            self.update(p, g, s, lr)
+
+    def update(self, p, g, s, lr):
+        h, t = self.h, self.t
+        b1, b2 = h.get("betas", (0.9, 0.999))
+        eps, wd = h.get("eps", 1e-6), h.get("weight_decay", 0.01)
+        m = s.setdefault("m", np.zeros_like(p))
+        v = s.setdefault("v", np.zeros_like(p))
+        # Without grad averaging, m = beta1 * m + g; timm tells the two forms apart by
+        # testing 1 - beta1 == 1 (its lerp's weight), so a beta1 below 2^-53 averages.
+        beta3 = 1 - b1 if h.get("grad_averaging", True) else 1.0
+        m[...] = (1 - beta3 if beta3 == 1 - b1 else b1) * m + beta3 * g
+        v[...] = b2 * v + (1 - b2) * g * g
+        bc1, bc2 = (1 - b1**t, 1 - b2**t) if h.get("bias_correction", True) else (1.0, 1.0)
+        u = (m / bc1) / (np.sqrt(v / bc2) + eps)
+        if h.get("caution"):
+            mask = (u * g > 0).astype(np.float64)
+            u = u * mask / max(float(np.mean(mask)) if mask.size else 0.0, 1e-3)
+        if wd and h.get("decoupled_decay"):
+            s.setdefault("max_lr", lr)
+            p *= 1 - (lr * lr / s["max_lr"] if h.get("corrected_weight_decay") else lr) * wd
+        elif wd:
+            u = u + wd * p
+        if wd or h.get("always_adapt"):
+            w_norm, u_norm = np.linalg.norm(p), np.linalg.norm(u)
+            ratio = w_norm / u_norm if w_norm > 0 and u_norm > 0 else 1.0
+            u = u * (min(ratio, 1.0) if h.get("trust_clip") else ratio)
+        p -= lr * u

@@ -16,6 +16,7 @@ OPTIMIZERS = [
     ("RMSprop", dict(momentum=0.5, centered=True, weight_decay=0.05, maximize=True)),
     ("Adam", dict(lr=0.01, amsgrad=True, weight_decay=0.05)),
     ("AdamW", dict(lr=0.01)),
+    ("Lamb", dict(lr=0.01, caution=True)),  # per-tensor trust ratios and caution means
 ]
 
 

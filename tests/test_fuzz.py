@@ -26,7 +26,8 @@ REFS = {"SGD": reference.SGDRef, "Adagrad": reference.AdagradRef, "Adadelta": re
         "RMSprop": reference.RMSpropRef, "Adam": reference.AdamRef, "AdamW": reference.AdamRef,
         "Adamax": reference.AdamaxRef,
         "RAdam": reference.RAdamRef,
-        "NAdam": reference.NAdamRef}
+        "NAdam": reference.NAdamRef,
+        "Lamb": reference.LambRef}
 
 unit = st.floats(0.0, 0.999)
 small = st.floats(0.0, 0.5)
@@ -53,6 +54,11 @@ def optimizer_options(draw):
     elif name in ("Adam", "AdamW"):
         opts = dict(betas=(draw(unit), draw(unit)), eps=draw(positive_eps), weight_decay=draw(small),
                     amsgrad=draw(st.booleans()))
+    elif name == "Lamb":
+        opts = dict(betas=(draw(unit), draw(unit)), eps=draw(positive_eps), weight_decay=draw(small),
+                    max_grad_norm=draw(st.none() | st.floats(1e-3, 10.0)),
+                    **{flag: draw(st.booleans()) for flag in ("bias_correction", "grad_averaging", "trust_clip",
+                                                              "always_adapt", "caution", "decoupled_decay")})
     else:
         opts = dict(betas=(draw(unit), draw(unit)), eps=draw(positive_eps), weight_decay=draw(small))
     opts["maximize"] = draw(st.booleans())

@@ -21,7 +21,7 @@ import gradstep as gs
 from gradstep import kernels
 
 OPTIMIZERS = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam",
-              "Prodigy", "DAdaptAdam", "DAdaptSGD"]
+              "Prodigy", "DAdaptAdam", "DAdaptSGD", "Lamb"]
 
 # Shared by the in-process tests and the subprocess scripts.
 HELPERS = '''

@@ -49,6 +49,10 @@ CONFIGS = [
     ("Prodigy", 1.0, dict(betas=(0.0, 0.99), weight_decay=0.05, safeguard_warmup=True)),
     ("DAdaptAdam", 1.0, dict(weight_decay=0.05, decouple=True)),
     ("DAdaptSGD", 1.0, dict(momentum=0.9, weight_decay=0.05)),
+    # Lamb's passes: clip, moments, apply; with the caution norm pass; one fused pass.
+    ("Lamb", 0.01, dict()),
+    ("Lamb", 0.01, dict(caution=True, decoupled_decay=True, trust_clip=True, maximize=True)),
+    ("Lamb", 0.01, dict(weight_decay=0.0, max_grad_norm=None)),
 ]
 CONFIG_IDS = [f"{name}{sorted(opts.items())}" for name, _, opts in CONFIGS]
 

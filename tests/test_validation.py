@@ -10,7 +10,7 @@ import pytest
 import gradstep as gs
 
 OPTIMIZERS = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam",
-              "Prodigy", "DAdaptAdam", "DAdaptSGD"]
+              "Prodigy", "DAdaptAdam", "DAdaptSGD", "Lamb"]
 # Options that make every optimizer use all its state buffers.
 FULL = {
     "SGD": dict(momentum=0.9),
@@ -25,6 +25,7 @@ FULL = {
     "Prodigy": dict(),
     "DAdaptAdam": dict(),
     "DAdaptSGD": dict(),
+    "Lamb": dict(caution=True),
 }
 
 
@@ -162,6 +163,8 @@ BAD_HYPER = [
     ("Adam", "betas", (1.0, 0.999)), ("Adam", "betas", (0.9, 1.0)), ("Adam", "betas", (-0.1, 0.9)),
     ("Adam", "betas", (0.9, math.nan)), ("Adam", "eps", -1e-8), ("Adam", "weight_decay", -0.1),
     ("AdamW", "betas", (0.9, 1.5)), ("AdamW", "weight_decay", math.inf),
+    ("Lamb", "betas", (1.0, 0.999)), ("Lamb", "eps", math.nan), ("Lamb", "max_grad_norm", -1.0),
+    ("Lamb", "max_grad_norm", math.inf), ("Lamb", "weight_decay", -0.01),
 ]
 
 

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "gradstep/optim.hpp"
 #include "register.hpp"
@@ -60,6 +61,22 @@ py::object field_named(Member member) {
   return py::none();
 }
 
+// Declaration::per_tensor, false when it declares none.
+template <class D, class = void>
+struct PerTensor : std::false_type {};
+template <class D>
+struct PerTensor<D, std::void_t<decltype(D::per_tensor)>> : std::bool_constant<D::per_tensor> {};
+
+// Declaration::reference, or None (torch.optim's class of the same name).
+template <class D, class = void>
+struct Reference {
+  static py::object of() { return py::none(); }
+};
+template <class D>
+struct Reference<D, std::void_t<decltype(D::reference)>> {
+  static py::object of() { return py::str(D::reference); }
+};
+
 // The declaration as plain Python data (see python/gradstep/_spec.py).
 template <class Options>
 py::dict spec_of() {
@@ -82,7 +99,7 @@ py::dict spec_of() {
     d["kind"] = kind_name(f.kind);
     d["group"] = f.group != nullptr ? py::object(py::str(f.group)) : py::object(py::none());
     d["kernel_default"] = f.kernel_default;
-    d["optional"] = f.optional;
+    d["none_value"] = f.none_allowed ? py::object(py::float_(f.none_value)) : py::object(py::none());
     d["initial_from"] = f.initial_from != nullptr ? py::object(py::str(f.initial_from)) : py::object(py::none());
     d["fills"] = f.fills >= 0 ? py::object(py::str(D::slots[static_cast<std::size_t>(f.fills)].name))
                               : py::object(py::none());
@@ -132,6 +149,8 @@ py::dict spec_of() {
   out["summary"] = D::summary;
   out["equations"] = D::equations;
   out["torch_step_state"] = D::torch_step_state;
+  out["per_tensor"] = PerTensor<D>::value;
+  out["reference"] = Reference<D>::of();
   out["fields"] = fields;
   out["states"] = states;
   out["checks"] = checks;

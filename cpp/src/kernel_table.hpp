@@ -56,6 +56,9 @@ struct Passes {
   std::size_t tensor_count;
   double* partials;          // chunk_count * partial_sums doubles, or nullptr when it declares none
   std::size_t partial_sums;
+  // tensor_count * partial_sums doubles for partial_totals' per-tensor totals
+  // (LAMB's trust ratios), or nullptr when it declares none.
+  double* per_tensor;
 };
 
 // One step: every pass of the optimizer over the job's chunks, its carried

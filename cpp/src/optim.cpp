@@ -87,6 +87,12 @@ void check_bound(const char* name, Bound bound, double value) {
 
 namespace {
 
+// A field that allows None holds the value standing for it (NaN stands for NaN).
+template <class F>
+bool stands_for_none(const F& f, double value) {
+  return std::isnan(f.none_value) ? std::isnan(value) : value == f.none_value;
+}
+
 // The fields, then the cross-field rules, of an optimizer's declaration.
 template <class Options>
 void validate_declared(const Options& o) {
@@ -97,7 +103,7 @@ void validate_declared(const Options& o) {
     const bool same_group = f.group != nullptr && group != nullptr && std::strcmp(f.group, group) == 0;
     index = same_group ? index + 1 : 0;
     group = f.group;
-    if (f.real == nullptr || within(f.bound, o.*f.real) || (f.optional && std::isnan(o.*f.real))) continue;
+    if (f.real == nullptr || within(f.bound, o.*f.real) || (f.none_allowed && stands_for_none(f, o.*f.real))) continue;
     const std::string name = f.group ? std::string(f.group) + "[" + std::to_string(index) + "]" : f.name;
     fail(name.c_str(), bound_rule(f.bound), o.*f.real);
   }
@@ -291,9 +297,15 @@ StepReport run_step(const TensorSetImpl& s, const Options& o, std::int64_t step,
   detail::Job job{};
   if (!prepare(s, o, step, control, parallel_min<Options>(), job, report)) return report;
   constexpr std::size_t sums = PartialSums<D>::value;
-  std::vector<double> partials(s.plan.chunks.size() * sums);
-  const detail::Passes passes{&run_passes,          &s.plan,   parallel_min<Options>(), s.plan.chunks.size(),
-                              s.tensors.size(),     sums != 0 ? partials.data() : nullptr, sums};
+  std::vector<double> partials(s.plan.chunks.size() * sums), per_tensor(s.tensors.size() * sums);
+  const detail::Passes passes{&run_passes,
+                              &s.plan,
+                              parallel_min<Options>(),
+                              s.plan.chunks.size(),
+                              s.tensors.size(),
+                              sums != 0 ? partials.data() : nullptr,
+                              sums,
+                              sums != 0 ? per_tensor.data() : nullptr};
   (detail::kernels().*kernel_of<Options>())(o, job, passes, report);
   return report;
 }

@@ -43,21 +43,33 @@ class Field:
     fills: Optional[str]  # the state a Python-only value initialises
     kernel_default: bool  # lr only: the kernel function gives it its default
     initial_from: Optional[str] = None  # carried only: the field whose value it starts at
-    # May be left unset: None in Python, NaN in the options (Prodigy's beta3 = None: sqrt(beta2))
-    optional: bool = False
+    # The options' value a Python None stands for, when None is allowed: NaN for a value left
+    # unset (Prodigy's beta3 = None: sqrt(beta2)), 0 for "off" (Lamb's max_grad_norm); None: not allowed
+    none_value: Optional[float] = None
+
+    @property
+    def optional(self) -> bool:
+        """Python None is a value of this field."""
+        return self.none_value is not None
+
+    def stands_for_none(self, value: Any) -> bool:
+        assert self.none_value is not None
+        if math.isnan(self.none_value):
+            return isinstance(value, float) and math.isnan(value)
+        return bool(value == self.none_value)
 
     @property
     def arg_default(self) -> Any:
-        """The default as a Python argument (None for an optional field unset by default)."""
-        return None if self.optional and self.default != self.default else self.default
+        """The default as a Python argument (None when it stands for None)."""
+        return self.from_option(self.default)
 
     def to_option(self, value: Any) -> Any:
-        """An argument's value for the options (None of an optional field: NaN)."""
-        return math.nan if self.optional and value is None else value
+        """An argument's value for the options (None: the value standing for it)."""
+        return self.none_value if self.optional and value is None else value
 
     def from_option(self, value: Any) -> Any:
-        """An option's value as an argument (NaN of an optional field: None)."""
-        return None if self.optional and value != value else value
+        """An option's value as an argument (the value standing for None: None)."""
+        return None if self.optional and self.stands_for_none(value) else value
 
 
 @dataclass(frozen=True)
@@ -108,6 +120,14 @@ class OptimizerSpec:
     states: tuple[State, ...]
     checks: tuple[dict[str, Any], ...]
     variant_fixed: dict[str, Any] = field(default_factory=dict)  # fixed by the variant
+    # The step reduces over each tensor (Lamb's trust ratios): flat buffers are stepped tensor by tensor.
+    per_tensor: bool = False
+    reference: Optional[str] = None  # the class whose equations it follows when not torch.optim's
+
+    @property
+    def follows(self) -> str:
+        """The class whose names, defaults and equations gs.X takes (torch.optim.Adam, timm.optim.Lamb)."""
+        return self.reference or f"torch.optim.{self.name}"
 
     @property
     def kernel(self) -> str:
@@ -174,6 +194,13 @@ class OptimizerSpec:
         """Python-only construction values -> the state each fills."""
         return {f.name: f.fills for f in self.fields if not f.option and f.fills is not None}
 
+    @property
+    def safeguards(self) -> tuple[str, ...]:
+        """The safeguards gs.X takes after its declared parameters: those it does not declare
+        itself (Lamb's max_grad_norm is its own, with timm's formula and default)."""
+        declared = {p.name for p in self.params}
+        return tuple(name for name in SAFEGUARDS if name not in declared)
+
     def signature(self, lr_annotation: Any = float, params_annotation: Any = Any) -> inspect.Signature:
         """gs.X.__init__'s signature: params, the declared parameters, the safeguards."""
         P = inspect.Parameter
@@ -183,8 +210,10 @@ class OptimizerSpec:
             kind = P.KEYWORD_ONLY if p.keyword_only else P.POSITIONAL_OR_KEYWORD
             annotation = lr_annotation if p.name == "lr" else p.annotation
             out.append(P(p.name, kind, default=p.default, annotation=annotation))
-        out.append(P("skip_nonfinite", P.KEYWORD_ONLY, default=False, annotation=bool))
-        out.append(P("max_grad_norm", P.KEYWORD_ONLY, default=None, annotation=Optional[float]))
+        safeguards = {"skip_nonfinite": (False, bool), "max_grad_norm": (None, Optional[float])}
+        for name in self.safeguards:
+            default, annotation = safeguards[name]
+            out.append(P(name, P.KEYWORD_ONLY, default=default, annotation=annotation))
         return inspect.Signature(out, return_annotation=None)
 
     def doc(self) -> str:
@@ -226,7 +255,7 @@ def _read(options: type) -> list[OptimizerSpec]:
         equations=spec["equations"], torch_step_state=spec["torch_step_state"],
         fields=tuple(Field(**f) for f in spec["fields"]),
         states=tuple(State(**s) for s in spec["states"]),
-        checks=tuple(spec["checks"]),
+        checks=tuple(spec["checks"]), per_tensor=spec["per_tensor"], reference=spec["reference"],
     )
     return [base] + [_variant(base, v) for v in spec["variants"]]
 

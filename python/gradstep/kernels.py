@@ -49,7 +49,7 @@ def _kernel_function(spec: _spec.OptimizerSpec) -> Callable[..., Any]:
     options = [f"{f.name}={f.arg_default!r}" for f in spec.kernel_fields]
     signature = ", ".join(["param", "grad", *states, "*", "lr" + (f"={lr.default!r}" if lr.kernel_default else ""),
                            "step", *options])
-    fields = ", ".join(f"{f.name}=_unset({f.name})" if f.optional else f"{f.name}={f.name}"
+    fields = ", ".join(f"{f.name}=_fields[{f.name!r}].to_option({f.name})" if f.optional else f"{f.name}={f.name}"
                        for f in spec.kernel_fields)
     fixed = "".join(f", {k}={v!r}" for k, v in spec.variant_fixed.items())
     values = {**spec.variant_fixed, **{f.name: f.name for f in spec.kernel_fields}}
@@ -60,7 +60,7 @@ def _kernel_function(spec: _spec.OptimizerSpec) -> Callable[..., Any]:
               f"    return _run(options, param, grad, [{needed}], _names, step, _carried)\n")
     namespace: dict[str, Any] = {"_options": spec.options, "_run": _run, "_names": spec.state_names(),
                                  "_carried": tuple(f.name for f in spec.carried),
-                                 "_unset": lambda v: math.nan if v is None else v, "inf": math.inf}
+                                 "_fields": {f.name: f for f in spec.kernel_fields}, "inf": math.inf}
     exec(source, namespace)  # noqa: S102 - the source is built from the declaration only
     fn: Callable[..., Any] = namespace[spec.kernel]
     fn.__module__ = __name__

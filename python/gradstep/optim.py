@@ -130,6 +130,8 @@ class Optimizer:
     def __init__(self, params: Params, lr: LearningRate, *, skip_nonfinite: bool = False,
                  max_grad_norm: float | None = None, **hyperparameters: Any) -> None:
         spec = self.__gradstep_spec__
+        if "max_grad_norm" not in spec.safeguards:  # an option of the optimizer's own (Lamb)
+            hyperparameters["max_grad_norm"], max_grad_norm = max_grad_norm, None
         skip_nonfinite = bool(skip_nonfinite)
         if max_grad_norm is not None:
             max_grad_norm = _real("max_grad_norm", max_grad_norm)
@@ -141,7 +143,11 @@ class Optimizer:
         options = spec.options(**fields)
         if not isinstance(lr, Schedule) and not callable(lr):
             options.lr = _real("lr", lr)
-        for name, value in spec.initial_carried(options).items():
+        first = options
+        if isinstance(lr, Schedule) or callable(lr):  # a value carried from lr starts at the first step's rate
+            first = spec.options(**fields)
+            first.lr = _real("lr(0)", lr(0))
+        for name, value in spec.initial_carried(first).items():
             setattr(options, name, value)
         options.validate()
         self._step_count = 0
@@ -187,11 +193,18 @@ class Optimizer:
                 if name in self._copied_states:
                     np.copyto(buffers[name][0], flat.param_buffer)  # padding stays zero in both
             self.state = {name: views for name, (_, views) in buffers.items()}
-            self._set = self._tensor_set(
-                [flat.param_buffer], {name: [buf] for name, (buf, _) in buffers.items()}
-            )
-            self._flat_grads = [flat.grad_buffer]
-            self._view_set = None  # built on first use
+            if spec.per_tensor:
+                # Its step reduces over each tensor (Lamb's trust ratios): one
+                # vector would be one tensor, so the set steps the views.
+                self._set = self._tensor_set(self.params, self.state)
+                self._flat_grads = flat.grads
+                self._view_set = self._set
+            else:
+                self._set = self._tensor_set(
+                    [flat.param_buffer], {name: [buf] for name, (buf, _) in buffers.items()}
+                )
+                self._flat_grads = [flat.grad_buffer]
+                self._view_set = None  # built on first use
         # The set owns the options, the rate (base rate or schedule, plateau
         # scale and floor) and the safeguards; they are set here and when they
         # change, and read back from it.
@@ -223,7 +236,10 @@ class Optimizer:
 
     @property
     def max_grad_norm(self) -> float | None:
-        """Gradients are clipped to this global L2 norm (None: no clipping)."""
+        """Gradients are clipped to this global L2 norm (None: no clipping); by the optimizer's
+        own rule when it declares max_grad_norm (Lamb), else as torch's clip_grad_norm_."""
+        if self._owns("max_grad_norm"):
+            return float(self._options.max_grad_norm) or None
         return float(self._set.max_grad_norm) or None
 
     @max_grad_norm.setter
@@ -232,7 +248,16 @@ class Optimizer:
             value = _real("max_grad_norm", value)
             if not math.isfinite(value) or value <= 0:
                 raise ValueError(f"max_grad_norm must be a finite number > 0 or None, got {value!r}")
+        if self._owns("max_grad_norm"):
+            options = self._options
+            options.max_grad_norm = value or 0.0
+            self._set.set_options(options)
+            return
         self._set.set_safeguards(self._set.skip_nonfinite, value or 0.0)
+
+    def _owns(self, safeguard: str) -> bool:
+        """Whether the optimizer declares this safeguard's name as an option of its own."""
+        return safeguard not in self.__gradstep_spec__.safeguards
 
     def _initial_state(self, name: str) -> float:
         for value_name, state in self.__gradstep_spec__.initial_values().items():
@@ -376,7 +401,7 @@ class Optimizer:
     def hyperparameters(self) -> dict[str, Any]:
         """Every constructor argument but params and lr, as plain values."""
         return {**self._update_hyperparameters(), "skip_nonfinite": self.skip_nonfinite,
-                "max_grad_norm": self.max_grad_norm}
+                "max_grad_norm": self.max_grad_norm}  # declared (Lamb) or the safeguard: the same value
 
     def _update_hyperparameters(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -525,13 +550,12 @@ def _optimizer_class(spec: _spec.OptimizerSpec, base: type[Optimizer]) -> type[O
         bound.apply_defaults()
         given = dict(bound.arguments)
         del given["self"]
-        Optimizer.__init__(self, given.pop("params"), given.pop("lr"),
-                           skip_nonfinite=given.pop("skip_nonfinite"),
-                           max_grad_norm=given.pop("max_grad_norm"), **given)
+        safeguards = {name: given.pop(name) for name in spec.safeguards}
+        Optimizer.__init__(self, given.pop("params"), given.pop("lr"), **safeguards, **given)
 
     __init__.__signature__ = signature  # type: ignore[attr-defined]
     __init__.__qualname__ = f"{spec.name}.__init__"
-    doc = f"torch.optim.{spec.name}: {spec.summary}.\n\n{spec.doc()}\n"
+    doc = f"{spec.follows}: {spec.summary}.\n\n{spec.doc()}\n"
     namespace = {"__init__": __init__, "__doc__": doc, "__gradstep_spec__": spec,
                  "__module__": __name__, "__qualname__": spec.name}
     return type(spec.name, (base,), namespace)

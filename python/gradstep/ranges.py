@@ -70,6 +70,15 @@ _LR_MULTIPLIER = ("lr is a multiplier of the step size the optimizer estimates: 
                   "(Mishchenko & Defazio 2023; Defazio & Mishchenko 2023); lower it only if unstable")
 for _name in ("prodigy", "dadaptadam", "dadaptsgd"):
     _RANGES[_name] = LearningRateRange(0.1, 1.0, _LR_MULTIPLIER)
+# LAMB's lr is the relative step of each tensor, ||delta p|| / ||p|| (the trust ratio
+# scales the update to ||p||), so it does not depend on the gradient's scale. You et al.
+# (ICLR 2020, arXiv:1904.00962) train BERT with 5e-3 / 2^k (k = 3 ... 0: 6.25e-4 at batch
+# 512 to 5e-3 at 32K, square-root scaling); Wightman et al. ("ResNet strikes back", 2021)
+# train ResNet-50 with 5e-3 to 8e-3 at batch 2048; timm's default is 1e-3.
+_RANGES["lamb"] = LearningRateRange(
+    5e-4, 1e-2, "You et al. 2019 (BERT, 6.25e-4 at batch 512 to 5e-3 at 32K), Wightman et al. 2021 "
+    "(ResNet-50, 5e-3 to 8e-3); lr is each tensor's relative step (trust ratio)"
+)
 
 _ALIASES = {
     "gd": "sgd",
@@ -85,7 +94,7 @@ def recommended_range(optimizer: Union[str, Any]) -> LearningRateRange:
     """The rule-of-thumb learning-rate range for an optimizer.
 
     ``optimizer`` is a name ("sgd", "gradient descent", "momentum", "adagrad",
-    "adadelta", "rmsprop", "adam", "adamw", "nadam", "radam", "adamax", and the
+    "adadelta", "rmsprop", "adam", "adamw", "nadam", "radam", "adamax", "lamb", and the
     learning-rate-free "prodigy", "dadaptadam", "dadaptsgd", whose lr is a multiplier (1.0);
     any case), a gradstep optimizer class,
     or an optimizer instance (an SGD instance with momentum gets the momentum range).

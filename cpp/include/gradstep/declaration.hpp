@@ -60,10 +60,12 @@ struct Field {
   // required there, every other option has its default).
   bool kernel_default = false;
   const char* initial_from = nullptr;  // carried only: the field whose value it starts at
-  // A real that may be left unset (Python None, NaN in the options), when
-  // the optimizer derives its value from others (Prodigy's beta3 = None:
-  // sqrt(beta2)). Its default is then NaN; a set value obeys the bound.
-  bool optional = false;
+  // A real whose Python value may be None, which stands for none_value in
+  // the options: NaN for a value left unset that the optimizer derives from
+  // others (Prodigy's beta3 = None: sqrt(beta2)), 0 for "off" (timm's Lamb,
+  // max_grad_norm=None: no clipping). Any other value obeys the bound.
+  bool none_allowed = false;
+  double none_value = 0.0;
 
   constexpr Field keyword_only() const {
     Field f = *this;
@@ -81,9 +83,10 @@ struct Field {
     f.initial_from = from;
     return f;
   }
-  constexpr Field unset_by_default() const {
+  constexpr Field or_none(double stands_for) const {
     Field f = *this;
-    f.optional = true;
+    f.none_allowed = true;
+    f.none_value = stands_for;
     return f;
   }
   constexpr Field with_kernel_default() const {
@@ -174,6 +177,11 @@ struct Variant {
 // and optionally
 //   partial_sums  how many sums per chunk its step reduces (a kernel with its
 //                 own step(): see kernel_table.hpp); 0 when absent
+//   reference     the class whose equations it follows, when not torch.optim's
+//                 ("timm.optim.Lamb")
+//   per_tensor    true when its step reduces over each tensor (LAMB's trust
+//                 ratios): then the tensors of a flat buffer (gs.flatten) are
+//                 stepped as tensors, not as one vector; false when absent
 template <class Options>
 struct Declaration;
 

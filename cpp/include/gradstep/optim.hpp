@@ -389,7 +389,7 @@ struct Declaration<ProdigyOptions> {
       real("lr", &O::lr, Bound::nonneg).with_kernel_default(),
       real("beta1", &O::beta1, Bound::unit_open).in("betas"),
       real("beta2", &O::beta2, Bound::unit_open).in("betas"),
-      real("beta3", &O::beta3, Bound::unit_closed).unset_by_default(),
+      real("beta3", &O::beta3, Bound::unit_closed).or_none(__builtin_nan("")),
       real("eps", &O::eps, Bound::positive),
       real("weight_decay", &O::weight_decay, Bound::nonneg),
       flag("decouple", &O::decouple),
@@ -523,6 +523,69 @@ struct Declaration<DadaptSgdOptions> {
   static constexpr std::array checks{
       Check<O>{kNoFsdp, &O::fsdp_in_use},
   };
+// LAMB (You et al. 2019) as timm's Lamb (timm.optim.Lamb 1.0.31, the NVIDIA
+// FusedLAMB variant): Adam's direction scaled per tensor by a trust ratio
+// ||p|| / ||u||, after a global gradient clip of its own (timm's formula, not
+// the max_grad_norm safeguard's torch formula; it takes the safeguard's name
+// and place in gs.Lamb).
+struct LambOptions {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-6, weight_decay = 0.01, max_grad_norm = 1.0;
+  bool bias_correction = true, grad_averaging = true, trust_clip = false, always_adapt = false,
+       caution = false, decoupled_decay = false, corrected_weight_decay = false, maximize = false;
+  // timm's max_lr_snapshot: the rate the optimizer was made with (carried,
+  // from lr), the peak in corrected_weight_decay's lr^2 / max_lr.
+  double max_lr = 0.0;
+};
+template <>
+struct Declaration<LambOptions> {
+  using O = LambOptions;
+  static constexpr std::size_t parallel_min = 1u << 14;
+  // Per chunk: sum of p^2, then sum of u^2 (or, with caution, the count of
+  // u * g > 0), then with caution sum of u^2 (lamb.inl).
+  static constexpr int partial_sums = 3;
+  static constexpr bool per_tensor = true;
+  static constexpr const char* name = "Lamb";
+  static constexpr const char* reference = "timm.optim.Lamb";
+  static constexpr const char* options = "LambOptions";
+  static constexpr const char* summary = "LAMB, Adam's update scaled per tensor by a trust ratio, global grad clip";
+  static constexpr const char* equations =
+      "g      = ±grad / max(1, norm / max_grad_norm)    (norm: L2 over every tensor's grad;\n"
+      "                                                  no clipping when max_grad_norm is None)\n"
+      "m      = lerp(m, g, 1 - beta1)   (grad_averaging)   or  beta1 * m + g\n"
+      "v      = beta2 * v + (1 - beta2) * g * g\n"
+      "bc1    = 1 - beta1^step, bc2 = 1 - beta2^step    (bias_correction, else 1)\n"
+      "u      = m / bc1 / (sqrt(v) / sqrt(bc2) + eps)\n"
+      "c      = [u * g > 0] per element                 (caution)\n"
+      "u     *= c / max(mean(c), 1e-3)                  (caution; mean over the tensor)\n"
+      "p     -= lr * weight_decay * p                   (decoupled_decay;\n"
+      "         lr^2 / max_lr for lr with corrected_weight_decay)\n"
+      "u     += weight_decay * p                        (otherwise)\n"
+      "r      = ||p|| / ||u|| over the tensor            (weight_decay != 0 or always_adapt;\n"
+      "         1 when either norm is 0; min(r, 1) with trust_clip; else r = 1)\n"
+      "p     -= lr * r * u\n"
+      "(m: exp_avg, v: exp_avg_sq)\n";
+  static constexpr bool torch_step_state = false;  // timm counts steps in the param group
+  static constexpr std::array fields{
+      real("lr", &O::lr, Bound::nonneg),
+      flag("bias_correction", &O::bias_correction),
+      real("beta1", &O::beta1, Bound::unit_open).in("betas"),
+      real("beta2", &O::beta2, Bound::unit_open).in("betas"),
+      real("eps", &O::eps, Bound::nonneg),
+      real("weight_decay", &O::weight_decay, Bound::nonneg),
+      flag("grad_averaging", &O::grad_averaging),
+      real("max_grad_norm", &O::max_grad_norm, Bound::nonneg).or_none(0.0),
+      flag("trust_clip", &O::trust_clip),
+      flag("always_adapt", &O::always_adapt),
+      flag("caution", &O::caution),
+      flag("decoupled_decay", &O::decoupled_decay),
+      flag("corrected_weight_decay", &O::corrected_weight_decay),
+      flag("maximize", &O::maximize).keyword_only(),
+      real("max_lr", &O::max_lr, Bound::nonneg).carried("lr"),
+  };
+  static constexpr std::array slots{Slot<O>{"exp_avg"}, Slot<O>{"exp_avg_sq"}};
+  static constexpr std::array checks{Check<O>{
+      "corrected_weight_decay requires max_lr > 0 (the lr the optimizer was made with: give the peak rate)",
+      &O::corrected_weight_decay, &O::max_lr}};
   static constexpr std::array<Variant, 0> variants{};
 };
 
@@ -540,7 +603,8 @@ struct Declaration<DadaptSgdOptions> {
   X(NadamOptions)               \
   X(ProdigyOptions)             \
   X(DadaptAdamOptions)          \
-  X(DadaptSgdOptions)
+  X(DadaptSgdOptions)           \
+  X(LambOptions)
 
 template <class... Options>
 struct OptionsList {};

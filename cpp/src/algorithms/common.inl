@@ -24,17 +24,25 @@ inline T maximum_nan(T a, T b) {
   return (a > b || a != a) ? a : b;
 }
 
-// Call body(tensor, begin, end) with typed pointers for each chunk.
+// Call body(type, tensor, begin, end, chunk) for each chunk, where type is a
+// null pointer of the element type.
 template <class Body>
-inline void for_each_chunk(const detail::Job& job, std::size_t first, std::size_t last, Body&& body) {
+inline void for_each_indexed_chunk(const detail::Job& job, std::size_t first, std::size_t last, Body&& body) {
   for (std::size_t c = first; c < last; ++c) {
     const detail::Chunk& ch = job.chunks[c];
     const TensorView& t = job.tensors[ch.tensor];
     if (t.dtype == DType::f32)
-      body(static_cast<float*>(nullptr), t, ch.begin, ch.end);
+      body(static_cast<float*>(nullptr), t, ch.begin, ch.end, c);
     else
-      body(static_cast<double*>(nullptr), t, ch.begin, ch.end);
+      body(static_cast<double*>(nullptr), t, ch.begin, ch.end, c);
   }
+}
+
+// Call body(type, tensor, begin, end) with typed pointers for each chunk.
+template <class Body>
+inline void for_each_chunk(const detail::Job& job, std::size_t first, std::size_t last, Body&& body) {
+  for_each_indexed_chunk(job, first, last, [&](auto* type, const TensorView& t, std::size_t b, std::size_t e,
+                                               std::size_t) { body(type, t, b, e); });
 }
 
 // Typed views of a tensor's buffers.

@@ -27,7 +27,7 @@ import numpy as np
 import gradstep as gs
 from gradstep import _core
 from gradstep.bench.numpy_steps import NumpyState
-from gradstep.bench.spec import Case, Spec, state_count
+from gradstep.bench.spec import Case, Spec, import_reference, state_count
 
 # The peers gradstep is compared with, in report order.
 PEERS = ("numpy", "reference", "torch-loop", "torch-foreach", "torch-fused", "deepspeed")
@@ -78,7 +78,8 @@ def gradstep_checked_candidate(spec: Spec, params: list[np.ndarray], grads: list
     """The cost of the safeguards: the non-finite check and global-norm clipping (one more
     read of the gradients before the update)."""
     mine = [p.copy() for p in params]
-    opt = getattr(gs, spec.gradstep)(mine, skip_nonfinite=True, max_grad_norm=1e9, **spec.hyper)
+    # Lamb's max_grad_norm is its own (timm's clip), in spec.hyper: the safeguard's value wins.
+    opt = getattr(gs, spec.gradstep)(mine, **{**spec.hyper, "skip_nonfinite": True, "max_grad_norm": 1e9})
     return Candidate("gradstep-checked", lambda: opt.step(grads), lambda: mine)
 
 
@@ -141,23 +142,20 @@ def torch_candidates(spec: Spec, params: list[np.ndarray], grads: list[np.ndarra
         ref = reference_candidate(spec, params, grads)
         if ref is not None:
             out.append(ref)
-    if spec.torch is None:
-        return out
-    cls = getattr(torch.optim, spec.torch)
     for name, flags in (("torch-loop", dict(foreach=False)), ("torch-foreach", dict(foreach=True)),
                         ("torch-fused", dict(fused=True))):
-        if name not in names:
+        if spec.torch is None or name not in names:
             continue
         try:
-            opt = torch_optimizer(cls, spec, params, grads, **flags)
+            opt = torch_optimizer(getattr(torch.optim, spec.torch), spec, params, grads, **flags)
         except (RuntimeError, TypeError, ValueError):
             continue  # e.g. no fused implementation of this optimizer on CPU
         out.append(Candidate(name, opt.step, _torch_values(opt), steps=1))
-    if "gradstep.torch" in names:
+    if "gradstep.torch" in names and _has_adapter(spec):
         # gradstep.torch: the torch.optim subclass stepping the same torch tensors.
         import gradstep.torch as gt
 
-        adapter = torch_optimizer(getattr(gt, spec.torch), spec, params, grads)
+        adapter = torch_optimizer(gt.ADAPTERS[spec.gradstep], spec, params, grads)
         out.append(Candidate("gradstep.torch", adapter.step, _torch_values(adapter), steps=1))
     return out
 
@@ -165,13 +163,19 @@ def torch_candidates(spec: Spec, params: list[np.ndarray], grads: list[np.ndarra
 def reference_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray]) -> Optional[Candidate]:
     """spec.reference's optimizer over torch copies of params; None when its package is missing."""
     assert spec.reference is not None
-    module, class_name = spec.reference
     try:
-        cls = getattr(importlib.import_module(module), class_name)
+        cls = import_reference(*spec.reference)
     except ImportError:
         return None
     opt = torch_optimizer(cls, spec, params, grads)
     return Candidate("reference", opt.step, _torch_values(opt), steps=1)
+
+
+def _has_adapter(spec: Spec) -> bool:
+    """gradstep.torch has an adapter for this spec's optimizer."""
+    import gradstep.torch as gt
+
+    return spec.gradstep in gt.ADAPTERS
 
 
 def torch_flat_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray],
@@ -192,7 +196,7 @@ def torch_flat_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.nd
     if flatten is None:
         # getattr: gradstep.torch's module __getattr__ claims every name is an optimizer class.
         flatten = getattr(gt, "flatten_parameters", None)
-        if flatten is None:
+        if flatten is None or not _has_adapter(spec):
             return None
     tensors = [torch.from_numpy(p.copy()).requires_grad_() for p in params]
     for t, g in zip(tensors, grads):

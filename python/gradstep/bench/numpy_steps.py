@@ -162,3 +162,31 @@ def nadam(x: NumpyState, k: int, lr: float = 2e-3, b1: float = 0.9, b2: float = 
     np.divide(m, t, out=w)
     w *= lr * mu_next / (1 - product * mu_next)
     x.p -= w
+
+
+def lamb(x: NumpyState, k: int, lr: float = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6,
+         weight_decay: float = 0.01) -> None:
+    """timm's Lamb without its global clip (max_grad_norm=None), L2 decay and the trust ratio."""
+    m, v = x.s
+    t, u = x.t
+    m *= b1
+    np.multiply(x.g, 1 - b1, out=t)
+    m += t
+    v *= b2
+    np.multiply(x.g, x.g, out=t)
+    t *= 1 - b2
+    v += t
+    np.sqrt(v, out=t)
+    t /= math.sqrt(1 - b2**k)
+    t += eps
+    np.divide(m, t, out=u)
+    u /= 1 - b1**k
+    if weight_decay:
+        np.multiply(x.p, weight_decay, out=t)
+        u += t
+        p_norm, u_norm = float(np.linalg.norm(x.p)), float(np.linalg.norm(u))
+        ratio = p_norm / u_norm if p_norm > 0 and u_norm > 0 else 1.0
+        u *= lr * ratio
+    else:
+        u *= lr
+    x.p -= u

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.machinery
+import importlib.util
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -17,6 +22,44 @@ QUICK_CASES = "4096,20x5000"
 # The default list; every name of SPECS may be asked for (--optimizers), the learning-rate-free
 # ones (whose peer is their reference package, not numpy or torch.optim) among them.
 OPTIMIZERS = ("adam", "sgd", "adagrad", "rmsprop", "adadelta", "adamax", "radam", "nadam")
+
+
+def import_reference(module: str, name: str) -> Any:
+    """``module.name`` of a reference package (timm.optim.lamb.Lamb).
+
+    When the package's ``__init__`` does not import here (timm's needs
+    torchvision, which a CPU-only torch install may lack) the module is loaded
+    from its file, under a private name, with its parents as bare packages so
+    that its relative imports (timm.optim._helpers) still resolve.
+    """
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError:
+        pass
+    top, *parts = module.split(".")
+    found = importlib.util.find_spec(top)  # finds the package without running its __init__
+    if found is None or not found.submodule_search_locations:
+        raise ImportError(f"{top} is not installed")
+    path = Path(list(found.submodule_search_locations)[0])
+    private = "_gradstep_reference_" + top
+    for i in range(len(parts)):  # the bare parent packages
+        package = ".".join([private, *parts[:i]])
+        if package not in sys.modules:
+            bare = importlib.util.module_from_spec(importlib.machinery.ModuleSpec(package, None, is_package=True))
+            bare.__path__ = [str(path.joinpath(*parts[:i]))]
+            sys.modules[package] = bare
+    full = ".".join([private, *parts])
+    if full not in sys.modules:
+        file_spec = importlib.util.spec_from_file_location(full, path.joinpath(*parts).with_suffix(".py"))
+        assert file_spec is not None and file_spec.loader is not None
+        loaded = importlib.util.module_from_spec(file_spec)
+        sys.modules[full] = loaded
+        try:
+            file_spec.loader.exec_module(loaded)
+        except BaseException:
+            del sys.modules[full]
+            raise
+    return getattr(sys.modules[full], name)
 
 
 @dataclass(frozen=True)
@@ -88,6 +131,7 @@ class Spec:
     deepspeed: Optional[tuple[str, str, dict[str, Any]]] = None  # module, class, extra kwargs
     # The reference implementation (module, class): a torch.optim.Optimizer of its own
     # package (prodigyopt.Prodigy), timed as "reference" when that package is installed.
+    # Loaded by import_reference (timm's Lamb from its file).
     reference: Optional[tuple[str, str]] = None
 
 
@@ -110,6 +154,10 @@ SPECS = {
                        reference=("dadaptation", "DAdaptAdam")),
     "dadaptsgd": Spec("dadaptsgd", "DAdaptSGD", None, dict(lr=1.0, momentum=0.9), None,
                       reference=("dadaptation", "DAdaptSGD")),
+    # Without its global clip (max_grad_norm=None): the numpy peer steps tensor by tensor.
+    "lamb": Spec("lamb", "Lamb", None, dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01,
+                                            max_grad_norm=None),
+                 numpy_steps.lamb, reference=("timm.optim.lamb", "Lamb")),
 }
 
 
