@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cstddef>
+#include <type_traits>
 
 namespace gradstep {
 
@@ -31,7 +32,8 @@ enum class Kind : unsigned char {
   // the options and reports its new value (StepReport::carried, in
   // declaration order), which the caller puts in the options of the next
   // step; state_dicts and checkpoints keep it. It starts at the struct's
-  // default, or at the value of the field named by `initial_from`.
+  // default, or at the value of the field named by `initial_from`. A carried
+  // flag is a Mode's state (below): steps pass it on unchanged.
   carried,
 };
 
@@ -120,9 +122,10 @@ struct Slot {
   bool copy_param = false;
 };
 
-// A rule over several fields, as data: when the flag `when` is set, the
-// field `positive` must be > 0 and the field `zero` must be 0 (either may be
-// nullptr). `message` is the error and the documentation.
+// A rule over several fields, as data: when the flag `when` is set (always,
+// when it is nullptr), the field `positive` must be > 0 and the field `zero`
+// must be 0 (either may be nullptr). `message` is the error and the
+// documentation.
 template <class Options>
 struct Check {
   const char* message;
@@ -148,6 +151,22 @@ struct Variant {
   std::size_t count;    // overrides used
 };
 
+// Two states the params can be in, and a pass over every tensor that moves
+// them from one to the other (Schedule-Free: the params hold the point y the
+// gradients are taken at while training, and the average x for evaluation).
+// `flag` is a carried flag, true in the state `on`; the methods named `on`
+// and `off` (gs.X.train(), gs.X.eval()) run the kernel's switch_mode() when
+// the params are not already there; a step is refused (std::logic_error,
+// with `step_refused` as its message) unless the flag is set. Checkpoints keep
+// the flag with the other carried values.
+template <class Options>
+struct Mode {
+  bool Options::*flag;
+  const char* on;
+  const char* off;
+  const char* step_refused;
+};
+
 // Specialized next to each options struct with:
 //   name        gs.X / torch.optim.X; the kernel function is gs.kernels.<lower(name)>_step
 //   options     the bound options class, _core.<options>
@@ -158,7 +177,14 @@ struct Variant {
 // and optionally
 //   partial_sums  how many sums per chunk its step reduces (a kernel with its
 //                 own step(): see kernel_table.hpp); 0 when absent
+//   mode          a Mode<Options> (its kernel file defines switch_mode())
 template <class Options>
 struct Declaration;
+
+// Whether an optimizer's declaration has a mode.
+template <class Options, class = void>
+struct HasMode : std::false_type {};
+template <class Options>
+struct HasMode<Options, std::void_t<decltype(Declaration<Options>::mode)>> : std::true_type {};
 
 }  // namespace gradstep

@@ -388,8 +388,8 @@ struct StepReport {
   bool skipped = false;    // found_inf with skip_nonfinite: nothing was written
   double grad_norm = -1.0; // global L2 norm of the gradients; -1 when not computed
   // The new values of the options' carried fields (Kind::carried), in
-  // declaration order, for the options of the next step. A skipped step
-  // leaves them as they were given.
+  // declaration order, for the options of the next step (a flag as 0 or 1).
+  // A skipped step leaves them as they were given.
   double carried[kMaxCarried] = {};
 };
 
@@ -397,8 +397,13 @@ struct StepReport {
 template <class Options>
 Options with_carried(Options o, const StepReport& report) {
   std::size_t i = 0;
-  for (const auto& f : Declaration<Options>::fields)
-    if (f.kind == Kind::carried) o.*f.real = report.carried[i++];
+  for (const auto& f : Declaration<Options>::fields) {
+    if (f.kind != Kind::carried) continue;
+    if (f.real != nullptr)
+      o.*f.real = report.carried[i++];
+    else
+      o.*f.flag = report.carried[i++] != 0.0;
+  }
   return o;
 }
 
@@ -442,6 +447,15 @@ class TensorSet {
   // the gradients, before anything is written).
 #define GRADSTEP_DETAIL_STEP(O) StepReport step(const O&, std::int64_t step, const StepControl& control = {}) const;
   GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_STEP)
+#undef GRADSTEP_DETAIL_STEP
+
+  // For an optimizer with a Mode (declaration.hpp): the options in mode `on`
+  // (true: the Mode's `on` state), after the kernel's pass that moves every
+  // param there; nothing is done when `o` is in that mode already. Options
+  // are validated first; std::logic_error for an optimizer without a mode.
+#define GRADSTEP_DETAIL_SWITCH(O) O switch_mode(const O& o, bool on) const;
+  GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_SWITCH)
+#undef GRADSTEP_DETAIL_SWITCH
 
   // A memory-bandwidth probe with this set's access pattern and threading:
   // reads grad, param and the states of the slot mask, writes param and
