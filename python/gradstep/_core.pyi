@@ -79,6 +79,28 @@ class NadamOptions(_Options):
     mu_product: float
     def __init__(self, *, lr: float = ..., beta1: float = ..., beta2: float = ..., eps: float = ..., weight_decay: float = ..., momentum_decay: float = ..., decoupled_weight_decay: bool = ..., maximize: bool = ..., mu_product: float = ...) -> None: ...
 
+class AdamwScheduleFreeOptions(_Options):
+    beta1: float
+    beta2: float
+    eps: float
+    warmup_steps: float
+    r: float
+    weight_lr_power: float
+    lr_max: float
+    weight_sum: float
+    train_mode: bool
+    def __init__(self, *, lr: float = ..., beta1: float = ..., beta2: float = ..., eps: float = ..., weight_decay: float = ..., warmup_steps: float = ..., r: float = ..., weight_lr_power: float = ..., maximize: bool = ..., lr_max: float = ..., weight_sum: float = ..., train_mode: bool = ...) -> None: ...
+
+class SgdScheduleFreeOptions(_Options):
+    momentum: float
+    warmup_steps: float
+    r: float
+    weight_lr_power: float
+    lr_max: float
+    weight_sum: float
+    train_mode: bool
+    def __init__(self, *, lr: float = ..., momentum: float = ..., weight_decay: float = ..., warmup_steps: float = ..., r: float = ..., weight_lr_power: float = ..., maximize: bool = ..., lr_max: float = ..., weight_sum: float = ..., train_mode: bool = ...) -> None: ...
+
 OPTIONS: tuple[type[_Options], ...]
 # --- end of generated stubs ---
 
