@@ -47,6 +47,23 @@ def test_torch_default_lr_is_inside_the_range(name: str) -> None:
         getattr(gs, name)(_params(), lr=float(default))
 
 
+@pytest.mark.parametrize(("name", "factors", "base"), [("AdamWScheduleFree", (1, 10), "adam"),
+                                                        ("SGDScheduleFree", (10, 50), "sgd")])
+def test_schedule_free_ranges_scale_the_base_rule_as_its_readme_says(name: str, factors: tuple[int, int],
+                                                                     base: str) -> None:
+    import schedulefree
+
+    rng, base_rng = gs.recommended_range(name), gs.recommended_range(base)
+    assert (rng.low, rng.high) == pytest.approx((factors[0] * base_rng.low, factors[1] * base_rng.high))
+    assert "step size of z" in rng.source
+    default = inspect.signature(getattr(schedulefree, name)).parameters["lr"].default
+    assert default == inspect.signature(getattr(gs, name)).parameters["lr"].default
+    assert default in rng
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        getattr(gs, name)(_params())
+
+
 def test_names_classes_and_instances_resolve_alike() -> None:
     assert gs.recommended_range(gs.Adam) == gs.recommended_range("ADAM")
     assert gs.recommended_range(gs.Adam(_params())) == gs.recommended_range("adam")

@@ -9,7 +9,8 @@ import pytest
 
 import gradstep as gs
 
-OPTIMIZERS = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam"]
+OPTIMIZERS = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam",
+              "AdamWScheduleFree", "SGDScheduleFree"]
 # Options that make every optimizer use all its state buffers.
 FULL = {
     "SGD": dict(momentum=0.9),
@@ -21,6 +22,8 @@ FULL = {
     "NAdam": dict(),
     "RAdam": dict(),
     "Adamax": dict(),
+    "AdamWScheduleFree": dict(),
+    "SGDScheduleFree": dict(),
 }
 
 
@@ -29,6 +32,9 @@ def build(name, dtype=np.float32, steps=2):
     rng = np.random.default_rng(0)
     params = [rng.standard_normal(s).astype(dtype) for s in [(4,), (3, 5), (6,)]]
     opt = getattr(gs, name)(params, lr=0.01, **FULL[name])
+    mode = opt.__gradstep_spec__.mode
+    if mode is not None:  # Schedule-Free: steps need train()
+        getattr(opt, mode.on)()
     for _ in range(steps):
         opt.step([rng.standard_normal(p.shape).astype(dtype) for p in params])
     return opt
@@ -158,6 +164,10 @@ BAD_HYPER = [
     ("Adam", "betas", (1.0, 0.999)), ("Adam", "betas", (0.9, 1.0)), ("Adam", "betas", (-0.1, 0.9)),
     ("Adam", "betas", (0.9, math.nan)), ("Adam", "eps", -1e-8), ("Adam", "weight_decay", -0.1),
     ("AdamW", "betas", (0.9, 1.5)), ("AdamW", "weight_decay", math.inf),
+    ("AdamWScheduleFree", "betas", (0.0, 0.999)), ("AdamWScheduleFree", "warmup_steps", -1.0),
+    ("AdamWScheduleFree", "weight_lr_power", math.nan), ("AdamWScheduleFree", "r", math.inf),
+    ("SGDScheduleFree", "momentum", 0.0), ("SGDScheduleFree", "momentum", 1.0),
+    ("SGDScheduleFree", "warmup_steps", math.nan), ("SGDScheduleFree", "weight_decay", -0.1),
 ]
 
 
