@@ -27,7 +27,7 @@ import numpy as np
 import gradstep as gs
 from gradstep import _core
 from gradstep.bench.numpy_steps import NumpyState
-from gradstep.bench.spec import Case, Spec, state_count
+from gradstep.bench.spec import Case, Spec, ready, state_count, torch_class
 
 # The peers gradstep is compared with, in report order.
 PEERS = ("numpy", "torch-loop", "torch-foreach", "torch-fused", "deepspeed")
@@ -62,7 +62,7 @@ def _problem(case: Case, dtype: np.dtype, seed: int = 0) -> tuple[list[np.ndarra
 
 def gradstep_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray]) -> Candidate:
     mine = [p.copy() for p in params]
-    opt = getattr(gs, spec.gradstep)(mine, **spec.hyper)
+    opt = ready(spec, getattr(gs, spec.gradstep)(mine, **spec.hyper))
     return Candidate("gradstep", lambda: opt.step(grads), lambda: mine)
 
 
@@ -70,7 +70,7 @@ def gradstep_flat_candidate(spec: Spec, params: list[np.ndarray], grads: list[np
     flat = gs.flatten(params)
     for dst, src in zip(flat.grads, grads):
         np.copyto(dst, src)
-    opt = getattr(gs, spec.gradstep)(flat, **spec.hyper)
+    opt = ready(spec, getattr(gs, spec.gradstep)(flat, **spec.hyper))
     return Candidate("gradstep-flat", opt.step, lambda: flat.params)
 
 
@@ -78,7 +78,7 @@ def gradstep_checked_candidate(spec: Spec, params: list[np.ndarray], grads: list
     """The cost of the safeguards: the non-finite check and global-norm clipping (one more
     read of the gradients before the update)."""
     mine = [p.copy() for p in params]
-    opt = getattr(gs, spec.gradstep)(mine, skip_nonfinite=True, max_grad_norm=1e9, **spec.hyper)
+    opt = ready(spec, getattr(gs, spec.gradstep)(mine, skip_nonfinite=True, max_grad_norm=1e9, **spec.hyper))
     return Candidate("gradstep-checked", lambda: opt.step(grads), lambda: mine)
 
 
@@ -116,7 +116,7 @@ def torch_optimizer(cls: Callable[..., Any], spec: Spec, params: list[np.ndarray
     tensors = [torch.from_numpy(p.copy()).requires_grad_() for p in params]
     for t, g in zip(tensors, grads):
         t.grad = torch.from_numpy(g)
-    opt = cls(tensors, **spec.hyper, **extra)
+    opt = ready(spec, cls(tensors, **spec.hyper, **extra))
     opt.step()
     return opt
 
@@ -136,7 +136,7 @@ def torch_candidates(spec: Spec, params: list[np.ndarray], grads: list[np.ndarra
     except ImportError:
         return []
     out = []
-    cls = getattr(torch.optim, spec.torch)
+    cls = torch_class(spec)
     for name, flags in (("torch-loop", dict(foreach=False)), ("torch-foreach", dict(foreach=True)),
                         ("torch-fused", dict(fused=True))):
         if name not in names:
@@ -146,13 +146,19 @@ def torch_candidates(spec: Spec, params: list[np.ndarray], grads: list[np.ndarra
         except (RuntimeError, TypeError, ValueError):
             continue  # e.g. no fused implementation of this optimizer on CPU
         out.append(Candidate(name, opt.step, _torch_values(opt), steps=1))
-    if "gradstep.torch" in names:
+    adapter_class = _adapter(spec)
+    if "gradstep.torch" in names and adapter_class is not None:
         # gradstep.torch: the torch.optim subclass stepping the same torch tensors.
-        import gradstep.torch as gt
-
-        adapter = torch_optimizer(getattr(gt, spec.torch), spec, params, grads)
+        adapter = torch_optimizer(adapter_class, spec, params, grads)
         out.append(Candidate("gradstep.torch", adapter.step, _torch_values(adapter), steps=1))
     return out
+
+
+def _adapter(spec: Spec) -> Any:
+    """gradstep.torch's class for the spec's torch peer, or None where it has none."""
+    import gradstep.torch as gt
+
+    return gt.ADAPTERS.get(spec.torch.rpartition(":")[2])
 
 
 def torch_flat_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray],
@@ -168,6 +174,9 @@ def torch_flat_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.nd
         return None
     import gradstep.torch as gt
 
+    adapter_class = _adapter(spec)
+    if adapter_class is None:
+        return None
     if flatten is None:
         # getattr: gradstep.torch's module __getattr__ claims every name is an optimizer class.
         flatten = getattr(gt, "flatten_parameters", None)
@@ -179,7 +188,7 @@ def torch_flat_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.nd
     flat = list(flatten(tensors))
     if any(f.grad is None for f in flat):
         raise RuntimeError("flatten_parameters returned flat parameters without grads")
-    opt = getattr(gt, spec.torch)(flat, **spec.hyper)
+    opt = ready(spec, adapter_class(flat, **spec.hyper))
     opt.step()
     return Candidate("gradstep.torch-flat", opt.step, lambda: [t.detach().numpy() for t in tensors], steps=1)
 

@@ -14,7 +14,7 @@ from gradstep.bench.models import MODELS
 
 DEFAULT_CASES = "4096,65536,1048576,16777216,200x5000"
 QUICK_CASES = "4096,20x5000"
-OPTIMIZERS = ("adam", "sgd", "adagrad", "rmsprop", "adadelta", "adamax", "radam", "nadam")
+OPTIMIZERS = ("adam", "sgd", "adagrad", "rmsprop", "adadelta", "adamax", "radam", "nadam", "adamw-sf", "sgd-sf")
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,10 @@ class Spec:
 
     name: str
     gradstep: str  # class in gradstep
-    torch: str  # class in torch.optim
+    # The torch peer: a class in torch.optim, or "package:Class", a reference package's
+    # torch optimizer where torch.optim has none (its for-loop and foreach paths are timed
+    # as torch-loop and torch-foreach).
+    torch: str
     hyper: dict[str, Any]  # constructor arguments common to gradstep and torch
     numpy_step: Callable[[Any, int], None]  # (NumpyState, 1-based step)
     deepspeed: Optional[tuple[str, str, dict[str, Any]]] = None  # module, class, extra kwargs
@@ -98,7 +101,29 @@ SPECS = {
     "radam": Spec("radam", "RAdam", "RAdam", dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8), numpy_steps.radam),
     "nadam": Spec("nadam", "NAdam", "NAdam", dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, momentum_decay=4e-3),
                   numpy_steps.nadam),
+    "adamw-sf": Spec("adamw-sf", "AdamWScheduleFree", "schedulefree:AdamWScheduleFree",
+                     dict(lr=2.5e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2),
+                     numpy_steps.adamw_schedule_free),
+    "sgd-sf": Spec("sgd-sf", "SGDScheduleFree", "schedulefree:SGDScheduleFree", dict(lr=1.0, momentum=0.9),
+                   numpy_steps.sgd_schedule_free),
 }
+
+
+def torch_class(spec: Spec) -> Any:
+    """The torch peer's class (imports torch, or the reference package)."""
+    import importlib
+
+    module, _, name = spec.torch.rpartition(":")
+    return getattr(importlib.import_module(module or "torch.optim"), name)
+
+
+def ready(spec: Spec, opt: Any) -> Any:
+    """``opt`` (gradstep's or the torch peer) in the mode steps need: Schedule-Free's train(),
+    named by gradstep's declaration and called the same in the reference package."""
+    mode = getattr(gs, spec.gradstep).__gradstep_spec__.mode
+    if mode is not None:
+        getattr(opt, mode.on)()
+    return opt
 
 
 def state_count(spec: Spec) -> int:
