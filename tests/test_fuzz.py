@@ -3,6 +3,7 @@ matches the float64 reference; any invalid input raises and changes nothing."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -26,7 +27,9 @@ REFS = {"SGD": reference.SGDRef, "Adagrad": reference.AdagradRef, "Adadelta": re
         "RMSprop": reference.RMSpropRef, "Adam": reference.AdamRef, "AdamW": reference.AdamRef,
         "Adamax": reference.AdamaxRef,
         "RAdam": reference.RAdamRef,
-        "NAdam": reference.NAdamRef}
+        "NAdam": reference.NAdamRef,
+        "AdamWScheduleFree": functools.partial(reference.ScheduleFreeRef, adam=True),
+        "SGDScheduleFree": functools.partial(reference.ScheduleFreeRef, adam=False)}
 
 unit = st.floats(0.0, 0.999)
 small = st.floats(0.0, 0.5)
@@ -53,6 +56,14 @@ def optimizer_options(draw):
     elif name in ("Adam", "AdamW"):
         opts = dict(betas=(draw(unit), draw(unit)), eps=draw(positive_eps), weight_decay=draw(small),
                     amsgrad=draw(st.booleans()))
+    elif name.endswith("ScheduleFree"):
+        beta = st.floats(0.01, 0.999)  # > 0: eval() divides by it
+        opts = dict(weight_decay=draw(small), warmup_steps=draw(st.integers(0, 4)), r=draw(st.floats(0.0, 2.0)),
+                    weight_lr_power=draw(st.floats(0.0, 3.0)))
+        if name.startswith("Adam"):
+            opts.update(betas=(draw(beta), draw(unit)), eps=draw(positive_eps))
+        else:
+            opts.update(momentum=draw(beta))
     else:
         opts = dict(betas=(draw(unit), draw(unit)), eps=draw(positive_eps), weight_decay=draw(small))
     opts["maximize"] = draw(st.booleans())
@@ -71,6 +82,9 @@ def test_any_valid_input_matches_reference(config, tensor_shapes, steps, data):
     ref = REFS[name](params, **hyper)
     mine = [p.copy() for p in params]
     opt = getattr(gs, name)(mine, lr=lr, **opts)
+    mode = opt.__gradstep_spec__.mode
+    if mode is not None:  # Schedule-Free: steps need train()
+        getattr(opt, mode.on)()
     for _ in range(steps):
         grads = [data.draw(hnp.arrays(np.float64, p.shape, elements=finite)) for p in params]
         with np.errstate(all="ignore"):

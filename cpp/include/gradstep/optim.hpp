@@ -354,7 +354,7 @@ struct Declaration<AdamwScheduleFreeOptions> {
   static constexpr const char* summary =
       "Schedule-Free AdamW (schedulefree 1.4.1): betas, eps, weight_decay at y, warmup_steps, r, weight_lr_power";
   static constexpr const char* equations =
-      "lr_t    = lr * step / warmup_steps  while step <= warmup_steps, else lr\n"
+      "lr_t    = lr * step / warmup_steps  while step - 1 < warmup_steps, else lr\n"
       "lr_max  = max(lr_max, lr_t)\n"
       "w       = step^r * lr_max^weight_lr_power,  weight_sum += w\n"
       "c       = w / weight_sum                    (0 while weight_sum = 0)\n"
@@ -405,7 +405,7 @@ struct Declaration<SgdScheduleFreeOptions> {
   static constexpr const char* summary =
       "Schedule-Free SGD (schedulefree 1.4.1): momentum, weight_decay at y, warmup_steps, r, weight_lr_power";
   static constexpr const char* equations =
-      "lr_t    = lr * step / warmup_steps  while step <= warmup_steps, else lr\n"
+      "lr_t    = lr * step / warmup_steps  while step - 1 < warmup_steps, else lr\n"
       "lr_max  = max(lr_max, lr_t)\n"
       "w       = step^r * lr_max^weight_lr_power,  weight_sum += w\n"
       "c       = w / weight_sum                    (0 while weight_sum = 0)\n"
