@@ -44,6 +44,8 @@ CONFIGS = [
     ("RAdam", 0.01, dict(weight_decay=0.05, decoupled_weight_decay=True)),
     ("NAdam", 0.01, dict(weight_decay=0.05, maximize=True)),
     ("NAdam", 0.01, dict(weight_decay=0.05, decoupled_weight_decay=True, momentum_decay=0.1)),
+    ("AdamWScheduleFree", 0.01, dict(weight_decay=0.05, warmup_steps=2, maximize=True)),
+    ("SGDScheduleFree", 0.05, dict(weight_decay=0.05, r=0.5)),
 ]
 CONFIG_IDS = [f"{name}{sorted(opts.items())}" for name, _, opts in CONFIGS]
 
@@ -73,7 +75,12 @@ def run_steps(name, lr, opts, shapes, dtype, threads, steps=3, control=None):
     gs.set_num_threads(threads)
     try:
         opt = getattr(gs, name)(params, lr=lr, **(control or {}), **opts)
+        mode = opt.__gradstep_spec__.mode
+        if mode is not None:  # Schedule-Free: train() before the steps, eval() after them
+            getattr(opt, mode.on)()
         results = [opt.step(g) for g in grads]
+        if mode is not None:
+            getattr(opt, mode.off)()
     finally:
         gs.set_num_threads(before)
     state = [a for arrays in opt.state.values() for a in arrays]
