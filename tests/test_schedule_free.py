@@ -135,6 +135,19 @@ def test_step_in_eval_mode_raises_as_the_reference_does_and_changes_nothing():
                 assert a.tobytes() == b.tobytes()
 
 
+def test_the_classes_name_their_reference_and_take_its_arguments():
+    import inspect
+
+    for name in LR:
+        assert getattr(gs, name).__doc__.startswith(f"schedulefree.{name} (schedulefree 1.4.1): ")
+        theirs = inspect.signature(getattr(schedulefree, name)).parameters
+        ours = inspect.signature(getattr(gs, name)).parameters
+        shared = [n for n in theirs if n not in ("params", "foreach")]
+        assert [n for n in ours if n in shared] == shared
+        assert {n: ours[n].default for n in shared} == {n: theirs[n].default for n in shared}
+    assert gs.Adam.__doc__.startswith("torch.optim.Adam: ")
+
+
 def test_train_and_eval_are_no_ops_where_the_params_are_already():
     params, grads = problem(np.float64, 4)
     opt = gs.AdamWScheduleFree(params, lr=0.01)

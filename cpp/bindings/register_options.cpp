@@ -55,6 +55,16 @@ py::object field_named(Member member) {
   return py::none();
 }
 
+// Declaration::reference, or nullptr when it follows torch.optim.
+template <class D, class = void>
+struct ReferenceOf {
+  static constexpr const char* value = nullptr;
+};
+template <class D>
+struct ReferenceOf<D, std::void_t<decltype(D::reference)>> {
+  static constexpr const char* value = D::reference;
+};
+
 // The declaration as plain Python data (see python/gradstep/_spec.py).
 template <class Options>
 py::dict spec_of() {
@@ -129,6 +139,8 @@ py::dict spec_of() {
   out["states"] = states;
   out["checks"] = checks;
   out["variants"] = variants;
+  const char* reference = ReferenceOf<D>::value;
+  out["reference"] = reference != nullptr ? py::object(py::str(reference)) : py::object(py::none());
   if constexpr (HasMode<Options>::value) {
     py::dict mode;
     mode["flag"] = field_named<Options>(D::mode.flag);

@@ -102,6 +102,12 @@ class OptimizerSpec:
     checks: tuple[dict[str, Any], ...]
     variant_fixed: dict[str, Any] = field(default_factory=dict)  # fixed by the variant
     mode: Optional[Mode] = None
+    declared_reference: Optional[str] = None  # the class it follows, when not torch.optim's
+
+    @property
+    def reference(self) -> str:
+        """The class whose names, defaults and equations it follows (torch.optim.X by default)."""
+        return self.declared_reference or f"torch.optim.{self.name}"
 
     @property
     def kernel(self) -> str:
@@ -226,6 +232,7 @@ def _read(options: type) -> list[OptimizerSpec]:
         states=tuple(State(**s) for s in spec["states"]),
         checks=tuple(spec["checks"]),
         mode=Mode(**spec["mode"]) if spec["mode"] is not None else None,
+        declared_reference=spec["reference"],
     )
     return [base] + [_variant(base, v) for v in spec["variants"]]
 

@@ -538,7 +538,7 @@ def _optimizer_class(spec: _spec.OptimizerSpec, base: type[Optimizer]) -> type[O
 
     __init__.__signature__ = signature  # type: ignore[attr-defined]
     __init__.__qualname__ = f"{spec.name}.__init__"
-    doc = f"torch.optim.{spec.name}: {spec.summary}.\n\n{spec.doc()}\n"
+    doc = f"{spec.reference}: {spec.summary}.\n\n{spec.doc()}\n"
     namespace: dict[str, Any] = {"__init__": __init__, "__doc__": doc, "__gradstep_spec__": spec,
                                  "__module__": __name__, "__qualname__": spec.name}
     if spec.mode is not None:

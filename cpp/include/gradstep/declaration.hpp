@@ -178,6 +178,8 @@ struct Mode {
 //   partial_sums  how many sums per chunk its step reduces (a kernel with its
 //                 own step(): see kernel_table.hpp); 0 when absent
 //   mode          a Mode<Options> (its kernel file defines switch_mode())
+//   reference     the class whose names, defaults and equations it follows,
+//                 when that is not torch.optim.<name> ("schedulefree.X 1.4.1")
 template <class Options>
 struct Declaration;
 

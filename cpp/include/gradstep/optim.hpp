@@ -351,8 +351,9 @@ struct Declaration<AdamwScheduleFreeOptions> {
   static constexpr std::size_t parallel_min = 1u << 14;
   static constexpr const char* name = "AdamWScheduleFree";
   static constexpr const char* options = "AdamwScheduleFreeOptions";
+  static constexpr const char* reference = "schedulefree.AdamWScheduleFree (schedulefree 1.4.1)";
   static constexpr const char* summary =
-      "Schedule-Free AdamW (schedulefree 1.4.1): betas, eps, weight_decay at y, warmup_steps, r, weight_lr_power";
+      "Schedule-Free AdamW: betas, eps, weight_decay at y, warmup_steps, r, weight_lr_power; train()/eval()";
   static constexpr const char* equations =
       "lr_t    = lr * step / warmup_steps  while step - 1 < warmup_steps, else lr\n"
       "lr_max  = max(lr_max, lr_t)\n"
@@ -402,8 +403,9 @@ struct Declaration<SgdScheduleFreeOptions> {
   static constexpr std::size_t parallel_min = 1u << 15;
   static constexpr const char* name = "SGDScheduleFree";
   static constexpr const char* options = "SgdScheduleFreeOptions";
+  static constexpr const char* reference = "schedulefree.SGDScheduleFree (schedulefree 1.4.1)";
   static constexpr const char* summary =
-      "Schedule-Free SGD (schedulefree 1.4.1): momentum, weight_decay at y, warmup_steps, r, weight_lr_power";
+      "Schedule-Free SGD: momentum, weight_decay at y, warmup_steps, r, weight_lr_power; train()/eval()";
   static constexpr const char* equations =
       "lr_t    = lr * step / warmup_steps  while step - 1 < warmup_steps, else lr\n"
       "lr_max  = max(lr_max, lr_t)\n"
