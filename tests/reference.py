@@ -224,3 +224,42 @@ class LambRef(Reference):
             ratio = w_norm / u_norm if w_norm > 0 and u_norm > 0 else 1.0
             u = u * (min(ratio, 1.0) if h.get("trust_clip") else ratio)
         p -= lr * u
+class ScheduleFreeRef(Reference):
+    # Defazio et al. 2024 ("The Road Less Scheduled"), Algorithm 1 (Schedule-Free
+    # AdamW; SGD: the base step is the plain gradient), in its three sequences:
+    # the gradient is taken at y = (1 - beta) z + beta x, the base step moves z
+    # (weight decay at y, after the AdamW normalization, as schedulefree does),
+    # and x is the average of the z's with weights w_t = t^r lr_max^p (p the
+    # weight_lr_power), c_t = w_t / sum w. lr_t warms up linearly over
+    # warmup_steps (an integer here). The params hold y, or x after eval().
+    def __init__(self, params, adam=True, **hyper):
+        super().__init__(params, **hyper)
+        self.adam = adam
+        self.beta = hyper.get("betas", (0.9, 0.999))[0] if adam else hyper.get("momentum", 0.9)
+        self.x = [p.copy() for p in self.params]
+        self.z = [p.copy() for p in self.params]
+        self.v = [np.zeros_like(p) for p in self.params]
+        self.lr_max, self.weight_sum = -np.inf, 0.0
+
+    def step(self, grads, lr):
+        self.t += 1
+        t, h, beta = self.t, self.h, self.beta
+        warm = h.get("warmup_steps", 0)
+        lr_t = lr * t / warm if t <= warm else lr
+        self.lr_max = max(self.lr_max, lr_t)
+        w = t ** h.get("r", 0.0) * self.lr_max ** h.get("weight_lr_power", 2.0)
+        self.weight_sum += w
+        c = w / self.weight_sum if self.weight_sum > 0 else 0.0
+        b2 = h.get("betas", (0.9, 0.999))[1]
+        for i, g in enumerate(grads):
+            g = -np.asarray(g, np.float64) if h.get("maximize") else np.asarray(g, np.float64)
+            y = (1 - beta) * self.z[i] + beta * self.x[i]
+            if self.adam:
+                self.v[i] = b2 * self.v[i] + (1 - b2) * g * g
+                g = g / (np.sqrt(self.v[i] / (1 - b2**t)) + h.get("eps", 1e-8))
+            self.z[i] = self.z[i] - lr_t * (g + h.get("weight_decay", 0.0) * y)
+            self.x[i] = (1 - c) * self.x[i] + c * self.z[i]
+            self.params[i][...] = (1 - beta) * self.z[i] + beta * self.x[i]
+
+    def at_x(self):
+        return self.x

@@ -249,7 +249,7 @@ def test_numpy_peer_steps_the_optimizers_equations(name):
     rng = np.random.default_rng(3)
     start = rng.standard_normal(257)
     ours = start.copy()
-    opt = getattr(gs, spec.gradstep)([ours], **spec.hyper)
+    opt = bench.ready(spec, getattr(gs, spec.gradstep)([ours], **spec.hyper))
     peer = NumpyState(start.copy(), np.zeros(257), bench.state_count(spec))
     for k in range(1, 31):
         g = rng.standard_normal(257)

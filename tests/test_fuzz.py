@@ -3,6 +3,7 @@ matches the float64 reference; any invalid input raises and changes nothing."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -27,7 +28,9 @@ REFS = {"SGD": reference.SGDRef, "Adagrad": reference.AdagradRef, "Adadelta": re
         "Adamax": reference.AdamaxRef,
         "RAdam": reference.RAdamRef,
         "NAdam": reference.NAdamRef,
-        "Lamb": reference.LambRef}
+        "Lamb": reference.LambRef,
+        "AdamWScheduleFree": functools.partial(reference.ScheduleFreeRef, adam=True),
+        "SGDScheduleFree": functools.partial(reference.ScheduleFreeRef, adam=False)}
 
 unit = st.floats(0.0, 0.999)
 small = st.floats(0.0, 0.5)
@@ -59,6 +62,14 @@ def optimizer_options(draw):
                     max_grad_norm=draw(st.none() | st.floats(1e-3, 10.0)),
                     **{flag: draw(st.booleans()) for flag in ("bias_correction", "grad_averaging", "trust_clip",
                                                               "always_adapt", "caution", "decoupled_decay")})
+    elif name.endswith("ScheduleFree"):
+        beta = st.floats(0.01, 0.999)  # > 0: eval() divides by it
+        opts = dict(weight_decay=draw(small), warmup_steps=draw(st.integers(0, 4)), r=draw(st.floats(0.0, 2.0)),
+                    weight_lr_power=draw(st.floats(0.0, 3.0)))
+        if name.startswith("Adam"):
+            opts.update(betas=(draw(beta), draw(unit)), eps=draw(positive_eps))
+        else:
+            opts.update(momentum=draw(beta))
     else:
         opts = dict(betas=(draw(unit), draw(unit)), eps=draw(positive_eps), weight_decay=draw(small))
     opts["maximize"] = draw(st.booleans())
@@ -77,6 +88,9 @@ def test_any_valid_input_matches_reference(config, tensor_shapes, steps, data):
     ref = REFS[name](params, **hyper)
     mine = [p.copy() for p in params]
     opt = getattr(gs, name)(mine, lr=lr, **opts)
+    mode = opt.__gradstep_spec__.mode
+    if mode is not None:  # Schedule-Free: steps need train()
+        getattr(opt, mode.on)()
     for _ in range(steps):
         grads = [data.draw(hnp.arrays(np.float64, p.shape, elements=finite)) for p in params]
         with np.errstate(all="ignore"):

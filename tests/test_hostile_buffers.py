@@ -21,7 +21,16 @@ import gradstep as gs
 from gradstep import kernels
 
 OPTIMIZERS = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam",
-              "Prodigy", "DAdaptAdam", "DAdaptSGD", "Lamb"]
+              "Prodigy", "DAdaptAdam", "DAdaptSGD", "Lamb",
+              "AdamWScheduleFree", "SGDScheduleFree"]
+
+
+def ready(opt):
+    """The optimizer in the mode steps need (Schedule-Free: train())."""
+    mode = opt.__gradstep_spec__.mode
+    if mode is not None:
+        getattr(opt, mode.on)()
+    return opt
 
 # Shared by the in-process tests and the subprocess scripts.
 HELPERS = '''
@@ -257,13 +266,13 @@ def test_other_optimizer_stepped_during_grad_conversion(name):
     cls = getattr(gs, name)
 
     ref_p = [a.copy() for a in p0]
-    cls(ref_p, lr=0.1).step(g)
+    ready(cls(ref_p, lr=0.1)).step(g)
     ref_q = [a.copy() for a in q0]
-    cls(ref_q, lr=0.1).step(h)
+    ready(cls(ref_q, lr=0.1)).step(h)
 
     p = [a.copy() for a in p0]
     q = [a.copy() for a in q0]
-    outer, inner = cls(p, lr=0.1), cls(q, lr=0.1)
+    outer, inner = ready(cls(p, lr=0.1)), ready(cls(q, lr=0.1))
     outer.step([g[0], SteppingGrad(g[1], lambda: inner.step(h)), g[2]])
     for a, b in zip(p + q, ref_p + ref_q):
         assert a.tobytes() == b.tobytes()

@@ -58,6 +58,18 @@ def test_learning_rate_free_lr_is_a_multiplier(name: str) -> None:
     rng = gs.recommended_range(name)
     assert default == 1.0 and default in rng and "multiplier" in rng.source
     assert inspect.signature(getattr(gs, name)).parameters["lr"].default == 1.0
+@pytest.mark.parametrize(("name", "factors", "base"), [("AdamWScheduleFree", (1, 10), "adam"),
+                                                        ("SGDScheduleFree", (10, 50), "sgd")])
+def test_schedule_free_ranges_scale_the_base_rule_as_its_readme_says(name: str, factors: tuple[int, int],
+                                                                     base: str) -> None:
+    import schedulefree
+
+    rng, base_rng = gs.recommended_range(name), gs.recommended_range(base)
+    assert (rng.low, rng.high) == pytest.approx((factors[0] * base_rng.low, factors[1] * base_rng.high))
+    assert "step size of z" in rng.source
+    default = inspect.signature(getattr(schedulefree, name)).parameters["lr"].default
+    assert default == inspect.signature(getattr(gs, name)).parameters["lr"].default
+    assert default in rng
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         getattr(gs, name)(_params())

@@ -53,6 +53,8 @@ CONFIGS = [
     ("Lamb", 0.01, dict()),
     ("Lamb", 0.01, dict(caution=True, decoupled_decay=True, trust_clip=True, maximize=True)),
     ("Lamb", 0.01, dict(weight_decay=0.0, max_grad_norm=None)),
+    ("AdamWScheduleFree", 0.01, dict(weight_decay=0.05, warmup_steps=2, maximize=True)),
+    ("SGDScheduleFree", 0.05, dict(weight_decay=0.05, r=0.5)),
 ]
 CONFIG_IDS = [f"{name}{sorted(opts.items())}" for name, _, opts in CONFIGS]
 
@@ -82,7 +84,12 @@ def run_steps(name, lr, opts, shapes, dtype, threads, steps=3, control=None):
     gs.set_num_threads(threads)
     try:
         opt = getattr(gs, name)(params, lr=lr, **(control or {}), **opts)
+        mode = opt.__gradstep_spec__.mode
+        if mode is not None:  # Schedule-Free: train() before the steps, eval() after them
+            getattr(opt, mode.on)()
         results = [opt.step(g) for g in grads]
+        if mode is not None:
+            getattr(opt, mode.off)()
     finally:
         gs.set_num_threads(before)
     state = [a for arrays in opt.state.values() for a in arrays]

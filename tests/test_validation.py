@@ -10,7 +10,8 @@ import pytest
 import gradstep as gs
 
 OPTIMIZERS = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam",
-              "Prodigy", "DAdaptAdam", "DAdaptSGD", "Lamb"]
+              "Prodigy", "DAdaptAdam", "DAdaptSGD", "Lamb",
+              "AdamWScheduleFree", "SGDScheduleFree"]
 # Options that make every optimizer use all its state buffers.
 FULL = {
     "SGD": dict(momentum=0.9),
@@ -26,6 +27,8 @@ FULL = {
     "DAdaptAdam": dict(),
     "DAdaptSGD": dict(),
     "Lamb": dict(caution=True),
+    "AdamWScheduleFree": dict(),
+    "SGDScheduleFree": dict(),
 }
 
 
@@ -34,6 +37,9 @@ def build(name, dtype=np.float32, steps=2):
     rng = np.random.default_rng(0)
     params = [rng.standard_normal(s).astype(dtype) for s in [(4,), (3, 5), (6,)]]
     opt = getattr(gs, name)(params, lr=0.01, **FULL[name])
+    mode = opt.__gradstep_spec__.mode
+    if mode is not None:  # Schedule-Free: steps need train()
+        getattr(opt, mode.on)()
     for _ in range(steps):
         opt.step([rng.standard_normal(p.shape).astype(dtype) for p in params])
     return opt
@@ -165,6 +171,10 @@ BAD_HYPER = [
     ("AdamW", "betas", (0.9, 1.5)), ("AdamW", "weight_decay", math.inf),
     ("Lamb", "betas", (1.0, 0.999)), ("Lamb", "eps", math.nan), ("Lamb", "max_grad_norm", -1.0),
     ("Lamb", "max_grad_norm", math.inf), ("Lamb", "weight_decay", -0.01),
+    ("AdamWScheduleFree", "betas", (0.0, 0.999)), ("AdamWScheduleFree", "warmup_steps", -1.0),
+    ("AdamWScheduleFree", "weight_lr_power", math.nan), ("AdamWScheduleFree", "r", math.inf),
+    ("SGDScheduleFree", "momentum", 0.0), ("SGDScheduleFree", "momentum", 1.0),
+    ("SGDScheduleFree", "warmup_steps", math.nan), ("SGDScheduleFree", "weight_decay", -0.1),
 ]
 
 

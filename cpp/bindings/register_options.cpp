@@ -155,6 +155,16 @@ py::dict spec_of() {
   out["states"] = states;
   out["checks"] = checks;
   out["variants"] = variants;
+  if constexpr (HasMode<Options>::value) {
+    py::dict mode;
+    mode["flag"] = field_named<Options>(D::mode.flag);
+    mode["on"] = D::mode.on;
+    mode["off"] = D::mode.off;
+    mode["step_refused"] = D::mode.step_refused;
+    out["mode"] = mode;
+  } else {
+    out["mode"] = py::none();
+  }
   return out;
 }
 

@@ -340,6 +340,30 @@ class PyTensorSet {
         settings_->options);
   }
 
+  // The pass of the optimizer's Mode (Schedule-Free's train() / eval()):
+  // every param moved into mode `on` unless it is there already; the kept
+  // options record the mode from then on.
+  void switch_mode(bool on) {
+    check_held();
+    std::visit(
+        [&](const auto& v) {
+          using O = std::decay_t<decltype(v)>;
+          if constexpr (std::is_same_v<O, std::monostate>) {
+            throw py::value_error("no options set: call set_options first");
+          } else {
+            const O given = v;
+            O after;
+            {
+              py::gil_scoped_release release;  // touches only the params and states held here
+              std::lock_guard<std::mutex> lock(mutex_);
+              after = set_->switch_mode(given, on);
+            }
+            std::get<O>(settings_->options) = after;
+          }
+        },
+        settings_->options);
+  }
+
   // The bandwidth probe (TensorSet::stream) over this set's buffers.
   void stream(py::handle grads) {
     Stepping stepping(this);
@@ -494,6 +518,9 @@ void register_tensor_set(py::module_& m) {
                             [](const PyTensorSet& s) { return s.settings().control.max_grad_norm; });
   cls.def_property_readonly("options", &PyTensorSet::options,
                             "A copy of the options (lr: the rate of the last step), or None.");
+  cls.def("switch_mode", &PyTensorSet::switch_mode, py::arg("on"),
+          "The optimizer's mode switch (Schedule-Free: True = train(), False = eval()): one pass\n"
+          "moving every param, unless the options are in that mode already.");
   cls.def("stream", &PyTensorSet::stream, py::arg("grads"),
           "Bandwidth probe: stream this set's buffers like a step, with no optimizer math.\n"
           "Overwrites params and states; `gradstep bench` times it as the memory roof.");

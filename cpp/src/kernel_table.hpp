@@ -68,9 +68,19 @@ struct Passes {
 template <class Options>
 using StepFn = void (*)(const Options&, const Job&, const Passes&, StepReport& report);
 
-// One step function per declared optimizer (named after its options struct,
-// e.g. AdamOptions_kernel), then the two passes every step may use.
-#define GRADSTEP_DETAIL_KERNEL_FIELD(O) StepFn<O> O##_kernel;
+// The pass of an optimizer with a Mode (declaration.hpp) that moves every
+// param into the mode `on` (true: the Mode's `on` state) or out of it; the
+// job's step and grads are not used. Optimizers without one get a stub that
+// is never called (steps.inl).
+template <class Options>
+using SwitchFn = void (*)(const Options&, bool on, const Job&, const Passes&);
+
+// One step function and one mode switch per declared optimizer (named after
+// its options struct, e.g. AdamOptions_kernel, AdamOptions_switch), then the
+// two passes every step may use.
+#define GRADSTEP_DETAIL_KERNEL_FIELD(O) \
+  StepFn<O> O##_kernel;                 \
+  SwitchFn<O> O##_switch;
 struct KernelTable {
   GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_KERNEL_FIELD)
   GradStatsFn grad_stats;

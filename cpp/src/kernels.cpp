@@ -34,6 +34,7 @@ namespace {
 #include "algorithms/prodigy.inl"
 #include "algorithms/dadapt_adam.inl"
 #include "algorithms/dadapt_sgd.inl"
+#include "algorithms/schedule_free.inl"
 #include "algorithms/grad_stats.inl"
 #include "algorithms/lamb.inl"  // after grad_stats.inl: its clip pass sums as that one does
 #include "algorithms/stream.inl"
@@ -41,8 +42,11 @@ namespace {
 }  // namespace
 
 // Each algorithms/*.inl defines chunks(const XOptions&, ...) for its
-// optimizer, and step(const XOptions&, ...) when it needs more than one pass.
-#define GRADSTEP_DETAIL_KERNEL_ENTRY(O) static_cast<detail::StepFn<O>>(&step),
+// optimizer, or step(const XOptions&, ...) when it needs more than one pass
+// or reports carried values, and switch_mode(const XOptions&, ...) when it
+// declares a Mode.
+#define GRADSTEP_DETAIL_KERNEL_ENTRY(O) \
+  static_cast<detail::StepFn<O>>(&step), static_cast<detail::SwitchFn<O>>(&switch_mode),
 detail::KernelTable kernel_table() {
   return {GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_KERNEL_ENTRY) & grad_stats_chunks, &stream_chunks};
 }

@@ -293,7 +293,7 @@ StepReport run_step(const TensorSetImpl& s, const Options& o, std::int64_t step,
   StepReport report;
   std::size_t carried = 0;  // a skipped step (or a kernel that keeps one) reports them as given
   for (const auto& f : D::fields)
-    if (f.kind == Kind::carried) report.carried[carried++] = o.*f.real;
+    if (f.kind == Kind::carried) report.carried[carried++] = f.real != nullptr ? o.*f.real : double(o.*f.flag);
   detail::Job job{};
   if (!prepare(s, o, step, control, parallel_min<Options>(), job, report)) return report;
   constexpr std::size_t sums = PartialSums<D>::value;
@@ -310,12 +310,49 @@ StepReport run_step(const TensorSetImpl& s, const Options& o, std::int64_t step,
   return report;
 }
 
-// Options checks shared by every optimizer's step.
+// Options checks shared by every optimizer's step and mode switch.
 template <class Options>
-void check_step_options(const Options& o, unsigned slot_mask) {
+void check_options(const Options& o, unsigned slot_mask) {
   validate(o);
   if ((state_mask(o) & ~slot_mask) != 0)
     throw std::invalid_argument("these options need state buffers the tensor set was built without");
+}
+
+template <class Options>
+void check_step_options(const Options& o, unsigned slot_mask) {
+  check_options(o, slot_mask);
+  if constexpr (HasMode<Options>::value) {
+    constexpr Mode<Options> mode = Declaration<Options>::mode;
+    if (!(o.*mode.flag)) throw std::logic_error(mode.step_refused);
+  }
+}
+
+// The kernel table's mode switch for an optimizer.
+template <class Options>
+constexpr detail::SwitchFn<Options> detail::KernelTable::*switch_of();
+#define GRADSTEP_DETAIL_SWITCH_OF(O)                                    \
+  template <>                                                           \
+  constexpr detail::SwitchFn<O> detail::KernelTable::*switch_of<O>() { \
+    return &detail::KernelTable::O##_switch;                            \
+  }
+GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_SWITCH_OF)
+#undef GRADSTEP_DETAIL_SWITCH_OF
+
+template <class Options>
+Options run_switch(const TensorSetImpl& s, Options o, bool on) {
+  if constexpr (!HasMode<Options>::value) {
+    throw std::logic_error(std::string(Declaration<Options>::name) + " has no modes to switch between");
+  } else {
+    constexpr Mode<Options> mode = Declaration<Options>::mode;
+    if (o.*mode.flag == on) return o;
+    // Only params and states are touched: no grads, no step number.
+    const detail::Job job{s.tensors.data(), s.plan.chunks.data(), 0, 1.0};
+    const detail::Passes passes{&run_passes,      &s.plan, parallel_min<Options>(), s.plan.chunks.size(),
+                                s.tensors.size(), nullptr, 0};
+    (detail::kernels().*switch_of<Options>())(o, on, job, passes);
+    o.*mode.flag = on;
+    return o;
+  }
 }
 }  // namespace
 
@@ -327,6 +364,14 @@ void check_step_options(const Options& o, unsigned slot_mask) {
   }
 GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_DEFINE_STEP)
 #undef GRADSTEP_DETAIL_DEFINE_STEP
+#define GRADSTEP_DETAIL_DEFINE_SWITCH(O)                    \
+  O TensorSet::switch_mode(const O& o, bool on) const {    \
+    const TensorSetImpl& s = live(impl_);                   \
+    check_options(o, s.slot_mask);                          \
+    return run_switch(s, o, on);                            \
+  }
+GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_DEFINE_SWITCH)
+#undef GRADSTEP_DETAIL_DEFINE_SWITCH
 void TensorSet::stream() const {
   const TensorSetImpl& s = live(impl_);
   const detail::StreamOptions probe{s.slot_mask};

@@ -123,6 +123,27 @@ class DadaptSgdOptions(_Options):
     numerator_weighted: float
     g0_norm: float
     def __init__(self, *, lr: float = ..., momentum: float = ..., weight_decay: float = ..., log_every: float = ..., d0: float = ..., growth_rate: float = ..., fsdp_in_use: bool = ..., maximize: bool = ..., d: float = ..., numerator_weighted: float = ..., g0_norm: float = ...) -> None: ...
+class AdamwScheduleFreeOptions(_Options):
+    beta1: float
+    beta2: float
+    eps: float
+    warmup_steps: float
+    r: float
+    weight_lr_power: float
+    lr_max: float
+    weight_sum: float
+    train_mode: bool
+    def __init__(self, *, lr: float = ..., beta1: float = ..., beta2: float = ..., eps: float = ..., weight_decay: float = ..., warmup_steps: float = ..., r: float = ..., weight_lr_power: float = ..., maximize: bool = ..., lr_max: float = ..., weight_sum: float = ..., train_mode: bool = ...) -> None: ...
+
+class SgdScheduleFreeOptions(_Options):
+    momentum: float
+    warmup_steps: float
+    r: float
+    weight_lr_power: float
+    lr_max: float
+    weight_sum: float
+    train_mode: bool
+    def __init__(self, *, lr: float = ..., momentum: float = ..., weight_decay: float = ..., warmup_steps: float = ..., r: float = ..., weight_lr_power: float = ..., maximize: bool = ..., lr_max: float = ..., weight_sum: float = ..., train_mode: bool = ...) -> None: ...
 
 OPTIONS: tuple[type[_Options], ...]
 # --- end of generated stubs ---
@@ -174,6 +195,7 @@ class TensorSet:
     def max_grad_norm(self) -> float: ...
     @property
     def options(self) -> Any: ...
+    def switch_mode(self, on: bool) -> None: ...
     def stream(self, grads: Sequence[Any]) -> None: ...
 
 class Schedule:

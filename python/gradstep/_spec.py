@@ -107,6 +107,17 @@ class State:
 
 
 @dataclass(frozen=True)
+class Mode:
+    """Two states the params can be in (Schedule-Free: y while training, x for evaluation),
+    switched by a kernel pass; gs.X gets a method for each (``train()``, ``eval()``)."""
+
+    flag: str  # the carried flag, true in the state `on`
+    on: str  # the method entering it; steps need it
+    off: str  # the method leaving it
+    step_refused: str  # the error of a step in the `off` state
+
+
+@dataclass(frozen=True)
 class OptimizerSpec:
     """Everything Python needs to know about one optimizer class (a declaration or a variant)."""
 
@@ -123,6 +134,7 @@ class OptimizerSpec:
     # The step reduces over each tensor (Lamb's trust ratios): flat buffers are stepped tensor by tensor.
     per_tensor: bool = False
     reference: Optional[str] = None  # the class whose equations it follows when not torch.optim's
+    mode: Optional[Mode] = None  # two states of the params and the pass between them (Schedule-Free)
 
     @property
     def follows(self) -> str:
@@ -172,16 +184,20 @@ class OptimizerSpec:
         """The values the step carries to the next step (Prodigy's d), in declaration order."""
         return tuple(f for f in self.fields if f.kind == "carried")
 
-    def initial_carried(self, options: Any) -> dict[str, float]:
-        """The carried values before the first step, for options built from the arguments."""
-        return {f.name: float(getattr(options, f.initial_from) if f.initial_from else f.default)
+    def initial_carried(self, options: Any) -> dict[str, Any]:
+        """The carried values before the first step, for options built from the arguments
+        (a float each; a mode's flag a bool)."""
+        return {f.name: (bool if f.type == "flag" else float)(
+                    getattr(options, f.initial_from) if f.initial_from else f.default)
                 for f in self.carried}
 
     @property
     def kernel_fields(self) -> tuple[Field, ...]:
-        """The options the kernel function takes by keyword after lr and step."""
+        """The options the kernel function takes by keyword after lr and step (not a mode's
+        flag: the kernel function steps params in the mode steps need)."""
+        mode_flag = self.mode.flag if self.mode is not None else None
         return tuple(f for f in self.fields
-                     if f.option and f.name != "lr" and f.name not in self.variant_fixed)
+                     if f.option and f.name not in ("lr", mode_flag) and f.name not in self.variant_fixed)
 
     def state_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.states)
@@ -256,6 +272,7 @@ def _read(options: type) -> list[OptimizerSpec]:
         fields=tuple(Field(**f) for f in spec["fields"]),
         states=tuple(State(**s) for s in spec["states"]),
         checks=tuple(spec["checks"]), per_tensor=spec["per_tensor"], reference=spec["reference"],
+        mode=Mode(**spec["mode"]) if spec["mode"] is not None else None,
     )
     return [base] + [_variant(base, v) for v in spec["variants"]]
 

@@ -340,8 +340,9 @@ class _Reader:
             raise self.error("metadata 'state_dict' must not hold 'state' (the buffers are members)")
         carried = sd.get("carried", {})
         if not isinstance(carried, dict) or len(carried) > 64 or not all(
-                isinstance(k, str) and _NAME.fullmatch(k) and _is_real(v) for k, v in carried.items()):
-            raise self.error(f"metadata 'carried' must map names to numbers, got {_short(carried)}")
+                isinstance(k, str) and _NAME.fullmatch(k) and (_is_real(v) or isinstance(v, bool))
+                for k, v in carried.items()):
+            raise self.error(f"metadata 'carried' must map names to numbers or bools, got {_short(carried)}")
 
         counts = meta.get("state_counts")
         if not isinstance(counts, dict):

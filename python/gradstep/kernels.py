@@ -52,6 +52,8 @@ def _kernel_function(spec: _spec.OptimizerSpec) -> Callable[..., Any]:
     fields = ", ".join(f"{f.name}=_fields[{f.name!r}].to_option({f.name})" if f.optional else f"{f.name}={f.name}"
                        for f in spec.kernel_fields)
     fixed = "".join(f", {k}={v!r}" for k, v in spec.variant_fixed.items())
+    if spec.mode is not None:  # the params hold the point steps are taken at (Schedule-Free's y)
+        fixed += f", {spec.mode.flag}=True"
     values = {**spec.variant_fixed, **{f.name: f.name for f in spec.kernel_fields}}
     needed = ", ".join(s.name if s.needed_when is None else f"{s.name} if {values[s.needed_when]} else None"
                        for s in spec.states)
@@ -59,15 +61,19 @@ def _kernel_function(spec: _spec.OptimizerSpec) -> Callable[..., Any]:
               f"    options = _options(lr=lr, {fields}{fixed})\n"
               f"    return _run(options, param, grad, [{needed}], _names, step, _carried)\n")
     namespace: dict[str, Any] = {"_options": spec.options, "_run": _run, "_names": spec.state_names(),
-                                 "_carried": tuple(f.name for f in spec.carried),
+                                 "_carried": tuple(f.name for f in spec.carried if f.type != "flag"),
                                  "_fields": {f.name: f for f in spec.kernel_fields}, "inf": math.inf}
     exec(source, namespace)  # noqa: S102 - the source is built from the declaration only
     fn: Callable[..., Any] = namespace[spec.kernel]
     fn.__module__ = __name__
     states_doc = ", ".join(f"``{s.name}``" + (f" (when {s.needed_when})" if s.needed_when else "")
                            for s in spec.states)
-    returns = (f"\n\nReturns the carried values after the update ({', '.join(f.name for f in spec.carried)}),"
-               " for the next call." if spec.carried else "")
+    carried = [f.name for f in spec.carried if f.type != "flag"]
+    returns = (f"\n\nReturns the carried values after the update ({', '.join(carried)}), for the next call."
+               if carried else "")
+    if spec.mode is not None:
+        returns += (f" ``param`` is taken to be in the state gs.{spec.name}.{spec.mode.on}() "
+                    "puts it in.")
     fn.__doc__ = (f"One {spec.name} update in place; state buffers {states_doc}.{returns}\n\n{spec.doc()}\n")
     return fn
 

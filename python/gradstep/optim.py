@@ -437,11 +437,18 @@ class Optimizer:
             out["carried"] = self.carried()
         return out
 
-    def carried(self) -> dict[str, float]:
+    def carried(self) -> dict[str, Any]:
         """The values the next step starts from that earlier steps computed (Prodigy's d,
-        Schedule-Free's weight_sum), by name; empty for optimizers without any."""
+        Schedule-Free's weight_sum), by name, and the mode the params are in (Schedule-Free's
+        train_mode, a bool); empty for optimizers without any."""
         options = self._options
-        return {f.name: float(getattr(options, f.name)) for f in self.__gradstep_spec__.carried}
+        return {f.name: (bool if f.type == "flag" else float)(getattr(options, f.name))
+                for f in self.__gradstep_spec__.carried}
+
+    @_serialized
+    def _switch_mode(self, on: bool) -> None:
+        """The declaration's Mode: move every param into its `on` state (or out of it)."""
+        self._set.switch_mode(on)
 
     @_serialized
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -526,7 +533,13 @@ class Optimizer:
         if not isinstance(given, dict) or sorted(given) != names:
             raise ValueError(f"state_dict['carried'] must be a dict with the values {names}, got {given!r}")
         options = self._options
+        flags = {f.name for f in spec.carried if f.type == "flag"}
         for name, value in given.items():
+            if name in flags:
+                if not isinstance(value, (bool, np.bool_)):
+                    raise ValueError(f"state_dict['carried'][{name!r}] must be a bool, got {value!r}")
+                setattr(options, name, bool(value))
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
                 raise ValueError(f"state_dict['carried'][{name!r}] must be a number, got {value!r}")
             setattr(options, name, float(value))
@@ -556,9 +569,31 @@ def _optimizer_class(spec: _spec.OptimizerSpec, base: type[Optimizer]) -> type[O
     __init__.__signature__ = signature  # type: ignore[attr-defined]
     __init__.__qualname__ = f"{spec.name}.__init__"
     doc = f"{spec.follows}: {spec.summary}.\n\n{spec.doc()}\n"
-    namespace = {"__init__": __init__, "__doc__": doc, "__gradstep_spec__": spec,
-                 "__module__": __name__, "__qualname__": spec.name}
+    namespace: dict[str, Any] = {"__init__": __init__, "__doc__": doc, "__gradstep_spec__": spec,
+                                 "__module__": __name__, "__qualname__": spec.name}
+    if spec.mode is not None:
+        namespace.update(_mode_methods(spec, spec.mode))
     return type(spec.name, (base,), namespace)
+
+
+def _mode_methods(spec: _spec.OptimizerSpec, mode: _spec.Mode) -> dict[str, Callable[..., None]]:
+    """The methods switching a declared Mode (Schedule-Free's train() and eval())."""
+
+    def enter(self: Optimizer) -> None:
+        self._switch_mode(True)
+
+    def leave(self: Optimizer) -> None:
+        self._switch_mode(False)
+
+    out: dict[str, Callable[..., None]] = {}
+    for method, name, state in ((enter, mode.on, True), (leave, mode.off, False)):
+        method.__name__ = name
+        method.__qualname__ = f"{spec.name}.{name}"
+        method.__doc__ = (f"Move every param into the {name} point (one C++ pass over all tensors; nothing "
+                          f"happens when they are there already). carried()[{mode.flag!r}] is then {state}; "
+                          f"steps need {mode.on}().")
+        out[name] = method
+    return out
 
 
 def _generate() -> dict[str, type[Optimizer]]:

@@ -80,6 +80,19 @@ _RANGES["lamb"] = LearningRateRange(
     "(ResNet-50, 5e-3 to 8e-3); lr is each tensor's relative step (trust ratio)"
 )
 
+# Schedule-Free (schedulefree 1.4.1): lr is the step size of z, the base SGD or AdamW
+# iterate (times the warmup factor while warming up); no schedule is needed. Its README:
+# "For SGD, a learning rate 10x-50x larger than classical rates seems to be a good starting
+# point. For AdamW, learning rates in the range 1x-10x larger than with schedule-based
+# approaches seem to work." Applied to the rules of thumb above; each holds its default
+# (AdamW-SF 0.0025, SGD-SF 1.0).
+_RANGES["adamwschedulefree"] = LearningRateRange(
+    1e-4, 1e-1, "schedulefree README: 1x-10x the rates of schedule-based AdamW (Adam's 1e-4 to 1e-2); "
+    "lr is the step size of z, times the warmup factor")
+_RANGES["sgdschedulefree"] = LearningRateRange(
+    1e-2, 5.0, "schedulefree README: 10x-50x classical SGD rates (1e-3 to 1e-1); "
+    "lr is the step size of z, times the warmup factor")
+
 _ALIASES = {
     "gd": "sgd",
     "gradient descent": "sgd",
@@ -94,7 +107,8 @@ def recommended_range(optimizer: Union[str, Any]) -> LearningRateRange:
     """The rule-of-thumb learning-rate range for an optimizer.
 
     ``optimizer`` is a name ("sgd", "gradient descent", "momentum", "adagrad",
-    "adadelta", "rmsprop", "adam", "adamw", "nadam", "radam", "adamax", "lamb", and the
+    "adadelta", "rmsprop", "adam", "adamw", "nadam", "radam", "adamax", "lamb",
+    "adamwschedulefree", "sgdschedulefree", and the
     learning-rate-free "prodigy", "dadaptadam", "dadaptsgd", whose lr is a multiplier (1.0);
     any case), a gradstep optimizer class,
     or an optimizer instance (an SGD instance with momentum gets the momentum range).

@@ -114,6 +114,53 @@ int main() {
     copy = moved;
     check(copy.size() == 1, "copy assignment");
   }
+  {  // A Mode (Schedule-Free): steps refused until switched on; the switch
+     // moves the params and records the mode; carried values come back.
+    std::vector<double> p(9), g(9), z;
+    for (std::size_t i = 0; i < p.size(); ++i) {
+      p[i] = std::sin(double(i));
+      g[i] = std::cos(3.0 * double(i));
+    }
+    z = p;  // z starts as a copy of the param
+    gradstep::TensorView t;
+    t.param = p.data();
+    t.grad = g.data();
+    t.state[0] = z.data();
+    t.size = p.size();
+    t.dtype = gradstep::DType::f64;
+    gradstep::SgdScheduleFreeOptions sf;
+    sf.lr = 0.1;
+    gradstep::TensorSet set(&t, 1, gradstep::state_mask(sf));
+    const std::vector<double> start = p;
+    bool refused = false;
+    try {
+      set.step(sf, 1);
+    } catch (const std::logic_error& e) {
+      refused = std::strstr(e.what(), "call train()") != nullptr;
+    }
+    check(refused && p == start && z == start, "a step in eval mode is refused and writes nothing");
+    sf = set.switch_mode(sf, true);
+    check(sf.train_mode && p == start, "train() before the first step leaves the params (z = p)");
+    const gradstep::StepReport r = set.step(sf, 1);
+    sf = gradstep::with_carried(sf, r);
+    check(sf.lr_max == 0.1 && sf.weight_sum == std::pow(0.1, 2.0) && sf.train_mode, "carried values after a step");
+    const std::vector<double> y = p;
+    sf = set.switch_mode(sf, false);
+    bool at_x = !sf.train_mode;
+    for (std::size_t i = 0; i < p.size(); ++i)
+      at_x = at_x && std::fabs(p[i] - (y[i] + (1.0 - 1.0 / 0.9) * (z[i] - y[i]))) <= 1e-15;
+    check(at_x, "eval() moves the params to x");
+    const std::vector<double> x = p;
+    check(!set.switch_mode(sf, false).train_mode && p == x, "eval() again is a no-op");
+    gradstep::TensorSet adam_set(&t, 1, 0u);
+    bool no_mode = false;
+    try {
+      adam_set.switch_mode(gradstep::SgdOptions{}, true);
+    } catch (const std::logic_error& e) {
+      no_mode = std::strstr(e.what(), "no modes") != nullptr;
+    }
+    check(no_mode, "an optimizer without a Mode refuses a switch");
+  }
   gradstep_test::run_thread_tests();
   gradstep_test::run_plan_tests();
   std::printf("%d passed, %d failed\n", gradstep_test::passed, gradstep_test::failed);

@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cstddef>
+#include <type_traits>
 
 namespace gradstep {
 
@@ -35,7 +36,8 @@ enum class Kind : unsigned char {
   // the options and reports its new value (StepReport::carried, in
   // declaration order), which the caller puts in the options of the next
   // step; state_dicts and checkpoints keep it. It starts at the struct's
-  // default, or at the value of the field named by `initial_from`.
+  // default, or at the value of the field named by `initial_from`. A carried
+  // flag is a Mode's state (below): steps pass it on unchanged.
   carried,
 };
 
@@ -167,6 +169,22 @@ struct Variant {
   std::size_t count;    // overrides used
 };
 
+// Two states the params can be in, and a pass over every tensor that moves
+// them from one to the other (Schedule-Free: the params hold the point y the
+// gradients are taken at while training, and the average x for evaluation).
+// `flag` is a carried flag, true in the state `on`; the methods named `on`
+// and `off` (gs.X.train(), gs.X.eval()) run the kernel's switch_mode() when
+// the params are not already there; a step is refused (std::logic_error,
+// with `step_refused` as its message) unless the flag is set. Checkpoints keep
+// the flag with the other carried values.
+template <class Options>
+struct Mode {
+  bool Options::*flag;
+  const char* on;
+  const char* off;
+  const char* step_refused;
+};
+
 // Specialized next to each options struct with:
 //   name        gs.X / torch.optim.X; the kernel function is gs.kernels.<lower(name)>_step
 //   options     the bound options class, _core.<options>
@@ -177,12 +195,19 @@ struct Variant {
 // and optionally
 //   partial_sums  how many sums per chunk its step reduces (a kernel with its
 //                 own step(): see kernel_table.hpp); 0 when absent
-//   reference     the class whose equations it follows, when not torch.optim's
-//                 ("timm.optim.Lamb")
+//   reference     the class whose names, defaults and equations it follows,
+//                 when that is not torch.optim.<name> ("timm.optim.Lamb")
 //   per_tensor    true when its step reduces over each tensor (LAMB's trust
 //                 ratios): then the tensors of a flat buffer (gs.flatten) are
 //                 stepped as tensors, not as one vector; false when absent
+//   mode          a Mode<Options> (its kernel file defines switch_mode())
 template <class Options>
 struct Declaration;
+
+// Whether an optimizer's declaration has a mode.
+template <class Options, class = void>
+struct HasMode : std::false_type {};
+template <class Options>
+struct HasMode<Options, std::void_t<decltype(Declaration<Options>::mode)>> : std::true_type {};
 
 }  // namespace gradstep

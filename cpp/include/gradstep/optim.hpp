@@ -589,6 +589,115 @@ struct Declaration<LambOptions> {
   static constexpr std::array<Variant, 0> variants{};
 };
 
+// Schedule-Free (Defazio et al. 2024, "The Road Less Scheduled"), as the
+// schedulefree package 1.4.1 computes it (AdamWScheduleFree, SGDScheduleFree):
+// no schedule is needed; the params hold y, between the SGD/Adam iterate z and
+// the average x of the z's, while training (train()), and x for evaluation
+// (eval()). Its group scalars lr_max and weight_sum are carried from step to
+// step; its k is the step count. lr_max starts at 0 where the reference starts
+// it at -1: both give max(lr, .) = lr at the first step, as every rate is >= 0.
+struct AdamwScheduleFreeOptions {
+  double lr = 0.0025, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0, warmup_steps = 0.0, r = 0.0,
+         weight_lr_power = 2.0;
+  bool maximize = false;
+  double lr_max = 0.0, weight_sum = 0.0;  // carried
+  bool train_mode = false;               // carried: the params hold y (else x)
+};
+template <>
+struct Declaration<AdamwScheduleFreeOptions> {
+  using O = AdamwScheduleFreeOptions;
+  static constexpr std::size_t parallel_min = 1u << 14;
+  static constexpr const char* name = "AdamWScheduleFree";
+  static constexpr const char* options = "AdamwScheduleFreeOptions";
+  static constexpr const char* reference = "schedulefree.AdamWScheduleFree (schedulefree 1.4.1)";
+  static constexpr const char* summary =
+      "Schedule-Free AdamW: betas, eps, weight_decay at y, warmup_steps, r, weight_lr_power; train()/eval()";
+  static constexpr const char* equations =
+      "lr_t    = lr * step / warmup_steps  while step - 1 < warmup_steps, else lr\n"
+      "lr_max  = max(lr_max, lr_t)\n"
+      "w       = step^r * lr_max^weight_lr_power,  weight_sum += w\n"
+      "c       = w / weight_sum                    (0 while weight_sum = 0)\n"
+      "v       = beta2 * v + (1 - beta2) * g * g   (g = ±grad)\n"
+      "u       = g / (sqrt(v / (1 - beta2^step)) + eps) + weight_decay * y\n"
+      "y       = lerp(y, z, c) + lr_t * (beta1 * (1 - c) - 1) * u\n"
+      "z      -= lr_t * u\n"
+      "train(): p = lerp(p, z, 1 - beta1)  (x to y);  eval(): p = lerp(p, z, 1 - 1/beta1)  (y to x)\n"
+      "(p holds y while training, the average x after eval(); v: exp_avg_sq;\n"
+      "lr_max, weight_sum and train_mode are carried; float32 values are computed\n"
+      "in double and rounded once when stored)\n";
+  static constexpr bool torch_step_state = false;
+  static constexpr std::array fields{
+      real("lr", &O::lr, Bound::nonneg),
+      real("beta1", &O::beta1, Bound::unit_open).in("betas"),
+      real("beta2", &O::beta2, Bound::unit_open).in("betas"),
+      real("eps", &O::eps, Bound::nonneg),
+      real("weight_decay", &O::weight_decay, Bound::nonneg),
+      real("warmup_steps", &O::warmup_steps, Bound::nonneg),
+      real("r", &O::r, Bound::nonneg),
+      real("weight_lr_power", &O::weight_lr_power, Bound::nonneg),
+      flag("maximize", &O::maximize).keyword_only(),
+      real("lr_max", &O::lr_max, Bound::nonneg).carried(),
+      real("weight_sum", &O::weight_sum, Bound::nonneg).carried(),
+      flag("train_mode", &O::train_mode).carried(),
+  };
+  static constexpr std::array slots{Slot<O>{"z", nullptr, nullptr, true}, Slot<O>{"exp_avg_sq"}};
+  static constexpr std::array checks{
+      Check<O>{"betas[0] must be > 0 (eval() moves the params by 1 - 1/beta1)", nullptr, &O::beta1}};
+  static constexpr std::array<Variant, 0> variants{};
+  static constexpr Mode<O> mode{&O::train_mode, "train", "eval",
+                                "AdamWScheduleFree is not in train mode: call train() before step() (and "
+                                "eval() before evaluating or saving the model)"};
+};
+
+struct SgdScheduleFreeOptions {
+  double lr = 1.0, momentum = 0.9, weight_decay = 0.0, warmup_steps = 0.0, r = 0.0, weight_lr_power = 2.0;
+  bool maximize = false;
+  double lr_max = 0.0, weight_sum = 0.0;  // carried
+  bool train_mode = false;               // carried: the params hold y (else x)
+};
+template <>
+struct Declaration<SgdScheduleFreeOptions> {
+  using O = SgdScheduleFreeOptions;
+  static constexpr std::size_t parallel_min = 1u << 15;
+  static constexpr const char* name = "SGDScheduleFree";
+  static constexpr const char* options = "SgdScheduleFreeOptions";
+  static constexpr const char* reference = "schedulefree.SGDScheduleFree (schedulefree 1.4.1)";
+  static constexpr const char* summary =
+      "Schedule-Free SGD: momentum, weight_decay at y, warmup_steps, r, weight_lr_power; train()/eval()";
+  static constexpr const char* equations =
+      "lr_t    = lr * step / warmup_steps  while step - 1 < warmup_steps, else lr\n"
+      "lr_max  = max(lr_max, lr_t)\n"
+      "w       = step^r * lr_max^weight_lr_power,  weight_sum += w\n"
+      "c       = w / weight_sum                    (0 while weight_sum = 0)\n"
+      "u       = ±grad + weight_decay * y\n"
+      "y       = lerp(y, z, c) + lr_t * (momentum * (1 - c) - 1) * u\n"
+      "z      -= lr_t * u\n"
+      "train(): p = lerp(p, z, 1 - momentum)  (x to y);  eval(): p = lerp(p, z, 1 - 1/momentum)  (y to x)\n"
+      "(p holds y while training, the average x after eval(); lr_max, weight_sum\n"
+      "and train_mode are carried; float32 values are computed in double and\n"
+      "rounded once when stored)\n";
+  static constexpr bool torch_step_state = false;
+  static constexpr std::array fields{
+      real("lr", &O::lr, Bound::nonneg),
+      real("momentum", &O::momentum, Bound::unit_open),
+      real("weight_decay", &O::weight_decay, Bound::nonneg),
+      real("warmup_steps", &O::warmup_steps, Bound::nonneg),
+      real("r", &O::r, Bound::nonneg),
+      real("weight_lr_power", &O::weight_lr_power, Bound::nonneg),
+      flag("maximize", &O::maximize).keyword_only(),
+      real("lr_max", &O::lr_max, Bound::nonneg).carried(),
+      real("weight_sum", &O::weight_sum, Bound::nonneg).carried(),
+      flag("train_mode", &O::train_mode).carried(),
+  };
+  static constexpr std::array slots{Slot<O>{"z", nullptr, nullptr, true}};
+  static constexpr std::array checks{
+      Check<O>{"momentum must be > 0 (eval() moves the params by 1 - 1/momentum)", nullptr, &O::momentum}};
+  static constexpr std::array<Variant, 0> variants{};
+  static constexpr Mode<O> mode{&O::train_mode, "train", "eval",
+                                "SGDScheduleFree is not in train mode: call train() before step() (and "
+                                "eval() before evaluating or saving the model)"};
+};
+
 // Every declared optimizer, once. Code generic over them (validation,
 // TensorSet::step, the kernel table, the bindings) expands this list, so an
 // optimizer is added here and nowhere else in C++ but its kernel file.
@@ -604,7 +713,9 @@ struct Declaration<LambOptions> {
   X(ProdigyOptions)             \
   X(DadaptAdamOptions)          \
   X(DadaptSgdOptions)           \
-  X(LambOptions)
+  X(LambOptions)                \
+  X(AdamwScheduleFreeOptions)   \
+  X(SgdScheduleFreeOptions)
 
 template <class... Options>
 struct OptionsList {};
@@ -650,8 +761,8 @@ struct StepReport {
   bool skipped = false;    // found_inf with skip_nonfinite: nothing was written
   double grad_norm = -1.0; // global L2 norm of the gradients; -1 when not computed
   // The new values of the options' carried fields (Kind::carried), in
-  // declaration order, for the options of the next step. A skipped step
-  // leaves them as they were given.
+  // declaration order, for the options of the next step (a flag as 0 or 1).
+  // A skipped step leaves them as they were given.
   double carried[kMaxCarried] = {};
 };
 
@@ -659,8 +770,13 @@ struct StepReport {
 template <class Options>
 Options with_carried(Options o, const StepReport& report) {
   std::size_t i = 0;
-  for (const auto& f : Declaration<Options>::fields)
-    if (f.kind == Kind::carried) o.*f.real = report.carried[i++];
+  for (const auto& f : Declaration<Options>::fields) {
+    if (f.kind != Kind::carried) continue;
+    if (f.real != nullptr)
+      o.*f.real = report.carried[i++];
+    else
+      o.*f.flag = report.carried[i++] != 0.0;
+  }
   return o;
 }
 
@@ -704,6 +820,15 @@ class TensorSet {
   // the gradients, before anything is written).
 #define GRADSTEP_DETAIL_STEP(O) StepReport step(const O&, std::int64_t step, const StepControl& control = {}) const;
   GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_STEP)
+#undef GRADSTEP_DETAIL_STEP
+
+  // For an optimizer with a Mode (declaration.hpp): the options in mode `on`
+  // (true: the Mode's `on` state), after the kernel's pass that moves every
+  // param there; nothing is done when `o` is in that mode already. Options
+  // are validated first; std::logic_error for an optimizer without a mode.
+#define GRADSTEP_DETAIL_SWITCH(O) O switch_mode(const O& o, bool on) const;
+  GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_SWITCH)
+#undef GRADSTEP_DETAIL_SWITCH
 
   // A memory-bandwidth probe with this set's access pattern and threading:
   // reads grad, param and the states of the slot mask, writes param and

@@ -7,3 +7,8 @@ template <class Options>
 void step(const Options& o, const detail::Job& job, const detail::Passes& passes, StepReport&) {
   for_all_chunks(passes, [&](std::size_t first, std::size_t last) { chunks(o, job, first, last); });
 }
+
+// The mode switch of an optimizer without a Mode: never called (the driver
+// refuses a switch for it), there only to fill its kernel-table entry.
+template <class Options>
+void switch_mode(const Options&, bool, const detail::Job&, const detail::Passes&) {}

@@ -54,7 +54,9 @@ from gradstep.bench.spec import (
     Spec,
     bytes_per_element,
     parse_threads,
+    ready,
     state_count,
+    import_reference,
 )
 from gradstep.bench.timing import FRESH_ELEMENTS, TORCH_SETTLE_S, measure, run_all, run_case
 
@@ -84,12 +86,14 @@ __all__ = [
     "make_candidates",
     "measure",
     "parse_threads",
+    "ready",
     "run",
     "run_all",
     "run_case",
     "scaling",
     "state_count",
     "table",
+    "import_reference",
     "torch_optimizer",
     "torch_present",
     "upgrade",

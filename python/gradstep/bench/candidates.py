@@ -27,7 +27,7 @@ import numpy as np
 import gradstep as gs
 from gradstep import _core
 from gradstep.bench.numpy_steps import NumpyState
-from gradstep.bench.spec import Case, Spec, import_reference, state_count
+from gradstep.bench.spec import Case, Spec, import_reference, ready, state_count
 
 # The peers gradstep is compared with, in report order.
 PEERS = ("numpy", "reference", "torch-loop", "torch-foreach", "torch-fused", "deepspeed")
@@ -62,7 +62,7 @@ def _problem(case: Case, dtype: np.dtype, seed: int = 0) -> tuple[list[np.ndarra
 
 def gradstep_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray]) -> Candidate:
     mine = [p.copy() for p in params]
-    opt = getattr(gs, spec.gradstep)(mine, **spec.hyper)
+    opt = ready(spec, getattr(gs, spec.gradstep)(mine, **spec.hyper))
     return Candidate("gradstep", lambda: opt.step(grads), lambda: mine)
 
 
@@ -70,7 +70,7 @@ def gradstep_flat_candidate(spec: Spec, params: list[np.ndarray], grads: list[np
     flat = gs.flatten(params)
     for dst, src in zip(flat.grads, grads):
         np.copyto(dst, src)
-    opt = getattr(gs, spec.gradstep)(flat, **spec.hyper)
+    opt = ready(spec, getattr(gs, spec.gradstep)(flat, **spec.hyper))
     return Candidate("gradstep-flat", opt.step, lambda: flat.params)
 
 
@@ -79,7 +79,8 @@ def gradstep_checked_candidate(spec: Spec, params: list[np.ndarray], grads: list
     read of the gradients before the update)."""
     mine = [p.copy() for p in params]
     # Lamb's max_grad_norm is its own (timm's clip), in spec.hyper: the safeguard's value wins.
-    opt = getattr(gs, spec.gradstep)(mine, **{**spec.hyper, "skip_nonfinite": True, "max_grad_norm": 1e9})
+    opt = ready(spec, getattr(gs, spec.gradstep)(mine, **{**spec.hyper, "skip_nonfinite": True,
+                                                           "max_grad_norm": 1e9}))
     return Candidate("gradstep-checked", lambda: opt.step(grads), lambda: mine)
 
 
@@ -118,7 +119,7 @@ def torch_optimizer(cls: Callable[..., Any], spec: Spec, params: list[np.ndarray
     tensors = [torch.from_numpy(p.copy()).requires_grad_() for p in params]
     for t, g in zip(tensors, grads):
         t.grad = torch.from_numpy(g)
-    opt = cls(tensors, **spec.hyper, **extra)
+    opt = ready(spec, cls(tensors, **spec.hyper, **extra))
     opt.step()
     return opt
 
@@ -189,14 +190,15 @@ def torch_flat_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.nd
         import torch
     except ImportError:
         return None
-    if spec.torch is None:
-        return None  # gradstep.torch has no adapter for it
     import gradstep.torch as gt
 
+    if not _has_adapter(spec):
+        return None
+    adapter_class = gt.ADAPTERS[spec.gradstep]
     if flatten is None:
         # getattr: gradstep.torch's module __getattr__ claims every name is an optimizer class.
         flatten = getattr(gt, "flatten_parameters", None)
-        if flatten is None or not _has_adapter(spec):
+        if flatten is None:
             return None
     tensors = [torch.from_numpy(p.copy()).requires_grad_() for p in params]
     for t, g in zip(tensors, grads):
@@ -204,7 +206,7 @@ def torch_flat_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.nd
     flat = list(flatten(tensors))
     if any(f.grad is None for f in flat):
         raise RuntimeError("flatten_parameters returned flat parameters without grads")
-    opt = getattr(gt, spec.torch)(flat, **spec.hyper)
+    opt = ready(spec, adapter_class(flat, **spec.hyper))
     opt.step()
     return Candidate("gradstep.torch-flat", opt.step, lambda: [t.detach().numpy() for t in tensors], steps=1)
 

@@ -15,6 +15,8 @@ class NumpyState:
         self.p, self.g = param, grad
         self.s = [np.zeros_like(param) for _ in range(states)]
         self.t = [np.empty_like(param) for _ in range(2)]
+        # Scalars an optimizer carries from step to step (Schedule-Free's weight_sum).
+        self.carried: dict[str, float] = {}
 
 
 def adam(x: NumpyState, k: int, lr: float = 1e-3, b1: float = 0.9, b2: float = 0.999,
@@ -190,3 +192,49 @@ def lamb(x: NumpyState, k: int, lr: float = 1e-3, b1: float = 0.9, b2: float = 0
     else:
         u *= lr
     x.p -= u
+def _schedule_free_weight(x: NumpyState, k: int, lr: float, r: float, weight_lr_power: float) -> float:
+    """Schedule-Free's averaging weight c of step k (no warmup), its z starting at the param."""
+    if k == 1:
+        np.copyto(x.s[0], x.p)
+        x.carried.update(lr_max=0.0, weight_sum=0.0)
+    lr_max = x.carried["lr_max"] = max(lr, x.carried["lr_max"])
+    weight = k**r * lr_max**weight_lr_power
+    weight_sum = x.carried["weight_sum"] = x.carried["weight_sum"] + weight
+    return weight / weight_sum if weight_sum else 0.0
+
+
+def _schedule_free_move(x: NumpyState, u: np.ndarray, c: float, lr: float, beta: float) -> None:
+    """y = lerp(y, z, c) + lr (beta (1 - c) - 1) u; z -= lr u (u may be overwritten)."""
+    z, t = x.s[0], x.t[1]
+    np.subtract(z, x.p, out=t)
+    t *= c
+    x.p += t
+    np.multiply(u, lr * (beta * (1 - c) - 1), out=t)
+    x.p += t
+    u *= lr
+    z -= u
+
+
+def adamw_schedule_free(x: NumpyState, k: int, lr: float = 2.5e-3, b1: float = 0.9, b2: float = 0.999,
+                        eps: float = 1e-8, weight_decay: float = 1e-2) -> None:
+    c = _schedule_free_weight(x, k, lr, 0.0, 2.0)
+    v, u = x.s[1], x.t[0]
+    v *= b2
+    np.multiply(x.g, x.g, out=u)
+    u *= 1 - b2
+    v += u
+    np.divide(v, 1 - b2**k, out=u)
+    np.sqrt(u, out=u)
+    u += eps
+    np.divide(x.g, u, out=u)
+    if weight_decay:
+        np.multiply(x.p, weight_decay, out=x.t[1])
+        u += x.t[1]
+    _schedule_free_move(x, u, c, lr, b1)
+
+
+def sgd_schedule_free(x: NumpyState, k: int, lr: float = 1.0, momentum: float = 0.9) -> None:
+    c = _schedule_free_weight(x, k, lr, 0.0, 2.0)
+    u = x.t[0]
+    np.copyto(u, x.g)
+    _schedule_free_move(x, u, c, lr, momentum)

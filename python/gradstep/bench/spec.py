@@ -158,7 +158,22 @@ SPECS = {
     "lamb": Spec("lamb", "Lamb", None, dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01,
                                             max_grad_norm=None),
                  numpy_steps.lamb, reference=("timm.optim.lamb", "Lamb")),
+    # Schedule-Free, against the schedulefree package (train() before stepping: ready()).
+    "adamw-sf": Spec("adamw-sf", "AdamWScheduleFree", None,
+                     dict(lr=2.5e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2),
+                     numpy_steps.adamw_schedule_free, reference=("schedulefree", "AdamWScheduleFree")),
+    "sgd-sf": Spec("sgd-sf", "SGDScheduleFree", None, dict(lr=1.0, momentum=0.9),
+                   numpy_steps.sgd_schedule_free, reference=("schedulefree", "SGDScheduleFree")),
 }
+
+
+def ready(spec: Spec, opt: Any) -> Any:
+    """``opt`` (gradstep's or the torch peer) in the mode steps need: Schedule-Free's train(),
+    named by gradstep's declaration and called the same in the reference package."""
+    mode = getattr(gs, spec.gradstep).__gradstep_spec__.mode
+    if mode is not None:
+        getattr(opt, mode.on)()
+    return opt
 
 
 def state_count(spec: Spec) -> int:
