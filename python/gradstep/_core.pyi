@@ -123,6 +123,22 @@ class DadaptSgdOptions(_Options):
     numerator_weighted: float
     g0_norm: float
     def __init__(self, *, lr: float = ..., momentum: float = ..., weight_decay: float = ..., log_every: float = ..., d0: float = ..., growth_rate: float = ..., fsdp_in_use: bool = ..., maximize: bool = ..., d: float = ..., numerator_weighted: float = ..., g0_norm: float = ...) -> None: ...
+
+class LambOptions(_Options):
+    bias_correction: bool
+    beta1: float
+    beta2: float
+    eps: float
+    grad_averaging: bool
+    max_grad_norm: float
+    trust_clip: bool
+    always_adapt: bool
+    caution: bool
+    decoupled_decay: bool
+    corrected_weight_decay: bool
+    max_lr: float
+    def __init__(self, *, lr: float = ..., bias_correction: bool = ..., beta1: float = ..., beta2: float = ..., eps: float = ..., weight_decay: float = ..., grad_averaging: bool = ..., max_grad_norm: float = ..., trust_clip: bool = ..., always_adapt: bool = ..., caution: bool = ..., decoupled_decay: bool = ..., corrected_weight_decay: bool = ..., maximize: bool = ..., max_lr: float = ...) -> None: ...
+
 class AdamwScheduleFreeOptions(_Options):
     beta1: float
     beta2: float

@@ -523,6 +523,9 @@ struct Declaration<DadaptSgdOptions> {
   static constexpr std::array checks{
       Check<O>{kNoFsdp, &O::fsdp_in_use},
   };
+  static constexpr std::array<Variant, 0> variants{};
+};
+
 // LAMB (You et al. 2019) as timm's Lamb (timm.optim.Lamb 1.0.31, the NVIDIA
 // FusedLAMB variant): Adam's direction scaled per tensor by a trust ratio
 // ||p|| / ||u||, after a global gradient clip of its own (timm's formula, not
