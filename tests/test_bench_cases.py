@@ -261,14 +261,17 @@ def test_numpy_peer_steps_the_optimizers_equations(name):
 
 @pytest.mark.parametrize("name", [n for n in bench.SPECS if bench.SPECS[n].reference is not None])
 def test_reference_peer_steps_the_same_math(name):
-    # The learning-rate-free optimizers' peer is their reference package (prodigyopt,
-    # dadaptation): a smoke run of the spec's candidates, all at the same params after 3 steps.
+    # Where torch.optim has no such optimizer, the peer is its reference package (prodigyopt,
+    # dadaptation, timm, schedulefree): a smoke run of the spec's candidates, all at the same
+    # params after one step (a numpy peer, where the spec has one, among them; one step, as
+    # schedulefree normalizes its grads in place, so its later steps see other grads).
     spec = bench.SPECS[name]
     made = bench.make_candidates(spec, bench.Case.parse("3x1000"), np.dtype("float64"))
     names = [c.name for c in made]
-    assert "reference" in names and "numpy" not in names and "torch-loop" not in names
+    assert "reference" in names and "torch-loop" not in names
+    assert ("numpy" in names) == (spec.numpy_step is not None)
     for c in made:
-        for _ in range(3 - c.steps):
+        for _ in range(1 - c.steps):
             c.step()
     by_name = {c.name: c for c in made}
     want = by_name["reference"].values()

@@ -112,13 +112,15 @@ def probe_candidate(spec: Spec, case: Case, dtype: np.dtype) -> Candidate:
 
 def torch_optimizer(cls: Callable[..., Any], spec: Spec, params: list[np.ndarray],
                     grads: list[np.ndarray], **extra: Any) -> Any:
-    """``cls`` (a torch.optim.Optimizer) over torch copies of ``params``, whose grads view
-    ``grads``, after one step: a missing implementation raises here, not while timing."""
+    """``cls`` (a torch.optim.Optimizer) over torch copies of ``params`` and ``grads``, after
+    one step: a missing implementation raises here, not while timing. The grads are copies
+    because some references write to them (schedulefree normalizes them in place), which
+    would change every other candidate's grads."""
     import torch
 
     tensors = [torch.from_numpy(p.copy()).requires_grad_() for p in params]
     for t, g in zip(tensors, grads):
-        t.grad = torch.from_numpy(g)
+        t.grad = torch.from_numpy(g.copy())
     opt = ready(spec, cls(tensors, **spec.hyper, **extra))
     opt.step()
     return opt
