@@ -37,8 +37,18 @@ const char* kind_name(Kind k) {
     case Kind::positional: return "positional";
     case Kind::keyword_only: return "keyword_only";
     case Kind::fixed: return "fixed";
+    case Kind::reference_only: return "reference_only";
   }
   return "positional";
+}
+
+const char* keep_name(Keep k) {
+  switch (k) {
+    case Keep::group: return "group";
+    case Keep::optimizer: return "optimizer";
+    case Keep::absent: return "absent";
+  }
+  return "group";
 }
 
 template <class Options, class Member>
@@ -63,12 +73,14 @@ py::dict spec_of() {
   for (const auto& f : D::fields) {
     py::dict d;
     d["name"] = f.name;
-    d["type"] = f.flag != nullptr ? "flag" : "real";
+    d["type"] = f.flag != nullptr || f.boolean ? "flag" : "real";
     d["option"] = f.real != nullptr || f.flag != nullptr;
     if (f.real != nullptr)
       d["default"] = defaults.*f.real;
     else if (f.flag != nullptr)
       d["default"] = defaults.*f.flag;
+    else if (f.boolean)
+      d["default"] = f.initial != 0.0;
     else
       d["default"] = f.initial;
     d["bound"] = bound_name(f.bound);
@@ -76,6 +88,8 @@ py::dict spec_of() {
     d["kind"] = kind_name(f.kind);
     d["group"] = f.group != nullptr ? py::object(py::str(f.group)) : py::object(py::none());
     d["kernel_default"] = f.kernel_default;
+    d["keep"] = keep_name(f.keep);
+    d["rate_at_start"] = f.rate_at_start;
     d["fills"] = f.fills >= 0 ? py::object(py::str(D::slots[static_cast<std::size_t>(f.fills)].name))
                               : py::object(py::none());
     fields.append(d);
@@ -118,6 +132,7 @@ py::dict spec_of() {
   }
   py::dict out;
   out["name"] = D::name;
+  out["reference"] = D::reference;
   out["options"] = D::options;
   out["summary"] = D::summary;
   out["equations"] = D::equations;

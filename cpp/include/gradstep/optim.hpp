@@ -30,12 +30,14 @@ struct TensorView {
 };
 
 // Each optimizer: its options struct, whose member initializers are the
-// defaults (torch.optim's), then its Declaration (declaration.hpp): class
-// name, fields with bounds and how they appear in Python, state slots under
-// torch's names and when each is needed, cross-field rules, variants and the
-// update equations the kernel in cpp/src/algorithms computes. Everything else
-// about an optimizer (validation, the Python class and torch adapter, the
-// kernel function, checkpoints, stubs, docs) is derived from the two.
+// defaults (its reference's: torch.optim's, or a package's where torch has
+// none), then its Declaration (declaration.hpp): class name and reference,
+// fields with bounds and how they appear in Python and in the reference,
+// state slots under the reference's names and when each is needed,
+// cross-field rules, variants and the update equations the kernel in
+// cpp/src/algorithms computes. Everything else about an optimizer
+// (validation, the Python class and torch adapter, the kernel function,
+// checkpoints, stubs, docs) is derived from the two.
 //
 // `lr` is the rate of the update the options are used for (TensorSet::step,
 // gs.kernels.*_step). A Python optimizer's TensorSet owns the base rate or
@@ -56,6 +58,7 @@ struct Declaration<SgdOptions> {
   // Smallest step (elements) shared with the thread pool (bench/threshold.py).
   static constexpr std::size_t parallel_min = 1u << 15;
   static constexpr const char* name = "SGD";
+  static constexpr const char* reference = "torch.optim";
   static constexpr const char* options = "SgdOptions";
   static constexpr const char* summary = "momentum, dampening, Nesterov, L2 weight decay, maximize";
   static constexpr const char* equations =
@@ -88,6 +91,7 @@ struct Declaration<AdagradOptions> {
   using O = AdagradOptions;
   static constexpr std::size_t parallel_min = 1u << 14;
   static constexpr const char* name = "Adagrad";
+  static constexpr const char* reference = "torch.optim";
   static constexpr const char* options = "AdagradOptions";
   static constexpr const char* summary = "lr_decay, weight_decay, initial_accumulator_value, eps";
   static constexpr const char* equations =
@@ -118,6 +122,7 @@ struct Declaration<AdadeltaOptions> {
   using O = AdadeltaOptions;
   static constexpr std::size_t parallel_min = 1u << 14;
   static constexpr const char* name = "Adadelta";
+  static constexpr const char* reference = "torch.optim";
   static constexpr const char* options = "AdadeltaOptions";
   static constexpr const char* summary = "rho, eps, weight_decay; lr scales the delta";
   static constexpr const char* equations =
@@ -150,6 +155,7 @@ struct Declaration<RmspropOptions> {
   using O = RmspropOptions;
   static constexpr std::size_t parallel_min = 1u << 15;
   static constexpr const char* name = "RMSprop";
+  static constexpr const char* reference = "torch.optim";
   static constexpr const char* options = "RmspropOptions";
   static constexpr const char* summary = "alpha, eps, weight_decay, momentum, centered";
   static constexpr const char* equations =
@@ -185,6 +191,7 @@ struct Declaration<AdamOptions> {
   using O = AdamOptions;
   static constexpr std::size_t parallel_min = 1u << 14;
   static constexpr const char* name = "Adam";
+  static constexpr const char* reference = "torch.optim";
   static constexpr const char* options = "AdamOptions";
   static constexpr const char* summary = "betas, eps, L2 weight_decay, amsgrad";
   static constexpr const char* equations =
@@ -226,6 +233,7 @@ struct Declaration<AdamaxOptions> {
   using O = AdamaxOptions;
   static constexpr std::size_t parallel_min = 1u << 14;
   static constexpr const char* name = "Adamax";
+  static constexpr const char* reference = "torch.optim";
   static constexpr const char* options = "AdamaxOptions";
   static constexpr const char* summary = "Adam with an infinity norm: betas, eps, L2 weight_decay";
   static constexpr const char* equations =
@@ -257,6 +265,7 @@ struct Declaration<RadamOptions> {
   using O = RadamOptions;
   static constexpr std::size_t parallel_min = 1u << 14;
   static constexpr const char* name = "RAdam";
+  static constexpr const char* reference = "torch.optim";
   static constexpr const char* options = "RadamOptions";
   static constexpr const char* summary = "rectified Adam: betas, eps, weight_decay (L2 or decoupled)";
   static constexpr const char* equations =
@@ -300,6 +309,7 @@ struct Declaration<NadamOptions> {
   using O = NadamOptions;
   static constexpr std::size_t parallel_min = 1u << 14;
   static constexpr const char* name = "NAdam";
+  static constexpr const char* reference = "torch.optim";
   static constexpr const char* options = "NadamOptions";
   static constexpr const char* summary = "Adam with Nesterov momentum: betas, eps, weight_decay, momentum_decay";
   static constexpr const char* equations =
