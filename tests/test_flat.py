@@ -16,6 +16,7 @@ OPTIMIZERS = [
     ("RMSprop", dict(momentum=0.5, centered=True, weight_decay=0.05, maximize=True)),
     ("Adam", dict(lr=0.01, amsgrad=True, weight_decay=0.05)),
     ("AdamW", dict(lr=0.01)),
+    ("Lion", dict(lr=1e-3, weight_decay=0.1, decoupled_weight_decay=True)),
 ]
 
 

@@ -26,7 +26,8 @@ REFS = {"SGD": reference.SGDRef, "Adagrad": reference.AdagradRef, "Adadelta": re
         "RMSprop": reference.RMSpropRef, "Adam": reference.AdamRef, "AdamW": reference.AdamRef,
         "Adamax": reference.AdamaxRef,
         "RAdam": reference.RAdamRef,
-        "NAdam": reference.NAdamRef}
+        "NAdam": reference.NAdamRef,
+        "Lion": reference.LionRef}
 
 unit = st.floats(0.0, 0.999)
 small = st.floats(0.0, 0.5)
@@ -53,6 +54,9 @@ def optimizer_options(draw):
     elif name in ("Adam", "AdamW"):
         opts = dict(betas=(draw(unit), draw(unit)), eps=draw(positive_eps), weight_decay=draw(small),
                     amsgrad=draw(st.booleans()))
+    elif name == "Lion":  # betas in [0, 1]; the decoupled decay is relative to lr, which must be > 0
+        opts = dict(betas=(draw(st.floats(0.0, 1.0)), draw(st.floats(0.0, 1.0))), weight_decay=draw(small),
+                    decoupled_weight_decay=lr > 0 and draw(st.booleans()))
     else:
         opts = dict(betas=(draw(unit), draw(unit)), eps=draw(positive_eps), weight_decay=draw(small))
     opts["maximize"] = draw(st.booleans())
@@ -67,7 +71,7 @@ finite = st.floats(-10, 10, allow_subnormal=False)
 def test_any_valid_input_matches_reference(config, tensor_shapes, steps, data):
     name, lr, opts = config
     params = [data.draw(hnp.arrays(np.float64, s, elements=finite)) for s in tensor_shapes]
-    hyper = dict(opts, decoupled=True) if name == "AdamW" else opts
+    hyper = dict(opts, decoupled=True) if name == "AdamW" else dict(opts, init_lr=lr) if name == "Lion" else opts
     ref = REFS[name](params, **hyper)
     mine = [p.copy() for p in params]
     opt = getattr(gs, name)(mine, lr=lr, **opts)

@@ -20,7 +20,7 @@ import torch
 import gradstep as gs
 from gradstep import kernels
 
-OPTIMIZERS = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam"]
+OPTIMIZERS = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam", "Lion"]
 
 # Shared by the in-process tests and the subprocess scripts.
 HELPERS = '''
@@ -245,6 +245,7 @@ class SteppingGrad:
         return self.a.__dlpack_device__()
 
 
+@pytest.mark.filterwarnings("ignore::gradstep.LearningRateWarning")  # lr=0.1 is 33x Lion's usual top
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_other_optimizer_stepped_during_grad_conversion(name):
     rng = np.random.default_rng(3)

@@ -277,6 +277,7 @@ def _make(name: str, params: list[np.ndarray]) -> gs.Optimizer:
         "Adamax": lambda: gs.Adamax(params, lr=1e-3, weight_decay=1e-3),
         "RAdam": lambda: gs.RAdam(params, lr=1e-3, weight_decay=1e-3, decoupled_weight_decay=True),
         "NAdam": lambda: gs.NAdam(params, lr=1e-3, weight_decay=1e-3, momentum_decay=0.1),
+        "Lion": lambda: gs.Lion(params, lr=1e-4, weight_decay=0.1, decoupled_weight_decay=True),
     }[name]()
 
 
@@ -292,7 +293,8 @@ def _problem(dtype: type) -> tuple[list[np.ndarray], Callable[[list[np.ndarray]]
     return params, loss_and_grads
 
 
-@pytest.mark.parametrize("name", ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam"])
+@pytest.mark.parametrize("name", ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam",
+                                  "Lion"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_training_after_the_test_equals_training_without_it(name: str, dtype: type) -> None:
     runs = []

@@ -44,6 +44,8 @@ CONFIGS = [
     ("RAdam", 0.01, dict(weight_decay=0.05, decoupled_weight_decay=True)),
     ("NAdam", 0.01, dict(weight_decay=0.05, maximize=True)),
     ("NAdam", 0.01, dict(weight_decay=0.05, decoupled_weight_decay=True, momentum_decay=0.1)),
+    ("Lion", 1e-3, dict(betas=(0.3, 0.9), maximize=True)),  # no decay
+    ("Lion", 1e-3, dict(weight_decay=0.05, decoupled_weight_decay=True)),
 ]
 CONFIG_IDS = [f"{name}{sorted(opts.items())}" for name, _, opts in CONFIGS]
 

@@ -9,7 +9,7 @@ import pytest
 
 import gradstep as gs
 
-OPTIMIZERS = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam"]
+OPTIMIZERS = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam", "Lion"]
 # Options that make every optimizer use all its state buffers.
 FULL = {
     "SGD": dict(momentum=0.9),
@@ -21,6 +21,7 @@ FULL = {
     "NAdam": dict(),
     "RAdam": dict(),
     "Adamax": dict(),
+    "Lion": dict(weight_decay=0.1, decoupled_weight_decay=True),
 }
 
 
@@ -158,6 +159,9 @@ BAD_HYPER = [
     ("Adam", "betas", (1.0, 0.999)), ("Adam", "betas", (0.9, 1.0)), ("Adam", "betas", (-0.1, 0.9)),
     ("Adam", "betas", (0.9, math.nan)), ("Adam", "eps", -1e-8), ("Adam", "weight_decay", -0.1),
     ("AdamW", "betas", (0.9, 1.5)), ("AdamW", "weight_decay", math.inf),
+    # Lion's betas may be 1 (lion_pytorch's [0, 1]: no bias correction divides by 1 - beta).
+    ("Lion", "betas", (1.01, 0.99)), ("Lion", "betas", (0.9, -0.1)), ("Lion", "betas", (math.nan, 0.99)),
+    ("Lion", "weight_decay", -0.1), ("Lion", "weight_decay", math.nan),
 ]
 
 
@@ -211,8 +215,10 @@ def test_bad_lr_set_later_or_from_callable_changes_nothing(name):
     snap = snapshot(opt)
     with pytest.raises(ValueError, match="lr"):
         opt.lr = -1.0
-    opt.lr = lambda k: math.nan
     with pytest.raises(ValueError, match="lr"):
+        # Raised by the step; by the assignment itself for an optimizer that
+        # keeps the rate at step 0 in its options (Lion's init_lr calls it at 0).
+        opt.lr = lambda k: math.nan
         opt.step(good_grads(opt))
     assert_unchanged(opt, snap)
 

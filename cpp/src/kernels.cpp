@@ -31,6 +31,7 @@ namespace {
 #include "algorithms/adamax.inl"
 #include "algorithms/radam.inl"
 #include "algorithms/nadam.inl"
+#include "algorithms/lion.inl"
 #include "algorithms/grad_stats.inl"
 #include "algorithms/stream.inl"
 }  // namespace

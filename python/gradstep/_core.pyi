@@ -79,6 +79,13 @@ class NadamOptions(_Options):
     mu_product: float
     def __init__(self, *, lr: float = ..., beta1: float = ..., beta2: float = ..., eps: float = ..., weight_decay: float = ..., momentum_decay: float = ..., decoupled_weight_decay: bool = ..., maximize: bool = ..., mu_product: float = ...) -> None: ...
 
+class LionOptions(_Options):
+    beta1: float
+    beta2: float
+    decoupled_weight_decay: bool
+    init_lr: float
+    def __init__(self, *, lr: float = ..., beta1: float = ..., beta2: float = ..., weight_decay: float = ..., decoupled_weight_decay: bool = ..., maximize: bool = ..., init_lr: float = ...) -> None: ...
+
 OPTIONS: tuple[type[_Options], ...]
 # --- end of generated stubs ---
 

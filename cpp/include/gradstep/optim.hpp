@@ -341,6 +341,55 @@ struct Declaration<NadamOptions> {
   static constexpr std::array<Variant, 0> variants{};
 };
 
+// Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"),
+// after lion_pytorch.Lion (lion-pytorch 0.2.5; torch.optim has no Lion).
+struct LionOptions {
+  double lr = 1e-4, beta1 = 0.9, beta2 = 0.99, weight_decay = 0.0;
+  bool decoupled_weight_decay = false, maximize = false;
+  // The rate weight_decay is relative to with decoupled_weight_decay
+  // (lion_pytorch's _init_lr): the decay of a step is then
+  // lr * weight_decay / init_lr. Not a constructor argument: gs.Lion fills it
+  // with its base rate at step 0, gradstep.torch.Lion with its constructor's
+  // lr (as lion_pytorch does), gs.kernels.lion_step takes it by keyword.
+  double init_lr = 0.0;
+};
+template <>
+struct Declaration<LionOptions> {
+  using O = LionOptions;
+  static constexpr std::size_t parallel_min = 1u << 15;
+  static constexpr const char* name = "Lion";
+  static constexpr const char* reference = "lion_pytorch";
+  static constexpr const char* options = "LionOptions";
+  static constexpr const char* summary = "the sign of an interpolated momentum (Chen et al. 2023): betas, weight_decay";
+  static constexpr const char* equations =
+      "g  = ±grad\n"
+      "wd = weight_decay / init_lr                      (decoupled_weight_decay)\n"
+      "wd = weight_decay                                (otherwise)\n"
+      "p *= 1 - lr * wd\n"
+      "p -= lr * sign(beta1 * m + (1 - beta1) * g)      (sign(0) = sign(NaN) = 0, as torch.sign)\n"
+      "m  = beta2 * m + (1 - beta2) * g\n"
+      "(m: exp_avg; init_lr: gs.Lion's base rate at step 0, before plateau scaling,\n"
+      "set again whenever its lr is; gradstep.torch.Lion's constructor lr, as lion_pytorch's)\n";
+  static constexpr bool torch_step_state = false;
+  static constexpr std::array fields{
+      real("lr", &O::lr, Bound::nonneg),
+      real("beta1", &O::beta1, Bound::unit_closed).in("betas"),
+      real("beta2", &O::beta2, Bound::unit_closed).in("betas"),
+      real("weight_decay", &O::weight_decay, Bound::nonneg),
+      // lion_pytorch's switch to its Triton (CUDA) kernel.
+      reference_flag<O>("use_triton", false).on_optimizer(),
+      flag("decoupled_weight_decay", &O::decoupled_weight_decay).on_optimizer(),
+      flag("maximize", &O::maximize).keyword_only().not_in_reference(),
+      real("init_lr", &O::init_lr, Bound::nonneg).fixed().filled_with_rate_at_start(),
+  };
+  static constexpr std::array slots{Slot<O>{"exp_avg"}};
+  static constexpr std::array checks{
+      Check<O>{"with decoupled_weight_decay, init_lr (the rate at step 0, which weight_decay is relative to) "
+               "must be > 0",
+               &O::decoupled_weight_decay, &O::init_lr}};
+  static constexpr std::array<Variant, 0> variants{};
+};
+
 // Every declared optimizer, once. Code generic over them (validation,
 // TensorSet::step, the kernel table, the bindings) expands this list, so an
 // optimizer is added here and nowhere else in C++ but its kernel file.
@@ -352,7 +401,8 @@ struct Declaration<NadamOptions> {
   X(AdamOptions)                \
   X(AdamaxOptions)              \
   X(RadamOptions)               \
-  X(NadamOptions)
+  X(NadamOptions)               \
+  X(LionOptions)
 
 template <class... Options>
 struct OptionsList {};
