@@ -63,6 +63,13 @@ _RANGES["adamw"] = LearningRateRange(1e-4, 1e-2, "rule of thumb for Adam (AdamW 
 _RANGES["nadam"] = LearningRateRange(1e-4, 1e-2, "rule of thumb for Adam (NAdam is Adam with Nesterov momentum)")
 _RANGES["radam"] = LearningRateRange(1e-4, 1e-2, "rule of thumb for Adam (RAdam is Adam, rectified)")
 _RANGES["adamax"] = LearningRateRange(1e-4, 1e-2, "rule of thumb for Adam (Adamax is Adam with an infinity norm)")
+# - Lion: Chen et al. (2023, "Symbolic Discovery of Optimization Algorithms", section 5)
+#   take Lion's rate 3-10x smaller than AdamW's (its sign update has a larger norm per
+#   element): Adam's rule of thumb divided by 10 at the bottom and by 3 at the top. It
+#   holds lion-pytorch's default 1e-4.
+_RANGES["lion"] = LearningRateRange(
+    1e-5, 3e-3, "Chen et al. 2023: 3-10x smaller than AdamW's (Adam's rule of thumb / 10 to / 3)"
+)
 
 _ALIASES = {
     "gd": "sgd",
@@ -78,7 +85,7 @@ def recommended_range(optimizer: Union[str, Any]) -> LearningRateRange:
     """The rule-of-thumb learning-rate range for an optimizer.
 
     ``optimizer`` is a name ("sgd", "gradient descent", "momentum", "adagrad",
-    "adadelta", "rmsprop", "adam", "adamw", "nadam", "radam", "adamax";
+    "adadelta", "rmsprop", "adam", "adamw", "nadam", "radam", "adamax", "lion";
     any case), a gradstep optimizer class,
     or an optimizer instance (an SGD instance with momentum gets the momentum range).
     """
