@@ -1,5 +1,6 @@
 """The candidates of a case: gradstep (plain, flat, with safeguards), the roof, and
-the peers this Python has (numpy by hand, torch.optim, gradstep.torch, deepspeed).
+the peers this Python has (numpy by hand, torch.optim, the reference package of an
+optimizer torch.optim has not such as lion_pytorch, gradstep.torch, deepspeed).
 
 A candidate is a name and a zero-argument step; all candidates of a case start
 from copies of the same params and read the same grads.
@@ -29,12 +30,13 @@ from gradstep import _core
 from gradstep.bench.numpy_steps import NumpyState
 from gradstep.bench.spec import Case, Spec, state_count
 
-# The peers gradstep is compared with, in report order.
-PEERS = ("numpy", "torch-loop", "torch-foreach", "torch-fused", "deepspeed")
+# The peers gradstep is compared with, in report order. "reference": the reference
+# package's class of an optimizer torch.optim has not (Spec.reference: lion_pytorch.Lion).
+PEERS = ("numpy", "torch-loop", "torch-foreach", "torch-fused", "reference", "deepspeed")
 
 
 # The candidates of a model case, in report order (those this Python has).
-MODEL_CANDIDATES = ("gradstep", "roof", "torch-foreach", "torch-fused", "gradstep.torch",
+MODEL_CANDIDATES = ("gradstep", "roof", "torch-foreach", "torch-fused", "reference", "gradstep.torch",
                     "gradstep.torch-flat", "deepspeed")
 
 
@@ -127,30 +129,38 @@ def _torch_values(opt: Any) -> Callable[[], list[np.ndarray]]:
 
 
 def torch_candidates(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray],
-                     names: tuple[str, ...] = ("torch-loop", "torch-foreach", "torch-fused",
+                     names: tuple[str, ...] = ("torch-loop", "torch-foreach", "torch-fused", "reference",
                                                "gradstep.torch")) -> list[Candidate]:
-    """torch.optim for-loop, foreach and fused, each only if this torch supports it, then
-    gradstep.torch (of those in ``names``)."""
+    """torch.optim for-loop, foreach and fused, each only if this torch supports it (and
+    has the optimizer), the reference package's class where the spec has one and it
+    imports, then gradstep.torch (of those in ``names``)."""
     try:
         import torch
     except ImportError:
         return []
     out = []
-    cls = getattr(torch.optim, spec.torch)
+    cls = getattr(torch.optim, spec.torch) if spec.torch is not None else None
     for name, flags in (("torch-loop", dict(foreach=False)), ("torch-foreach", dict(foreach=True)),
                         ("torch-fused", dict(fused=True))):
-        if name not in names:
+        if name not in names or cls is None:
             continue
         try:
             opt = torch_optimizer(cls, spec, params, grads, **flags)
         except (RuntimeError, TypeError, ValueError):
             continue  # e.g. no fused implementation of this optimizer on CPU
         out.append(Candidate(name, opt.step, _torch_values(opt), steps=1))
+    if "reference" in names and spec.reference is not None:
+        module_name, class_name, extra = spec.reference
+        if importlib.util.find_spec(module_name) is not None:
+            ref = torch_optimizer(getattr(importlib.import_module(module_name), class_name), spec, params,
+                                  grads, **extra)
+            out.append(Candidate("reference", ref.step, _torch_values(ref), steps=1))
     if "gradstep.torch" in names:
-        # gradstep.torch: the torch.optim subclass stepping the same torch tensors.
+        # gradstep.torch: the torch.optim subclass (or, without a torch.optim twin, the
+        # torch.optim.Optimizer mirroring the reference) stepping the same torch tensors.
         import gradstep.torch as gt
 
-        adapter = torch_optimizer(getattr(gt, spec.torch), spec, params, grads)
+        adapter = torch_optimizer(getattr(gt, spec.gradstep), spec, params, grads)
         out.append(Candidate("gradstep.torch", adapter.step, _torch_values(adapter), steps=1))
     return out
 
@@ -179,7 +189,7 @@ def torch_flat_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.nd
     flat = list(flatten(tensors))
     if any(f.grad is None for f in flat):
         raise RuntimeError("flatten_parameters returned flat parameters without grads")
-    opt = getattr(gt, spec.torch)(flat, **spec.hyper)
+    opt = getattr(gt, spec.gradstep)(flat, **spec.hyper)
     opt.step()
     return Candidate("gradstep.torch-flat", opt.step, lambda: [t.detach().numpy() for t in tensors], steps=1)
 
@@ -235,7 +245,8 @@ def model_candidates(spec: Spec, case: Case, dtype: np.dtype, params: list[np.nd
     """A model case's candidates (MODEL_CANDIDATES, those this Python has)."""
     cands = [gradstep_candidate(spec, params, grads), probe_candidate(spec, case, dtype)]
     if peers:
-        cands += torch_candidates(spec, params, grads, names=("torch-foreach", "torch-fused", "gradstep.torch"))
+        cands += torch_candidates(spec, params, grads,
+                                  names=("torch-foreach", "torch-fused", "reference", "gradstep.torch"))
         flat = torch_flat_candidate(spec, params, grads)
         if flat is not None:
             cands.append(flat)
@@ -252,4 +263,5 @@ def memory_needed(spec: Spec, case: Case, itemsize: int) -> int:
     foreach."""
     states = state_count(spec)
     stepping = len(MODEL_CANDIDATES) - 1  # all but the roof
+    stepping -= (spec.torch is None) * 2 + (spec.reference is None)  # torch-foreach and -fused; reference
     return case.elements * itemsize * (2 + stepping * (1 + states) + 1 + (2 + states) + 1)

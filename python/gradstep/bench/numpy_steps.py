@@ -162,3 +162,20 @@ def nadam(x: NumpyState, k: int, lr: float = 2e-3, b1: float = 0.9, b2: float = 
     np.divide(m, t, out=w)
     w *= lr * mu_next / (1 - product * mu_next)
     x.p -= w
+
+
+def lion(x: NumpyState, k: int, lr: float = 1e-4, b1: float = 0.9, b2: float = 0.99,
+         weight_decay: float = 0.0) -> None:
+    (m,) = x.s
+    t, u = x.t
+    if weight_decay:
+        x.p *= 1 - lr * weight_decay
+    np.multiply(m, b1, out=t)
+    np.multiply(x.g, 1 - b1, out=u)
+    t += u
+    np.sign(t, out=t)
+    t *= lr
+    x.p -= t
+    m *= b2
+    np.multiply(x.g, 1 - b2, out=u)
+    m += u

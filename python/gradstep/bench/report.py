@@ -184,7 +184,8 @@ def chart(record: dict[str, Any], path: Path) -> None:
     optimizers = list(dict.fromkeys(r["optimizer"] for r in results))
     palette = {"gradstep": "#d62728", "gradstep-flat": "#ff9896", "gradstep.torch": "#ff7f0e",
                "gradstep.torch-flat": "#ffbb78", "numpy": "#7f7f7f", "torch-loop": "#1f77b4",
-               "torch-foreach": "#9edae5", "torch-fused": "#2ca02c", "deepspeed": "#9467bd"}
+               "torch-foreach": "#9edae5", "torch-fused": "#2ca02c", "reference": "#8c564b",
+               "deepspeed": "#9467bd"}
     names = [n for n in palette if any(n in r["median_seconds"] for r in results)]
     colors = palette
     cols = min(3, len(optimizers))

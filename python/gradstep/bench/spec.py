@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -14,7 +15,7 @@ from gradstep.bench.models import MODELS
 
 DEFAULT_CASES = "4096,65536,1048576,16777216,200x5000"
 QUICK_CASES = "4096,20x5000"
-OPTIMIZERS = ("adam", "sgd", "adagrad", "rmsprop", "adadelta", "adamax", "radam", "nadam")
+OPTIMIZERS = ("adam", "sgd", "adagrad", "rmsprop", "adadelta", "adamax", "radam", "nadam", "lion")
 
 
 @dataclass(frozen=True)
@@ -79,11 +80,14 @@ class Spec:
     """One optimizer configuration, as every implementation spells it."""
 
     name: str
-    gradstep: str  # class in gradstep
-    torch: str  # class in torch.optim
-    hyper: dict[str, Any]  # constructor arguments common to gradstep and torch
+    gradstep: str  # class in gradstep (gs.X and gradstep.torch.X)
+    torch: Optional[str]  # class in torch.optim; None where torch.optim has none (Lion)
+    hyper: dict[str, Any]  # constructor arguments common to gradstep and its peers
     numpy_step: Callable[[Any, int], None]  # (NumpyState, 1-based step)
     deepspeed: Optional[tuple[str, str, dict[str, Any]]] = None  # module, class, extra kwargs
+    # The reference package's class of an optimizer torch.optim has not (module,
+    # class, extra kwargs: lion_pytorch.Lion), timed as the peer "reference".
+    reference: Optional[tuple[str, str, dict[str, Any]]] = None
 
 
 SPECS = {
@@ -98,6 +102,9 @@ SPECS = {
     "radam": Spec("radam", "RAdam", "RAdam", dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8), numpy_steps.radam),
     "nadam": Spec("nadam", "NAdam", "NAdam", dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, momentum_decay=4e-3),
                   numpy_steps.nadam),
+    # Lion is used with weight decay (Chen et al. 2023: 3-10x AdamW's); lion-pytorch's default rate.
+    "lion": Spec("lion", "Lion", None, dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.1),
+                 functools.partial(numpy_steps.lion, weight_decay=0.1), reference=("lion_pytorch", "Lion", {})),
 }
 
 
