@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import gradstep as gs
+from gradstep import _spec
 
 SHAPES = [(7,), (13, 5), (3, 4, 33), (1,)]
 
@@ -48,7 +49,36 @@ CASES = (
     + [("NAdam", 0.01, o) for o in option_grid(betas=[(0.9, 0.999), (0.3, 0.9)], eps=[1e-8],
                                                 weight_decay=[0.0, 0.05], momentum_decay=[4e-3, 0.5],
                                                 decoupled_weight_decay=[False, True], maximize=[False, True])]
+    # Lion's reference is lion_pytorch.Lion (reference_optimizer); its rates are 3-10x Adam's lower.
+    + [("Lion", 1e-3, o) for o in option_grid(betas=[(0.9, 0.99), (0.3, 0.9)], weight_decay=[0.0, 0.05],
+                                               decoupled_weight_decay=[False, True], maximize=[False, True])]
 )
+
+
+def reference_optimizer(name, params, **kwargs):
+    """The oracle of gs.<name> over torch tensors: torch.optim.<name> (its single-tensor
+    path), or, for an optimizer torch.optim has not, its declared reference class
+    (lion_pytorch.Lion), with gradstep's maximize done by negating the grads around
+    that class's step (exact, and undone after it)."""
+    import importlib
+
+    import torch
+
+    spec = _spec.by_name(name)
+    if spec.torch_twin:
+        return getattr(torch.optim, name)(params, foreach=False, **kwargs)
+    maximize = kwargs.pop("maximize", False)
+    opt = getattr(importlib.import_module(spec.reference), name)(params, **kwargs)
+    if maximize:
+        def negate(optimizer, args, kw):
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.grad.neg_()
+
+        opt.register_step_pre_hook(negate)
+        opt.register_step_post_hook(negate)
+    return opt
 
 
 def case_id(case):

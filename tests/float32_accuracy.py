@@ -30,9 +30,12 @@ MAX_FACTOR = 3.0
 
 
 def run_torch(name, lr, opts, params, grads, dtype=torch.float64, storage_float32=False):
-    """torch.optim.<name> (single-tensor path) over copies of params; the final params as float64."""
+    """torch.optim.<name> (single-tensor path), or the reference of an optimizer torch.optim
+    has not (conftest.reference_optimizer), over copies of params; the final params as float64."""
+    from conftest import reference_optimizer
+
     tensors = [torch.tensor(np.asarray(p), dtype=dtype).requires_grad_() for p in params]
-    topt = getattr(torch.optim, name)(tensors, lr=lr, foreach=False, **opts)
+    topt = reference_optimizer(name, tensors, lr=lr, **opts)
     for step_grads in grads:
         for t, g in zip(tensors, step_grads):
             t.grad = torch.tensor(np.asarray(g), dtype=dtype)

@@ -263,3 +263,19 @@ class ScheduleFreeRef(Reference):
 
     def at_x(self):
         return self.x
+class LionRef(Reference):
+    # Chen et al. 2023, Algorithm 2 (Lion): c = beta1 m + (1 - beta1) g,
+    # p -= lr (sign(c) + wd p), m = beta2 m + (1 - beta2) g; the decay with the
+    # param before this step's update, as lion-pytorch applies it. With
+    # decoupled_weight_decay (lion-pytorch's) wd is relative to the initial
+    # rate: wd / init_lr. sign is torch's (0 at 0 and at NaN).
+    def update(self, p, g, s, lr):
+        b1, b2 = self.h.get("betas", (0.9, 0.99))
+        wd = self.h.get("weight_decay", 0.0)
+        if self.h.get("decoupled_weight_decay"):
+            wd = wd / self.h["init_lr"]
+        m = s.setdefault("m", np.zeros_like(p))
+        c = b1 * m + (1 - b1) * g
+        p *= 1 - lr * wd
+        p -= lr * np.where(c > 0, 1.0, np.where(c < 0, -1.0, 0.0))
+        m[:] = b2 * m + (1 - b2) * g

@@ -279,3 +279,29 @@ def test_reference_peer_steps_the_same_math(name):
         if c.values is not None:
             for g, w in zip(c.values(), want):
                 np.testing.assert_allclose(g, w, rtol=1e-10, err_msg=c.name)
+def test_an_optimizer_without_a_torch_twin_is_timed_against_its_reference_package():
+    # Lion: no torch.optim class, so no torch-loop/foreach/fused; lion_pytorch.Lion is
+    # the peer "reference", and gradstep.torch.Lion (the adapter mirroring it) is timed.
+    from gradstep.bench.record import versions
+
+    spec = bench.SPECS["lion"]
+    assert spec.torch is None and spec.reference is not None and spec.reference[:2] == ("lion_pytorch", "Lion")
+    for case, dtype, tol in ((bench.Case.parse("3x257"), "float64", dict(rtol=1e-12, atol=0)),
+                             (bench.Case.parse("mlp"), "float32", dict(rtol=1e-5, atol=1e-6))):
+        made = bench.make_candidates(spec, case, np.dtype(dtype))
+        names = [c.name for c in made]
+        assert "reference" in names and "gradstep.torch" in names, names
+        assert not any(n.startswith("torch-") for n in names)
+        if case.model:
+            assert names == [n for n in bench.MODEL_CANDIDATES if n in names]
+        for c in made:
+            for _ in range(3 - c.steps):
+                c.step()
+        want = [v.copy() for v in {c.name: c for c in made}["reference"].values()]
+        for c in made:
+            if c.values is not None:
+                for g, w in zip(c.values(), want):
+                    np.testing.assert_allclose(g, w, **tol, err_msg=c.name)
+    assert versions()["lion_pytorch"] == "0.2.5"
+    assert cands.memory_needed(spec, bench.Case.parse("gpt2"), 4) < cands.memory_needed(
+        bench.SPECS["sgd"], bench.Case.parse("gpt2"), 4) + 124_439_808 * 4 * 2

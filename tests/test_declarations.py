@@ -28,7 +28,7 @@ def declared(spec):
 def test_every_declared_optimizer_is_generated():
     assert NAMES == ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam",
                      "Prodigy", "DAdaptAdam", "DAdaptSGD", "Lamb",
-                     "AdamWScheduleFree", "SGDScheduleFree"]
+                     "AdamWScheduleFree", "SGDScheduleFree", "Lion"]
     for spec in SPECS:
         assert getattr(gs, spec.name).__gradstep_spec__ is spec
         assert spec.name in gs.__all__
@@ -40,9 +40,8 @@ def test_gs_torch_adapter_and_torch_agree_on_names_and_defaults(spec):
     torch = pytest.importorskip("torch")
     import gradstep.torch as gt
 
-    if not hasattr(torch.optim, spec.name):
-        assert not hasattr(gt, spec.name)  # no torch twin, no adapter
-        return
+    if not spec.torch_twin:
+        return  # test_gs_adapter_and_a_package_reference_agree_on_names_and_defaults
     want = declared(spec)
     ours = inspect.signature(getattr(gs, spec.name)).parameters
     adapter = inspect.signature(getattr(gt, spec.name)).parameters
@@ -61,6 +60,35 @@ def test_gs_torch_adapter_and_torch_agree_on_names_and_defaults(spec):
     # The adapter takes exactly torch's arguments.
     assert [(p.name, p.kind, p.default) for p in adapter.values()] == \
         [(p.name, p.kind, p.default) for p in theirs.values()]
+
+
+@pytest.mark.parametrize("spec", [s for s in SPECS if not s.torch_twin], ids=lambda s: s.name)
+def test_gs_adapter_and_a_package_reference_agree_on_names_and_defaults(spec):
+    # An optimizer torch.optim has not: gradstep.torch.X is generated from the
+    # declaration alone, and takes exactly the reference class's arguments.
+    import importlib
+
+    torch = pytest.importorskip("torch")
+    import gradstep.torch as gt
+
+    reference = getattr(importlib.import_module(spec.reference), spec.name)
+    adapter, theirs = (inspect.signature(c).parameters for c in (getattr(gt, spec.name), reference))
+    assert [(p.name, p.kind, p.default) for p in adapter.values()] == \
+        [(p.name, p.kind, p.default) for p in theirs.values()]
+    assert issubclass(getattr(gt, spec.name), torch.optim.Optimizer)
+    assert not issubclass(getattr(gt, spec.name), reference)  # never imported by gradstep
+    # gs.X: the declared parameters, the reference's defaults; beyond them the
+    # reference has only its reference-only arguments, gs.X only those the
+    # reference lacks (Lion's maximize).
+    want = declared(spec)
+    ours = inspect.signature(getattr(gs, spec.name)).parameters
+    assert {k: p.default for k, p in ours.items() if k not in ("params", *_spec.SAFEGUARDS)} == want
+    absent = {p.name for p in spec.params if p.keep == "absent"}
+    assert {k: theirs[k].default for k in want if k not in absent} == \
+        {k: v for k, v in want.items() if k not in absent}
+    assert not absent & set(theirs)
+    only = {p.name for p in spec.reference_params if p.fields[0].kind == "reference_only"}
+    assert set(theirs) - set(want) - {"params"} == only
 
 
 @pytest.mark.parametrize("spec", [s for s in SPECS if s.base is None], ids=lambda s: s.name)
@@ -100,7 +128,7 @@ def test_equations_live_in_the_declaration_and_kernels_point_there():
     for spec in SPECS:
         if spec.base is None:
             assert f"struct Declaration<{spec.options.__name__}>" in header
-    for inl in ("sgd", "adagrad", "adadelta", "rmsprop", "adam"):
+    for inl in ("sgd", "adagrad", "adadelta", "rmsprop", "adam", "adamax", "radam", "nadam", "lion"):
         head = (REPO / f"cpp/src/algorithms/{inl}.inl").read_text().split("\n\n")[0]
         assert "::equations" in head and "p -=" not in head and "p     -=" not in head
 

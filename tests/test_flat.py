@@ -17,6 +17,7 @@ OPTIMIZERS = [
     ("Adam", dict(lr=0.01, amsgrad=True, weight_decay=0.05)),
     ("AdamW", dict(lr=0.01)),
     ("Lamb", dict(lr=0.01, caution=True)),  # per-tensor trust ratios and caution means
+    ("Lion", dict(lr=1e-3, weight_decay=0.1, decoupled_weight_decay=True)),
 ]
 
 

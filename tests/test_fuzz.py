@@ -30,7 +30,8 @@ REFS = {"SGD": reference.SGDRef, "Adagrad": reference.AdagradRef, "Adadelta": re
         "NAdam": reference.NAdamRef,
         "Lamb": reference.LambRef,
         "AdamWScheduleFree": functools.partial(reference.ScheduleFreeRef, adam=True),
-        "SGDScheduleFree": functools.partial(reference.ScheduleFreeRef, adam=False)}
+        "SGDScheduleFree": functools.partial(reference.ScheduleFreeRef, adam=False),
+        "Lion": reference.LionRef}
 
 unit = st.floats(0.0, 0.999)
 small = st.floats(0.0, 0.5)
@@ -70,6 +71,9 @@ def optimizer_options(draw):
             opts.update(betas=(draw(beta), draw(unit)), eps=draw(positive_eps))
         else:
             opts.update(momentum=draw(beta))
+    elif name == "Lion":  # betas in [0, 1]; the decoupled decay is relative to lr, which must be > 0
+        opts = dict(betas=(draw(st.floats(0.0, 1.0)), draw(st.floats(0.0, 1.0))), weight_decay=draw(small),
+                    decoupled_weight_decay=lr > 0 and draw(st.booleans()))
     else:
         opts = dict(betas=(draw(unit), draw(unit)), eps=draw(positive_eps), weight_decay=draw(small))
     opts["maximize"] = draw(st.booleans())
@@ -84,7 +88,7 @@ finite = st.floats(-10, 10, allow_subnormal=False)
 def test_any_valid_input_matches_reference(config, tensor_shapes, steps, data):
     name, lr, opts = config
     params = [data.draw(hnp.arrays(np.float64, s, elements=finite)) for s in tensor_shapes]
-    hyper = dict(opts, decoupled=True) if name == "AdamW" else opts
+    hyper = dict(opts, decoupled=True) if name == "AdamW" else dict(opts, init_lr=lr) if name == "Lion" else opts
     ref = REFS[name](params, **hyper)
     mine = [p.copy() for p in params]
     opt = getattr(gs, name)(mine, lr=lr, **opts)

@@ -22,7 +22,7 @@ from gradstep import kernels
 
 OPTIMIZERS = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam",
               "Prodigy", "DAdaptAdam", "DAdaptSGD", "Lamb",
-              "AdamWScheduleFree", "SGDScheduleFree"]
+              "AdamWScheduleFree", "SGDScheduleFree", "Lion"]
 
 
 def ready(opt):
@@ -31,6 +31,7 @@ def ready(opt):
     if mode is not None:
         getattr(opt, mode.on)()
     return opt
+
 
 # Shared by the in-process tests and the subprocess scripts.
 HELPERS = '''
@@ -255,6 +256,7 @@ class SteppingGrad:
         return self.a.__dlpack_device__()
 
 
+@pytest.mark.filterwarnings("ignore::gradstep.LearningRateWarning")  # lr=0.1 is 33x Lion's usual top
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_other_optimizer_stepped_during_grad_conversion(name):
     rng = np.random.default_rng(3)

@@ -12,7 +12,7 @@ import torch
 import gradstep as gs
 from gradstep.ranges import FAR_OUTSIDE
 
-OPTIMIZERS = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "NAdam", "RAdam", "Adamax"]
+OPTIMIZERS = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "NAdam", "RAdam", "Adamax", "Lion"]
 
 
 def _params() -> list[np.ndarray]:
@@ -29,6 +29,13 @@ def test_rule_of_thumb_ranges(name: str, low: float, high: float) -> None:
     assert rng.source
 
 
+def test_lion_range_is_three_to_ten_times_below_adams() -> None:
+    lion, adam = gs.recommended_range("lion"), gs.recommended_range("adam")
+    assert (lion.low, lion.high) == (1e-5, 3e-3)
+    assert adam.low / lion.low == 10 and round(adam.high / lion.high) == 3
+    assert 1e-4 in lion and "Chen" in lion.source
+
+
 @pytest.mark.parametrize("name", ["momentum", "adagrad", "adadelta", "adamw"])
 def test_researched_ranges_are_sane_intervals(name: str) -> None:
     rng = gs.recommended_range(name)
@@ -36,10 +43,20 @@ def test_researched_ranges_are_sane_intervals(name: str) -> None:
     assert rng.source
 
 
+def reference_class(name: str) -> type:
+    """torch.optim.<name>, or the declared reference of an optimizer torch has not (lion_pytorch.Lion)."""
+    import importlib
+
+    from gradstep import _spec
+
+    return getattr(importlib.import_module(_spec.by_name(name).reference), name)
+
+
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_torch_default_lr_is_inside_the_range(name: str) -> None:
-    # torch's defaults are a common first try; they must not trigger the warning.
-    default = inspect.signature(getattr(torch.optim, name)).parameters["lr"].default
+    # torch's defaults (lion_pytorch's for Lion) are a common first try; they must
+    # not trigger the warning.
+    default = inspect.signature(reference_class(name)).parameters["lr"].default
     assert float(default) in gs.recommended_range(name)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -21,6 +21,7 @@ REFERENCES = {
     "Adamax": reference.AdamaxRef,
     "RAdam": reference.RAdamRef,
     "NAdam": reference.NAdamRef,
+    "Lion": reference.LionRef,
 }
 
 
@@ -32,6 +33,8 @@ def test_matches_published_equations(case):
     if name == "AdamW":
         hyper["decoupled"] = True
         hyper.setdefault("weight_decay", 1e-2)
+    if name == "Lion":
+        hyper["init_lr"] = lr  # a constant rate: the rate at step 0
     ref = REFERENCES[name](params, **hyper)
     mine = [p.copy() for p in params]
     opt = getattr(gs, name)(mine, lr=lr, **opts)

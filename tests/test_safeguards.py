@@ -11,7 +11,7 @@ import torch
 
 import gradstep as gs
 
-from conftest import CASES, case_id, make_problem
+from conftest import CASES, case_id, make_problem, reference_optimizer
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
@@ -57,7 +57,7 @@ def test_clipping_matches_torch_clip_grad_norm(case, dtype):
     grads = [[g * (6.0 if k % 3 == 0 else 0.05) for g in step] for k, step in enumerate(grads)]
     max_norm = 3.0
     tensors = [torch.tensor(p).requires_grad_() for p in params]
-    topt = getattr(torch.optim, name)(tensors, lr=lr, foreach=False, **opts)
+    topt = reference_optimizer(name, tensors, lr=lr, **opts)
     mine = [p.copy() for p in params]
     opt = getattr(gs, name)(mine, lr=lr, max_grad_norm=max_norm, **opts)
     clipped_some = unclipped_some = False

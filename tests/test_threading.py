@@ -55,6 +55,8 @@ CONFIGS = [
     ("Lamb", 0.01, dict(weight_decay=0.0, max_grad_norm=None)),
     ("AdamWScheduleFree", 0.01, dict(weight_decay=0.05, warmup_steps=2, maximize=True)),
     ("SGDScheduleFree", 0.05, dict(weight_decay=0.05, r=0.5)),
+    ("Lion", 1e-3, dict(betas=(0.3, 0.9), maximize=True)),  # no decay
+    ("Lion", 1e-3, dict(weight_decay=0.05, decoupled_weight_decay=True)),
 ]
 CONFIG_IDS = [f"{name}{sorted(opts.items())}" for name, _, opts in CONFIGS]
 

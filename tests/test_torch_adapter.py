@@ -12,6 +12,8 @@ import torch
 
 import gradstep.torch as gt
 
+from conftest import reference_optimizer
+
 TWINS = {
     "SGD": dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
     "Adagrad": dict(lr=0.05, lr_decay=1e-3, initial_accumulator_value=0.1),
@@ -23,6 +25,12 @@ TWINS = {
     "RAdam": dict(lr=1e-2, weight_decay=1e-2, decoupled_weight_decay=True),
     "Adamax": dict(lr=1e-2, weight_decay=1e-3),
 }
+# Optimizers torch.optim has not: gradstep.torch.X mirrors the declared reference
+# (lion_pytorch.Lion), and is compared with it wherever the test is not about torch.optim.
+PACKAGE_REFERENCES = {
+    "Lion": dict(lr=1e-3, weight_decay=0.1),
+}
+ALL = {**TWINS, **PACKAGE_REFERENCES}
 
 
 def mlp(dtype, seed=0):
@@ -57,32 +65,33 @@ def assert_models_close(a, b, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("name", list(TWINS))
+@pytest.mark.parametrize("name", list(ALL))
 def test_mlp_training_matches_torch(name, dtype):
     ours, theirs = mlp(dtype), mlp(dtype)
     batches = data(dtype)
-    opt = getattr(gt, name)(ours.parameters(), **TWINS[name])
+    opt = getattr(gt, name)(ours.parameters(), **ALL[name])
     assert isinstance(opt, torch.optim.Optimizer)
-    assert isinstance(opt, getattr(torch.optim, name))
+    if name in TWINS:
+        assert isinstance(opt, getattr(torch.optim, name))
     train(ours, opt, batches)
-    train(theirs, getattr(torch.optim, name)(theirs.parameters(), foreach=False, **TWINS[name]), batches)
+    train(theirs, reference_optimizer(name, theirs.parameters(), **ALL[name]), batches)
     assert_models_close(ours, theirs, dtype)
 
 
-@pytest.mark.parametrize("name", list(TWINS))
+@pytest.mark.parametrize("name", list(ALL))
 def test_state_dict_moves_both_ways(name):
     batches = data(torch.float64, steps=30)
     straight = mlp(torch.float64)
-    train(straight, getattr(torch.optim, name)(straight.parameters(), foreach=False, **TWINS[name]), batches)
+    train(straight, reference_optimizer(name, straight.parameters(), **ALL[name]), batches)
 
-    # torch for 10 steps -> gradstep for 10 -> torch for 10.
+    # torch (the reference) for 10 steps -> gradstep for 10 -> torch for 10.
     model = mlp(torch.float64)
-    first = getattr(torch.optim, name)(model.parameters(), foreach=False, **TWINS[name])
+    first = reference_optimizer(name, model.parameters(), **ALL[name])
     train(model, first, batches[:10])
-    second = getattr(gt, name)(model.parameters(), **TWINS[name])
+    second = getattr(gt, name)(model.parameters(), **ALL[name])
     second.load_state_dict(copy.deepcopy(first.state_dict()))
     train(model, second, batches[10:20])
-    third = getattr(torch.optim, name)(model.parameters(), foreach=False, **TWINS[name])
+    third = reference_optimizer(name, model.parameters(), **ALL[name])
     third.load_state_dict(copy.deepcopy(second.state_dict()))
     train(model, third, batches[20:])
     assert_models_close(model, straight, torch.float64)
@@ -318,12 +327,12 @@ def layout_params(seed=0):
 
 
 @pytest.mark.parametrize("grads", ["param strides", "contiguous", "other strides"])
-@pytest.mark.parametrize("name", list(TWINS))
+@pytest.mark.parametrize("name", list(ALL))
 def test_dense_layouts_step_as_torch_does(name, grads):
     ours, theirs = layout_params(), layout_params()
     assert not ours[0].is_contiguous() and not ours[1].is_contiguous()
-    o1 = getattr(gt, name)(ours, **TWINS[name])
-    o2 = getattr(torch.optim, name)(theirs, foreach=False, **TWINS[name])
+    o1 = getattr(gt, name)(ours, **ALL[name])
+    o2 = reference_optimizer(name, theirs, **ALL[name])
     g = torch.Generator().manual_seed(1)
     for _ in range(4):
         for a, b in zip(ours, theirs):
@@ -467,10 +476,10 @@ def test_replaced_storage_is_stepped_as_torch_steps_it(how, name):
 
 # -- torch 2.13's constructor arguments ------------------------------------
 
-@pytest.mark.parametrize("name", list(TWINS))
+@pytest.mark.parametrize("name", list(ALL))
 def test_constructor_signature_is_torchs(name):
     ours = inspect.signature(getattr(gt, name).__init__).parameters
-    theirs = inspect.signature(getattr(torch.optim, name).__init__).parameters
+    theirs = inspect.signature(type(reference_optimizer(name, [torch.zeros(1, requires_grad=True)])).__init__).parameters
     assert [(p.name, p.kind, p.default) for p in ours.values()] == \
         [(p.name, p.kind, p.default) for p in theirs.values()]
 

@@ -15,6 +15,8 @@ import torch
 import gradstep.torch as gt
 from gradstep._torch_flat import FlatParameter, flatten_parameters
 
+from conftest import reference_optimizer
+
 OPTIMIZERS = {
     "Adam": ("Adam", dict(lr=1e-2, weight_decay=1e-2)),
     "Adam-amsgrad": ("Adam", dict(lr=1e-2, amsgrad=True, betas=(0.8, 0.99))),
@@ -24,6 +26,7 @@ OPTIMIZERS = {
     "Adagrad": ("Adagrad", dict(lr=0.05, lr_decay=1e-3, weight_decay=1e-3, initial_accumulator_value=0.1)),
     "RMSprop": ("RMSprop", dict(lr=1e-2, momentum=0.5, centered=True, weight_decay=1e-3)),
     "Adadelta": ("Adadelta", dict(lr=1.0, rho=0.9, weight_decay=1e-3)),
+    "Lion": ("Lion", dict(lr=1e-3, weight_decay=0.1)),  # against lion_pytorch.Lion
 }
 DTYPES = [torch.float32, torch.float64]
 STEPS = 8
@@ -110,13 +113,16 @@ def padding_mask(flat):
 @pytest.mark.parametrize("impl", ["torch", "gradstep"])
 def test_flat_training_is_bit_identical(impl, config, dtype):
     name, kw = OPTIMIZERS[config]
-    cls, extra = (getattr(torch.optim, name), dict(foreach=False)) if impl == "torch" else (getattr(gt, name), {})
+
+    def cls(params):  # torch.optim's (lion_pytorch's for Lion) or gradstep.torch's
+        return reference_optimizer(name, params, **kw) if impl == "torch" else getattr(gt, name)(params, **kw)
+
     plain, flat_model = net(dtype), net(dtype)
     data = batches()
-    train(plain, cls(plain.parameters(), **kw, **extra), data)
+    train(plain, cls(plain.parameters()), data)
     flats = flatten_parameters(flat_model)
     assert len(flats) == 1 and flats[0].dtype == dtype
-    opt = cls(flats, **kw, **extra)
+    opt = cls(flats)
     # gradstep.torch gathers the members' grads itself; torch.optim needs it done by hand.
     train(flat_model, opt, data, flats if impl == "torch" else ())
     assert_same_params(plain, flat_model)

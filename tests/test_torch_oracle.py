@@ -1,4 +1,4 @@
-"""Every optimizer and option combination against torch.optim, step by step."""
+"""Every optimizer and option combination against torch.optim (Lion: lion_pytorch), step by step."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def test_matches_torch(case, dtype, each_isa):
             assert got.dtype == dtype
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)  # torch's float32, this CPU
         float32_accuracy.assert_float32_accurate(mine, truth, storage_only, case_id(case))
-    # The states agree with torch's too, under torch's names.
+    # The states agree with the reference's too, under its names.
     torch_state = topt.state_dict()["state"]
     for name_, arrays in opt.state.items():
         for i, arr in enumerate(arrays):
@@ -86,14 +86,22 @@ def test_changing_lr_between_steps_matches_torch():
         np.testing.assert_allclose(got, t.detach().numpy(), rtol=1e-12, atol=1e-14)
 
 
-def test_defaults_are_torchs():
+def test_defaults_are_the_references():
+    import importlib
     import inspect
 
-    for name in ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam"]:
+    from gradstep import _spec
+
+    for name in ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam", "Lion"]:
+        spec = _spec.by_name(name)
         ours = inspect.signature(getattr(gs, name)).parameters
-        theirs = inspect.signature(getattr(torch.optim, name)).parameters
-        for param, spec in ours.items():
+        theirs = inspect.signature(getattr(importlib.import_module(spec.reference), name)).parameters
+        gs_only = {p.name for p in spec.params if p.keep == "absent"}  # Lion's maximize
+        for param, sig in ours.items():
             if param in ("params", "skip_nonfinite", "max_grad_norm"):  # gradstep's own safeguards
                 continue
+            if param in gs_only:
+                assert param not in theirs, (name, param)
+                continue
             assert param in theirs, (name, param)
-            assert spec.default == theirs[param].default, (name, param)
+            assert sig.default == theirs[param].default, (name, param)

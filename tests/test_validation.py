@@ -11,7 +11,7 @@ import gradstep as gs
 
 OPTIMIZERS = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam",
               "Prodigy", "DAdaptAdam", "DAdaptSGD", "Lamb",
-              "AdamWScheduleFree", "SGDScheduleFree"]
+              "AdamWScheduleFree", "SGDScheduleFree", "Lion"]
 # Options that make every optimizer use all its state buffers.
 FULL = {
     "SGD": dict(momentum=0.9),
@@ -29,6 +29,7 @@ FULL = {
     "Lamb": dict(caution=True),
     "AdamWScheduleFree": dict(),
     "SGDScheduleFree": dict(),
+    "Lion": dict(weight_decay=0.1, decoupled_weight_decay=True),
 }
 
 
@@ -175,6 +176,9 @@ BAD_HYPER = [
     ("AdamWScheduleFree", "weight_lr_power", math.nan), ("AdamWScheduleFree", "r", math.inf),
     ("SGDScheduleFree", "momentum", 0.0), ("SGDScheduleFree", "momentum", 1.0),
     ("SGDScheduleFree", "warmup_steps", math.nan), ("SGDScheduleFree", "weight_decay", -0.1),
+    # Lion's betas may be 1 (lion_pytorch's [0, 1]: no bias correction divides by 1 - beta).
+    ("Lion", "betas", (1.01, 0.99)), ("Lion", "betas", (0.9, -0.1)), ("Lion", "betas", (math.nan, 0.99)),
+    ("Lion", "weight_decay", -0.1), ("Lion", "weight_decay", math.nan),
 ]
 
 
@@ -228,8 +232,10 @@ def test_bad_lr_set_later_or_from_callable_changes_nothing(name):
     snap = snapshot(opt)
     with pytest.raises(ValueError, match="lr"):
         opt.lr = -1.0
-    opt.lr = lambda k: math.nan
     with pytest.raises(ValueError, match="lr"):
+        # Raised by the step; by the assignment itself for an optimizer that
+        # keeps the rate at step 0 in its options (Lion's init_lr calls it at 0).
+        opt.lr = lambda k: math.nan
         opt.step(good_grads(opt))
     assert_unchanged(opt, snap)
 

@@ -44,8 +44,18 @@ const char* kind_name(Kind k) {
     case Kind::keyword_only: return "keyword_only";
     case Kind::fixed: return "fixed";
     case Kind::carried: return "carried";
+    case Kind::reference_only: return "reference_only";
   }
   return "positional";
+}
+
+const char* keep_name(Keep k) {
+  switch (k) {
+    case Keep::group: return "group";
+    case Keep::optimizer: return "optimizer";
+    case Keep::absent: return "absent";
+  }
+  return "group";
 }
 
 template <class Options, class Member>
@@ -67,16 +77,6 @@ struct PerTensor : std::false_type {};
 template <class D>
 struct PerTensor<D, std::void_t<decltype(D::per_tensor)>> : std::bool_constant<D::per_tensor> {};
 
-// Declaration::reference, or None (torch.optim's class of the same name).
-template <class D, class = void>
-struct Reference {
-  static py::object of() { return py::none(); }
-};
-template <class D>
-struct Reference<D, std::void_t<decltype(D::reference)>> {
-  static py::object of() { return py::str(D::reference); }
-};
-
 // The declaration as plain Python data (see python/gradstep/_spec.py).
 template <class Options>
 py::dict spec_of() {
@@ -86,12 +86,14 @@ py::dict spec_of() {
   for (const auto& f : D::fields) {
     py::dict d;
     d["name"] = f.name;
-    d["type"] = f.flag != nullptr ? "flag" : "real";
+    d["type"] = f.flag != nullptr || f.boolean ? "flag" : "real";
     d["option"] = f.real != nullptr || f.flag != nullptr;
     if (f.real != nullptr)
       d["default"] = defaults.*f.real;
     else if (f.flag != nullptr)
       d["default"] = defaults.*f.flag;
+    else if (f.boolean)
+      d["default"] = f.initial != 0.0;
     else
       d["default"] = f.initial;
     d["bound"] = bound_name(f.bound);
@@ -101,6 +103,8 @@ py::dict spec_of() {
     d["kernel_default"] = f.kernel_default;
     d["none_value"] = f.none_allowed ? py::object(py::float_(f.none_value)) : py::object(py::none());
     d["initial_from"] = f.initial_from != nullptr ? py::object(py::str(f.initial_from)) : py::object(py::none());
+    d["keep"] = keep_name(f.keep);
+    d["rate_at_start"] = f.rate_at_start;
     d["fills"] = f.fills >= 0 ? py::object(py::str(D::slots[static_cast<std::size_t>(f.fills)].name))
                               : py::object(py::none());
     fields.append(d);
@@ -145,12 +149,12 @@ py::dict spec_of() {
   }
   py::dict out;
   out["name"] = D::name;
+  out["reference"] = D::reference;
   out["options"] = D::options;
   out["summary"] = D::summary;
   out["equations"] = D::equations;
   out["torch_step_state"] = D::torch_step_state;
   out["per_tensor"] = PerTensor<D>::value;
-  out["reference"] = Reference<D>::of();
   out["fields"] = fields;
   out["states"] = states;
   out["checks"] = checks;

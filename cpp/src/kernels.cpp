@@ -35,6 +35,7 @@ namespace {
 #include "algorithms/dadapt_adam.inl"
 #include "algorithms/dadapt_sgd.inl"
 #include "algorithms/schedule_free.inl"
+#include "algorithms/lion.inl"
 #include "algorithms/grad_stats.inl"
 #include "algorithms/lamb.inl"  // after grad_stats.inl: its clip pass sums as that one does
 #include "algorithms/stream.inl"

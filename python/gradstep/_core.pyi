@@ -160,6 +160,12 @@ class SgdScheduleFreeOptions(_Options):
     weight_sum: float
     train_mode: bool
     def __init__(self, *, lr: float = ..., momentum: float = ..., weight_decay: float = ..., warmup_steps: float = ..., r: float = ..., weight_lr_power: float = ..., maximize: bool = ..., lr_max: float = ..., weight_sum: float = ..., train_mode: bool = ...) -> None: ...
+class LionOptions(_Options):
+    beta1: float
+    beta2: float
+    decoupled_weight_decay: bool
+    init_lr: float
+    def __init__(self, *, lr: float = ..., beta1: float = ..., beta2: float = ..., weight_decay: float = ..., decoupled_weight_decay: bool = ..., maximize: bool = ..., init_lr: float = ...) -> None: ...
 
 OPTIONS: tuple[type[_Options], ...]
 # --- end of generated stubs ---

@@ -1,11 +1,13 @@
 """The optimizers' declarations, read from the C++ core.
 
 Each optimizer is declared once, in C++ next to its options struct
-(``cpp/include/gradstep/optim.hpp``): its name, fields with defaults and
-bounds, how they appear as Python parameters, its state slots (torch's names)
-and when each is needed, cross-field rules, variants (AdamW) and the update
-equations. ``_core.<X>Options.spec()`` hands that declaration over as plain
-data; this module turns it into :class:`OptimizerSpec` objects, from which
+(``cpp/include/gradstep/optim.hpp``): its name and reference (torch.optim's
+class, or a package's where torch has none), fields with defaults and
+bounds, how they appear as Python parameters and in the reference, its state
+slots (the reference's names) and when each is needed, cross-field rules,
+variants (AdamW) and the update equations. ``_core.<X>Options.spec()`` hands
+that declaration over as plain data; this module turns it into
+:class:`OptimizerSpec` objects, from which
 ``gradstep.optim``, ``gradstep.torch``, ``gradstep.kernels`` and
 ``gradstep.checkpoint`` build their per-optimizer parts, and which render the
 stub entries of ``_core.pyi`` and the table in ``docs/guide.md`` (both checked
@@ -37,7 +39,8 @@ class Field:
     bound: str  # "any", "nonneg", "unit_closed", "unit_open"
     rule: Optional[str]  # the bound in words ("in [0, 1)"), None for flags
     # "positional", "keyword_only", "fixed" (not a constructor argument), "carried" (not an
-    # argument: a value the step updates and the next step reads, kept in state_dicts)
+    # argument: a value the step updates and the next step reads, kept in state_dicts),
+    # "reference_only" (an argument of the reference's constructor alone: lion_pytorch's use_triton)
     kind: str
     group: Optional[str]  # the Python parameter grouping it with others ("betas")
     fills: Optional[str]  # the state a Python-only value initialises
@@ -70,6 +73,11 @@ class Field:
     def from_option(self, value: Any) -> Any:
         """An option's value as an argument (the value standing for None: None)."""
         return None if self.optional and self.stands_for_none(value) else value
+    # Where the reference keeps it: "group" (a param-group key), "optimizer"
+    # (on the optimizer, in neither param_groups nor state_dict), "absent"
+    # (not the reference's: gradstep.torch.X uses the default).
+    keep: str = "group"
+    rate_at_start: bool = False  # filled with the rate the optimizer starts from (Lion's init_lr)
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,10 @@ class Param:
     @property
     def grouped(self) -> bool:
         return self.fields[0].group is not None
+
+    @property
+    def keep(self) -> str:
+        return self.fields[0].keep
 
     @property
     def default(self) -> Any:
@@ -121,25 +133,23 @@ class Mode:
 class OptimizerSpec:
     """Everything Python needs to know about one optimizer class (a declaration or a variant)."""
 
-    name: str  # gs.X, gradstep.torch.X, torch.optim.X
+    name: str  # gs.X, gradstep.torch.X, and the reference's class: <reference>.X
     options: type  # _core.<X>Options
     base: Optional[str]  # the declaration a variant derives from
     summary: str
     equations: str
-    torch_step_state: bool  # torch keeps state["step"]
+    torch_step_state: bool  # the reference keeps state["step"]
     fields: tuple[Field, ...]  # the variant's defaults applied
     states: tuple[State, ...]
     checks: tuple[dict[str, Any], ...]
+    # The module of the reference class: "torch.optim" (gradstep.torch.X is a
+    # subclass of torch.optim.X), or a package's ("lion_pytorch": gradstep.torch.X
+    # is a torch.optim.Optimizer with that class's arguments and state layout).
+    reference: str = "torch.optim"
     variant_fixed: dict[str, Any] = field(default_factory=dict)  # fixed by the variant
     # The step reduces over each tensor (Lamb's trust ratios): flat buffers are stepped tensor by tensor.
     per_tensor: bool = False
-    reference: Optional[str] = None  # the class whose equations it follows when not torch.optim's
     mode: Optional[Mode] = None  # two states of the params and the pass between them (Schedule-Free)
-
-    @property
-    def follows(self) -> str:
-        """The class whose names, defaults and equations gs.X takes (torch.optim.Adam, timm.optim.Lamb)."""
-        return self.reference or f"torch.optim.{self.name}"
 
     @property
     def kernel(self) -> str:
@@ -148,6 +158,21 @@ class OptimizerSpec:
 
     def field(self, name: str) -> Field:
         return next(f for f in self.fields if f.name == name)
+
+    @property
+    def reference_class(self) -> str:
+        """The reference's class, "torch.optim.Adam" or "lion_pytorch.Lion"."""
+        return f"{self.reference}.{self.name}"
+
+    @property
+    def torch_twin(self) -> bool:
+        """The reference is torch.optim's class (gradstep.torch.X subclasses it)."""
+        return self.reference == "torch.optim"
+
+    @property
+    def rate_at_start(self) -> Optional[str]:
+        """The option filled with the rate the optimizer starts from (Lion's init_lr), if any."""
+        return next((f.name for f in self.fields if f.rate_at_start), None)
 
     @property
     def fixed(self) -> dict[str, Any]:
@@ -159,15 +184,15 @@ class OptimizerSpec:
     @functools.cached_property
     def params(self) -> tuple[Param, ...]:
         """gs.X's declared parameters after ``params``, in order (lr first)."""
-        out: list[Param] = []
-        for f in self.fields:
-            if f.kind in ("fixed", "carried") or f.name in self.variant_fixed:
-                continue
-            if f.group is not None and out and out[-1].name == f.group:
-                out[-1] = replace(out[-1], fields=out[-1].fields + (f,))
-                continue
-            out.append(Param(f.group or f.name, (f,), f.kind == "keyword_only"))
-        return tuple(out)
+        return _params(f for f in self.fields
+                       if f.kind not in ("fixed", "carried", "reference_only") and f.name not in self.variant_fixed)
+
+    @functools.cached_property
+    def reference_params(self) -> tuple[Param, ...]:
+        """The reference's constructor parameters after ``params``, in order: the
+        declared ones it has (not those kept "absent") and its reference-only ones."""
+        return _params(f for f in self.fields
+                       if f.kind not in ("fixed", "carried") and f.keep != "absent" and f.name not in self.variant_fixed)
 
     @property
     def hyper_params(self) -> tuple[Param, ...]:
@@ -176,8 +201,12 @@ class OptimizerSpec:
 
     @functools.cached_property
     def group_keys(self) -> tuple[str, ...]:
-        """The torch param-group keys the core's options are built from."""
-        return tuple(p.name for p in self.hyper_params) + tuple(self.fixed)
+        """The param-group keys the core's options are built from (lr aside): gs.X's
+        parameters the reference keeps in its groups, then the fixed options (Adam's
+        decoupled_weight_decay, a torch.optim.Adam group key) but one filled with the
+        starting rate."""
+        return (tuple(p.name for p in self.hyper_params if p.keep == "group")
+                + tuple(name for name in self.fixed if name != self.rate_at_start))
 
     @property
     def carried(self) -> tuple[Field, ...]:
@@ -241,7 +270,7 @@ class OptimizerSpec:
             lines += ["", f"with {fixed}."]
         states = ", ".join(s.name + (f" (when {s.needed_when})" if s.needed_when else "")
                            for s in self.states)
-        lines += ["", f"State buffers (torch's names): {states}."]
+        lines += ["", f"State buffers ({self.reference_class}'s names): {states}."]
         bounds = []
         for p in self.params:
             for i, f in enumerate(p.fields):
@@ -254,6 +283,17 @@ class OptimizerSpec:
         for name, state in self.initial_values().items():
             lines.append(f"{name} is the initial value of {state}.")
         return "\n".join(lines)
+
+
+def _params(fields: Any) -> tuple[Param, ...]:
+    """Fields as constructor parameters, those of a group together (betas)."""
+    out: list[Param] = []
+    for f in fields:
+        if f.group is not None and out and out[-1].name == f.group:
+            out[-1] = replace(out[-1], fields=out[-1].fields + (f,))
+            continue
+        out.append(Param(f.group or f.name, (f,), f.kind == "keyword_only"))
+    return tuple(out)
 
 
 def _variant(base: OptimizerSpec, variant: dict[str, Any]) -> OptimizerSpec:
@@ -321,7 +361,7 @@ DOCS_END = "<!-- end of generated table -->"
 def docs_table() -> str:
     """The optimizer table of ``docs/guide.md``."""
     rows = [DOCS_BEGIN,
-            "| class | arguments (defaults) | state (torch's names) | kernel function |",
+            "| class | arguments (defaults) | state (the reference's names) | kernel function |",
             "|---|---|---|---|"]
     for s in optimizers():
         args = ", ".join(("*, " if p.keyword_only and not any(q.keyword_only for q in s.params[:i]) else "")

@@ -1,9 +1,10 @@
 """Optimizers over lists of numpy buffers, updated in place by the C++ core.
 
-Names, defaults and update equations follow torch.optim. Each optimizer keeps
-its parameters and states in a C++ TensorSet (checked once); ``step(grads)``
-is one call into C++ that updates every tensor with the GIL released, on
-several threads when the step is large (``gs.set_num_threads``).
+Names, defaults and update equations follow torch.optim (for Lion, which
+torch.optim has not, lion_pytorch). Each optimizer keeps its parameters and
+states in a C++ TensorSet (checked once); ``step(grads)`` is one call into C++
+that updates every tensor with the GIL released, on several threads when the
+step is large (``gs.set_num_threads``).
 
 Given a :class:`gradstep.flat.FlatBuffers` (``gs.flatten``) instead of a list
 of arrays, an optimizer lays its states out the same way and steps the whole
@@ -87,6 +88,24 @@ def _group(name: str, value: Any, size: int) -> tuple[float, ...]:
     return tuple(_real(f"{name}[{i}]", v) for i, v in enumerate(value))
 
 
+def _callable_value(lr: Callable[[int], float], k: int) -> float:
+    rate = _real("lr(step)", lr(k))
+    if not math.isfinite(rate) or rate < 0:
+        raise ValueError(f"lr({k}) returned {rate!r}; it must be a finite number >= 0")
+    return rate
+
+
+def _rate_at_start(lr: LearningRate) -> float:
+    """The base rate of update 0: what an option declared to hold the rate the
+    optimizer starts from (Lion's init_lr) is set to whenever the rate is set
+    (a callable is called at 0 then)."""
+    if isinstance(lr, Schedule):
+        return float(lr(0))
+    if callable(lr):
+        return _callable_value(lr, 0)
+    return _real("lr", lr)
+
+
 def _checked(spec: _spec.OptimizerSpec, given: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
     """The declared parameters given to gs.X as (option fields, Python-only values), type-checked;
     Python-only values also checked against their bounds (the options by validate())."""
@@ -149,6 +168,8 @@ class Optimizer:
             first.lr = _real("lr(0)", lr(0))
         for name, value in spec.initial_carried(first).items():
             setattr(options, name, value)
+        if spec.rate_at_start is not None:  # Lion's init_lr: lr at step 0 (a callable is called)
+            setattr(options, spec.rate_at_start, _rate_at_start(lr))
         options.validate()
         self._step_count = 0
         # One step at a time: the step number, the settings and the buffers
@@ -279,6 +300,18 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value: LearningRate) -> None:
+        if not isinstance(value, Schedule) and not callable(value):
+            rate = _real("lr", value)
+            if not math.isfinite(rate) or rate < 0:
+                raise ValueError(f"lr must be a finite number >= 0, got {rate!r}")
+        # An option holding the rate at step 0 (Lion's init_lr) follows the
+        # rate: checked with the other options before anything changes.
+        start = self.__gradstep_spec__.rate_at_start
+        options = None
+        if start is not None:
+            options = self._set.options
+            setattr(options, start, _rate_at_start(value))
+            options.validate()
         if isinstance(value, Schedule):
             self._set.set_schedule(value._core, value)  # evaluated in C++, inside each step
             self._lr_callable = None
@@ -286,18 +319,14 @@ class Optimizer:
             self._set.set_lr(0.0, value)  # the rate of each step is set just before it
             self._lr_callable = value
         else:
-            rate = _real("lr", value)
-            if not math.isfinite(rate) or rate < 0:
-                raise ValueError(f"lr must be a finite number >= 0, got {rate!r}")
             self._set.set_lr(rate, rate)
             self._lr_callable = None
+        if options is not None:
+            self._set.set_options(options)
 
     def _callable_rate(self, k: int) -> float:
         assert self._lr_callable is not None
-        rate = _real("lr(step)", self._lr_callable(k))
-        if not math.isfinite(rate) or rate < 0:
-            raise ValueError(f"lr({k}) returned {rate!r}; it must be a finite number >= 0")
-        return rate
+        return _callable_value(self._lr_callable, k)
 
     @property
     def base_lr(self) -> float:
@@ -555,7 +584,8 @@ class Optimizer:
 
 
 def _optimizer_class(spec: _spec.OptimizerSpec, base: type[Optimizer]) -> type[Optimizer]:
-    """gs.X from its declaration: torch's signature and defaults, the update equations as its doc."""
+    """gs.X from its declaration: its reference's signature and defaults (torch.optim's,
+    lion_pytorch's), the update equations as its doc."""
     signature = spec.signature(lr_annotation=LearningRate, params_annotation=Params)
 
     def __init__(self: Optimizer, *args: Any, **kwargs: Any) -> None:
@@ -568,7 +598,7 @@ def _optimizer_class(spec: _spec.OptimizerSpec, base: type[Optimizer]) -> type[O
 
     __init__.__signature__ = signature  # type: ignore[attr-defined]
     __init__.__qualname__ = f"{spec.name}.__init__"
-    doc = f"{spec.follows}: {spec.summary}.\n\n{spec.doc()}\n"
+    doc = f"{spec.reference_class}: {spec.summary}.\n\n{spec.doc()}\n"
     namespace: dict[str, Any] = {"__init__": __init__, "__doc__": doc, "__gradstep_spec__": spec,
                                  "__module__": __name__, "__qualname__": spec.name}
     if spec.mode is not None:

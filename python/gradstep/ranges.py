@@ -92,6 +92,13 @@ _RANGES["adamwschedulefree"] = LearningRateRange(
 _RANGES["sgdschedulefree"] = LearningRateRange(
     1e-2, 5.0, "schedulefree README: 10x-50x classical SGD rates (1e-3 to 1e-1); "
     "lr is the step size of z, times the warmup factor")
+# - Lion: Chen et al. (2023, "Symbolic Discovery of Optimization Algorithms", section 5)
+#   take Lion's rate 3-10x smaller than AdamW's (its sign update has a larger norm per
+#   element): Adam's rule of thumb divided by 10 at the bottom and by 3 at the top. It
+#   holds lion-pytorch's default 1e-4.
+_RANGES["lion"] = LearningRateRange(
+    1e-5, 3e-3, "Chen et al. 2023: 3-10x smaller than AdamW's (Adam's rule of thumb / 10 to / 3)"
+)
 
 _ALIASES = {
     "gd": "sgd",
@@ -110,6 +117,7 @@ def recommended_range(optimizer: Union[str, Any]) -> LearningRateRange:
     "adadelta", "rmsprop", "adam", "adamw", "nadam", "radam", "adamax", "lamb",
     "adamwschedulefree", "sgdschedulefree", and the
     learning-rate-free "prodigy", "dadaptadam", "dadaptsgd", whose lr is a multiplier (1.0);
+    "adadelta", "rmsprop", "adam", "adamw", "nadam", "radam", "adamax", "lion";
     any case), a gradstep optimizer class,
     or an optimizer instance (an SGD instance with momentum gets the momentum range).
     """

@@ -3,21 +3,26 @@
 Each class here *is* its torch.optim twin (a subclass): same constructor,
 defaults, param groups, hooks, ``zero_grad`` and ``state_dict`` layout, so a
 checkpoint moves between ``torch.optim.Adam`` and ``gradstep.torch.Adam`` in
-both directions and torch's LR schedulers drive it. Only ``step`` differs: a
-param group's tensors are updated in place through zero-copy numpy views, one
-C++ call per group (per distinct step count, when some parameters skipped
-steps). CPU float32/float64 dense tensors only, in any non-overlapping layout
-(channels_last, transposed): params, grads and states are stepped as 1-D views
-of their memory in the param's element order.
+both directions and torch's LR schedulers drive it. An optimizer torch.optim
+has not (Lion) is a ``torch.optim.Optimizer`` with its reference package's
+constructor, param groups and ``state_dict`` layout (``lion_pytorch.Lion``),
+which it does not import. Only ``step`` differs: a param group's tensors are
+updated in place through zero-copy numpy views, one C++ call per group (per
+distinct step count, when some parameters skipped steps). CPU float32/float64
+dense tensors only, in any non-overlapping layout (channels_last, transposed):
+params, grads and states are stepped as 1-D views of their memory in the
+param's element order.
 
 ``lr`` may also be a gradstep schedule (or any callable of the 0-based step),
-evaluated at each parameter's own step count.
+evaluated at each parameter's own step count (an optimizer that keeps none,
+SGD or Lion: at 0 on its first step, at 1 after).
 """
 
 from __future__ import annotations
 
 import inspect
 import re
+import textwrap
 import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -170,12 +175,19 @@ class _GradstepStep:
         return self.__gradstep_spec__.torch_step_state  # torch keeps state["step"] (SGD does not)
 
     def _options(self, group: dict[str, Any], lr: float) -> Any:
-        """The core's options for a param group, field by field as declared."""
+        """The core's options for a param group, field by field as declared: each from
+        where the reference keeps it (the group, the optimizer, or nowhere: the default)."""
         spec = self.__gradstep_spec__
+        start = spec.rate_at_start
         # Options that are not gs.X arguments may still be torch's (Adam's decoupled_weight_decay).
-        given: dict[str, Any] = {name: group.get(name, value) for name, value in spec.fixed.items()}
+        given: dict[str, Any] = {name: group.get(name, value) for name, value in spec.fixed.items()
+                                 if name != start}
+        kept = self.__dict__.get("_kept_arguments", {})
         for p in spec.hyper_params:
-            given.update(zip((f.name for f in p.fields), tuple(group[p.name]) if p.grouped else (group[p.name],)))
+            value = group[p.name] if p.keep == "group" else kept[p.name] if p.keep == "optimizer" else p.default
+            given.update(zip((f.name for f in p.fields), tuple(value) if p.grouped else (value,)))
+        if start is not None:  # Lion's init_lr: the constructor's lr, as the reference keeps it
+            given[start] = self.__dict__["_rate_at_start"]
         values = {f.name: bool(given[f.name]) if f.type == "flag" else _float(given[f.name])
                   for f in spec.fields if f.option and f.name in given}
         return spec.options(lr=lr, **values)
@@ -618,11 +630,101 @@ def _adapter_class(spec: _spec.OptimizerSpec, base: type) -> type:
     return type(spec.name, (base, torch_cls), namespace)
 
 
+def _reference_adapter_class(spec: _spec.OptimizerSpec, base: type) -> type:
+    """gradstep.torch.X for a declaration whose reference is a package's class, not
+    torch.optim's (lion_pytorch.Lion): a torch.optim.Optimizer that is that class as
+    far as its users can tell, without importing it.
+
+    From the declaration: the constructor has the reference's parameters, order and
+    defaults (its reference-only arguments included, which gradstep accepts at their
+    default only); param_groups and defaults hold exactly the arguments the reference
+    keeps there, the optimizer object those it keeps on itself (never saved in a
+    state_dict, as the reference's); the state holds the reference's buffers under its
+    names, and state["step"] only if the reference keeps one. So a state_dict moves
+    between the two both ways. A declared option filled with the rate at start (Lion's
+    init_lr) is the constructor's lr, as the reference keeps it (a callable lr: its
+    value at step 0). Stepping is _GradstepStep's, as for the torch.optim twins.
+    """
+    P = inspect.Parameter
+    params = spec.reference_params
+    signature = inspect.Signature(
+        [P("self", P.POSITIONAL_OR_KEYWORD), P("params", P.POSITIONAL_OR_KEYWORD)]
+        + [P(p.name, P.KEYWORD_ONLY if p.keyword_only else P.POSITIONAL_OR_KEYWORD, default=p.default,
+             annotation=p.annotation) for p in params],
+        return_annotation=None)
+    refused = [p for p in params if p.fields[0].kind == "reference_only"]
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        given = dict(bound.arguments)
+        for p in refused:
+            if given[p.name] != p.default:
+                raise NotImplementedError(
+                    f"gradstep.torch.{spec.name} does not support {p.name}={given[p.name]!r}: it selects "
+                    f"another implementation of {spec.reference_class}, and gradstep steps CPU tensors "
+                    "with its own C++ kernel")
+        lr = given["lr"]
+        # Read by _options, so set before torch's __init__ adds (and checks) the groups.
+        self._kept_arguments = {p.name: given[p.name] for p in params if p.keep == "optimizer"}
+        if spec.rate_at_start is not None:
+            self._rate_at_start = _float(lr(0)) if callable(lr) else _float(lr)
+        defaults = {p.name: given[p.name] for p in params if p.keep == "group"}
+        torch.optim.Optimizer.__init__(self, given["params"], defaults)
+        self._init_gradstep()
+
+    __init__.__signature__ = signature  # type: ignore[attr-defined]
+    __init__.__qualname__ = f"{spec.name}.__init__"
+    kept = [p.name for p in params if p.keep == "optimizer" and p not in refused]
+    notes = [f"Its constructor, param_groups and state_dict are {spec.reference_class}'s (the class is not "
+             "imported), so a state_dict moves between the two both ways."]
+    if kept:
+        notes.append(f"As there, {', '.join(kept)} {'is' if len(kept) == 1 else 'are'} kept on the optimizer, "
+                     "not in param_groups nor the state_dict.")
+    notes += [(f"{p.name}={not p.default!r}" if p.fields[0].type == "flag" else f"{p.name} other than {p.default!r}")
+              + " raises NotImplementedError (it selects another implementation, which gradstep does not run)."
+              for p in refused]
+    absent = [p.name for p in spec.hyper_params if p.keep == "absent"]
+    if absent:
+        notes.append(f"gs.{spec.name}'s {', '.join(absent)} is not an argument here: the default applies.")
+    doc = (f"{spec.reference_class}, stepped by gradstep's C++ kernels.\n\n"
+           + "".join(f"    {line}\n" for line in textwrap.wrap(" ".join(notes), 84)) + "\n"
+           + "\n".join("    " + line if line else "" for line in spec.doc().split("\n")) + "\n")
+    namespace = {"__init__": __init__, "__doc__": doc, "__gradstep_spec__": spec,
+                 "__getstate__": _getstate_with_kept_arguments,
+                 "_option_keys": ("capturable", "differentiable", *spec.group_keys),
+                 "__module__": __name__, "__qualname__": spec.name}
+    return type(spec.name, (base, torch.optim.Optimizer), namespace)
+
+
+def _getstate_with_kept_arguments(self: Any) -> dict[str, Any]:
+    # torch.optim.Optimizer pickles (and deep-copies) only defaults, state and
+    # param_groups: the arguments kept on the optimizer go along too. (A copy of
+    # lion_pytorch.Lion loses its decoupled_wd and _init_lr; its step then fails.)
+    state: dict[str, Any] = torch.optim.Optimizer.__getstate__(self)
+    for name in ("_kept_arguments", "_rate_at_start"):
+        if name in self.__dict__:
+            state[name] = self.__dict__[name]
+    return state
+
+
+def _mirrors(spec: _spec.OptimizerSpec) -> bool:
+    """The adapter of a package's optimizer can keep that package's layout: no values carried
+    from step to step (Prodigy's d, Lamb's max_lr, Schedule-Free's weight_sum live in the
+    reference's param groups, beside its own step count, and sums span all the groups), no
+    Mode, no step count. Those optimizers have gs.X only, for now."""
+    return not spec.carried and spec.mode is None and not spec.torch_step_state
+
+
 def _generate() -> dict[str, type]:
     classes: dict[str, type] = {}
     for spec in _spec.optimizers():  # a variant (AdamW) subclasses its base's adapter, as torch's does
-        if isinstance(getattr(torch.optim, spec.name, None), type):
-            classes[spec.name] = _adapter_class(spec, classes[spec.base] if spec.base else _GradstepStep)
+        base = classes[spec.base] if spec.base else _GradstepStep
+        if not spec.torch_twin:
+            if _mirrors(spec):
+                classes[spec.name] = _reference_adapter_class(spec, base)
+        elif isinstance(getattr(torch.optim, spec.name, None), type):
+            classes[spec.name] = _adapter_class(spec, base)
     return classes
 
 

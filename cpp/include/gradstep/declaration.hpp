@@ -39,15 +39,30 @@ enum class Kind : unsigned char {
   // default, or at the value of the field named by `initial_from`. A carried
   // flag is a Mode's state (below): steps pass it on unchanged.
   carried,
+  // An argument of the reference's constructor alone (gradstep.torch.X's,
+  // not gs.X's, and no option): lion_pytorch's use_triton. It selects
+  // something gradstep does not do, so only its default is accepted.
+  reference_only,
+};
+
+// Where the reference (torch.optim.X, or the class Declaration::reference
+// names) keeps a constructor argument. gradstep.torch.X keeps it in the same
+// place, so that its param_groups and state_dict are the reference's.
+enum class Keep : unsigned char {
+  group,      // a param-group key (torch.optim's way)
+  optimizer,  // on the optimizer object, not in param_groups nor state_dict (lion_pytorch's
+              // decoupled_weight_decay)
+  absent,     // not an argument of the reference: gradstep.torch.X takes the default (Lion's maximize)
 };
 
 // One constructor value: an option (a member of the struct, `real` or
 // `flag` set) or a Python-only construction value (neither set: it has its
 // own `initial` default, and fills the state slot `fills` when a state is
-// created, as Adagrad's initial_accumulator_value fills `sum`).
+// created, as Adagrad's initial_accumulator_value fills `sum`; or, of
+// Kind::reference_only, an argument of the reference's constructor alone).
 template <class Options>
 struct Field {
-  const char* name;                 // member, Python keyword and torch's name
+  const char* name;                 // member, Python keyword and the reference's name
   double Options::*real = nullptr;  // the member, for a real option
   bool Options::*flag = nullptr;    // the member, for a flag
   Bound bound = Bound::any;
@@ -68,6 +83,12 @@ struct Field {
   // max_grad_norm=None: no clipping). Any other value obeys the bound.
   bool none_allowed = false;
   double none_value = 0.0;
+  Keep keep = Keep::group;
+  bool boolean = false;  // a value that is no option (reference_only) is a bool, not a number
+  // A fixed option gradstep fills with the rate the optimizer starts from
+  // (Lion's init_lr): gs.X with its base rate at step 0, set again whenever
+  // the rate is; gradstep.torch.X with its constructor's lr, as the reference.
+  bool rate_at_start = false;
 
   constexpr Field keyword_only() const {
     Field f = *this;
@@ -101,6 +122,21 @@ struct Field {
     f.group = group_name;
     return f;
   }
+  constexpr Field on_optimizer() const {
+    Field f = *this;
+    f.keep = Keep::optimizer;
+    return f;
+  }
+  constexpr Field not_in_reference() const {
+    Field f = *this;
+    f.keep = Keep::absent;
+    return f;
+  }
+  constexpr Field filled_with_rate_at_start() const {
+    Field f = *this;
+    f.rate_at_start = true;
+    return f;
+  }
 };
 
 template <class O>
@@ -126,7 +162,18 @@ constexpr Field<O> initial_value(const char* name, double initial, Bound bound, 
   return f;
 }
 
-// A state slot (TensorView::state[i]) under torch's name, and when the
+// An argument only the reference's constructor takes, a flag with this
+// default (Kind::reference_only).
+template <class O>
+constexpr Field<O> reference_flag(const char* name, bool default_value) {
+  Field<O> f{name};
+  f.kind = Kind::reference_only;
+  f.boolean = true;
+  f.initial = default_value ? 1.0 : 0.0;
+  return f;
+}
+
+// A state slot (TensorView::state[i]) under the reference's name, and when the
 // optimizer needs it: always, when a real option is not 0, or when a flag is set.
 template <class Options>
 struct Slot {
@@ -186,7 +233,10 @@ struct Mode {
 };
 
 // Specialized next to each options struct with:
-//   name        gs.X / torch.optim.X; the kernel function is gs.kernels.<lower(name)>_step
+//   name        gs.X / gradstep.torch.X and the reference's class; the kernel function is
+//               gs.kernels.<lower(name)>_step
+//   reference   the module of the reference class <reference>.<name>: "torch.optim", or the
+//               package of an optimizer torch.optim has not ("lion_pytorch")
 //   options     the bound options class, _core.<options>
 //   summary     one line for the docstring
 //   equations   the update, as the kernel in cpp/src/algorithms computes it
@@ -195,8 +245,6 @@ struct Mode {
 // and optionally
 //   partial_sums  how many sums per chunk its step reduces (a kernel with its
 //                 own step(): see kernel_table.hpp); 0 when absent
-//   reference     the class whose names, defaults and equations it follows,
-//                 when that is not torch.optim.<name> ("timm.optim.Lamb")
 //   per_tensor    true when its step reduces over each tensor (LAMB's trust
 //                 ratios): then the tensors of a flat buffer (gs.flatten) are
 //                 stepped as tensors, not as one vector; false when absent

@@ -33,12 +33,14 @@ struct TensorView {
 };
 
 // Each optimizer: its options struct, whose member initializers are the
-// defaults (torch.optim's), then its Declaration (declaration.hpp): class
-// name, fields with bounds and how they appear in Python, state slots under
-// torch's names and when each is needed, cross-field rules, variants and the
-// update equations the kernel in cpp/src/algorithms computes. Everything else
-// about an optimizer (validation, the Python class and torch adapter, the
-// kernel function, checkpoints, stubs, docs) is derived from the two.
+// defaults (its reference's: torch.optim's, or a package's where torch has
+// none), then its Declaration (declaration.hpp): class name and reference,
+// fields with bounds and how they appear in Python and in the reference,
+// state slots under the reference's names and when each is needed,
+// cross-field rules, variants and the update equations the kernel in
+// cpp/src/algorithms computes. Everything else about an optimizer
+// (validation, the Python class and torch adapter, the kernel function,
+// checkpoints, stubs, docs) is derived from the two.
 //
 // `lr` is the rate of the update the options are used for (TensorSet::step,
 // gs.kernels.*_step). A Python optimizer's TensorSet owns the base rate or
@@ -59,6 +61,7 @@ struct Declaration<SgdOptions> {
   // Smallest step (elements) shared with the thread pool (bench/threshold.py).
   static constexpr std::size_t parallel_min = 1u << 15;
   static constexpr const char* name = "SGD";
+  static constexpr const char* reference = "torch.optim";
   static constexpr const char* options = "SgdOptions";
   static constexpr const char* summary = "momentum, dampening, Nesterov, L2 weight decay, maximize";
   static constexpr const char* equations =
@@ -91,6 +94,7 @@ struct Declaration<AdagradOptions> {
   using O = AdagradOptions;
   static constexpr std::size_t parallel_min = 1u << 14;
   static constexpr const char* name = "Adagrad";
+  static constexpr const char* reference = "torch.optim";
   static constexpr const char* options = "AdagradOptions";
   static constexpr const char* summary = "lr_decay, weight_decay, initial_accumulator_value, eps";
   static constexpr const char* equations =
@@ -121,6 +125,7 @@ struct Declaration<AdadeltaOptions> {
   using O = AdadeltaOptions;
   static constexpr std::size_t parallel_min = 1u << 14;
   static constexpr const char* name = "Adadelta";
+  static constexpr const char* reference = "torch.optim";
   static constexpr const char* options = "AdadeltaOptions";
   static constexpr const char* summary = "rho, eps, weight_decay; lr scales the delta";
   static constexpr const char* equations =
@@ -153,6 +158,7 @@ struct Declaration<RmspropOptions> {
   using O = RmspropOptions;
   static constexpr std::size_t parallel_min = 1u << 15;
   static constexpr const char* name = "RMSprop";
+  static constexpr const char* reference = "torch.optim";
   static constexpr const char* options = "RmspropOptions";
   static constexpr const char* summary = "alpha, eps, weight_decay, momentum, centered";
   static constexpr const char* equations =
@@ -188,6 +194,7 @@ struct Declaration<AdamOptions> {
   using O = AdamOptions;
   static constexpr std::size_t parallel_min = 1u << 14;
   static constexpr const char* name = "Adam";
+  static constexpr const char* reference = "torch.optim";
   static constexpr const char* options = "AdamOptions";
   static constexpr const char* summary = "betas, eps, L2 weight_decay, amsgrad";
   static constexpr const char* equations =
@@ -229,6 +236,7 @@ struct Declaration<AdamaxOptions> {
   using O = AdamaxOptions;
   static constexpr std::size_t parallel_min = 1u << 14;
   static constexpr const char* name = "Adamax";
+  static constexpr const char* reference = "torch.optim";
   static constexpr const char* options = "AdamaxOptions";
   static constexpr const char* summary = "Adam with an infinity norm: betas, eps, L2 weight_decay";
   static constexpr const char* equations =
@@ -260,6 +268,7 @@ struct Declaration<RadamOptions> {
   using O = RadamOptions;
   static constexpr std::size_t parallel_min = 1u << 14;
   static constexpr const char* name = "RAdam";
+  static constexpr const char* reference = "torch.optim";
   static constexpr const char* options = "RadamOptions";
   static constexpr const char* summary = "rectified Adam: betas, eps, weight_decay (L2 or decoupled)";
   static constexpr const char* equations =
@@ -303,6 +312,7 @@ struct Declaration<NadamOptions> {
   using O = NadamOptions;
   static constexpr std::size_t parallel_min = 1u << 14;
   static constexpr const char* name = "NAdam";
+  static constexpr const char* reference = "torch.optim";
   static constexpr const char* options = "NadamOptions";
   static constexpr const char* summary = "Adam with Nesterov momentum: betas, eps, weight_decay, momentum_decay";
   static constexpr const char* equations =
@@ -365,6 +375,7 @@ struct Declaration<ProdigyOptions> {
   static constexpr std::size_t parallel_min = 1u << 14;
   static constexpr int partial_sums = 2;  // <g, p0 - p>, ||s||_1
   static constexpr const char* name = "Prodigy";
+  static constexpr const char* reference = "prodigyopt";
   static constexpr const char* options = "ProdigyOptions";
   static constexpr const char* summary = "learning-rate-free Adam (prodigyopt.Prodigy 1.1.2): lr multiplies the estimated d";
   static constexpr const char* equations =
@@ -432,6 +443,7 @@ struct Declaration<DadaptAdamOptions> {
   static constexpr std::size_t parallel_min = 1u << 14;
   static constexpr int partial_sums = 2;  // <g, s / (sqrt(v) + eps)>, ||s||_1
   static constexpr const char* name = "DAdaptAdam";
+  static constexpr const char* reference = "dadaptation";
   static constexpr const char* options = "DadaptAdamOptions";
   static constexpr const char* summary = "D-Adaptation Adam (dadaptation.DAdaptAdam 3.2): lr multiplies the estimated d";
   static constexpr const char* equations =
@@ -489,6 +501,7 @@ struct Declaration<DadaptSgdOptions> {
   static constexpr std::size_t parallel_min = 1u << 15;
   static constexpr int partial_sums = 2;  // <g, s>, ||s||^2 (or ||grad||^2 on the first step)
   static constexpr const char* name = "DAdaptSGD";
+  static constexpr const char* reference = "dadaptation";
   static constexpr const char* options = "DadaptSgdOptions";
   static constexpr const char* summary = "D-Adaptation SGD (dadaptation.DAdaptSGD 3.2): lr multiplies the estimated d";
   static constexpr const char* equations =
@@ -548,7 +561,7 @@ struct Declaration<LambOptions> {
   static constexpr int partial_sums = 3;
   static constexpr bool per_tensor = true;
   static constexpr const char* name = "Lamb";
-  static constexpr const char* reference = "timm.optim.Lamb";
+  static constexpr const char* reference = "timm.optim";  // timm 1.0.31
   static constexpr const char* options = "LambOptions";
   static constexpr const char* summary = "LAMB, Adam's update scaled per tensor by a trust ratio, global grad clip";
   static constexpr const char* equations =
@@ -612,7 +625,7 @@ struct Declaration<AdamwScheduleFreeOptions> {
   static constexpr std::size_t parallel_min = 1u << 14;
   static constexpr const char* name = "AdamWScheduleFree";
   static constexpr const char* options = "AdamwScheduleFreeOptions";
-  static constexpr const char* reference = "schedulefree.AdamWScheduleFree (schedulefree 1.4.1)";
+  static constexpr const char* reference = "schedulefree";  // schedulefree 1.4.1
   static constexpr const char* summary =
       "Schedule-Free AdamW: betas, eps, weight_decay at y, warmup_steps, r, weight_lr_power; train()/eval()";
   static constexpr const char* equations =
@@ -664,7 +677,7 @@ struct Declaration<SgdScheduleFreeOptions> {
   static constexpr std::size_t parallel_min = 1u << 15;
   static constexpr const char* name = "SGDScheduleFree";
   static constexpr const char* options = "SgdScheduleFreeOptions";
-  static constexpr const char* reference = "schedulefree.SGDScheduleFree (schedulefree 1.4.1)";
+  static constexpr const char* reference = "schedulefree";  // schedulefree 1.4.1
   static constexpr const char* summary =
       "Schedule-Free SGD: momentum, weight_decay at y, warmup_steps, r, weight_lr_power; train()/eval()";
   static constexpr const char* equations =
@@ -699,6 +712,53 @@ struct Declaration<SgdScheduleFreeOptions> {
   static constexpr Mode<O> mode{&O::train_mode, "train", "eval",
                                 "SGDScheduleFree is not in train mode: call train() before step() (and "
                                 "eval() before evaluating or saving the model)"};
+// Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"),
+// after lion_pytorch.Lion (lion-pytorch 0.2.5; torch.optim has no Lion).
+struct LionOptions {
+  double lr = 1e-4, beta1 = 0.9, beta2 = 0.99, weight_decay = 0.0;
+  bool decoupled_weight_decay = false, maximize = false;
+  // The rate weight_decay is relative to with decoupled_weight_decay
+  // (lion_pytorch's _init_lr): the decay of a step is then
+  // lr * weight_decay / init_lr. Not a constructor argument: gs.Lion fills it
+  // with its base rate at step 0, gradstep.torch.Lion with its constructor's
+  // lr (as lion_pytorch does), gs.kernels.lion_step takes it by keyword.
+  double init_lr = 0.0;
+};
+template <>
+struct Declaration<LionOptions> {
+  using O = LionOptions;
+  static constexpr std::size_t parallel_min = 1u << 15;
+  static constexpr const char* name = "Lion";
+  static constexpr const char* reference = "lion_pytorch";
+  static constexpr const char* options = "LionOptions";
+  static constexpr const char* summary = "the sign of an interpolated momentum (Chen et al. 2023): betas, weight_decay";
+  static constexpr const char* equations =
+      "g  = ±grad\n"
+      "wd = weight_decay / init_lr                      (decoupled_weight_decay)\n"
+      "wd = weight_decay                                (otherwise)\n"
+      "p *= 1 - lr * wd\n"
+      "p -= lr * sign(beta1 * m + (1 - beta1) * g)      (sign(0) = sign(NaN) = 0, as torch.sign)\n"
+      "m  = beta2 * m + (1 - beta2) * g\n"
+      "(m: exp_avg; init_lr: gs.Lion's base rate at step 0, before plateau scaling,\n"
+      "set again whenever its lr is; gradstep.torch.Lion's constructor lr, as lion_pytorch's)\n";
+  static constexpr bool torch_step_state = false;
+  static constexpr std::array fields{
+      real("lr", &O::lr, Bound::nonneg),
+      real("beta1", &O::beta1, Bound::unit_closed).in("betas"),
+      real("beta2", &O::beta2, Bound::unit_closed).in("betas"),
+      real("weight_decay", &O::weight_decay, Bound::nonneg),
+      // lion_pytorch's switch to its Triton (CUDA) kernel.
+      reference_flag<O>("use_triton", false).on_optimizer(),
+      flag("decoupled_weight_decay", &O::decoupled_weight_decay).on_optimizer(),
+      flag("maximize", &O::maximize).keyword_only().not_in_reference(),
+      real("init_lr", &O::init_lr, Bound::nonneg).fixed().filled_with_rate_at_start(),
+  };
+  static constexpr std::array slots{Slot<O>{"exp_avg"}};
+  static constexpr std::array checks{
+      Check<O>{"with decoupled_weight_decay, init_lr (the rate at step 0, which weight_decay is relative to) "
+               "must be > 0",
+               &O::decoupled_weight_decay, &O::init_lr}};
+  static constexpr std::array<Variant, 0> variants{};
 };
 
 // Every declared optimizer, once. Code generic over them (validation,
@@ -718,7 +778,8 @@ struct Declaration<SgdScheduleFreeOptions> {
   X(DadaptSgdOptions)           \
   X(LambOptions)                \
   X(AdamwScheduleFreeOptions)   \
-  X(SgdScheduleFreeOptions)
+  X(SgdScheduleFreeOptions)     \
+  X(LionOptions)
 
 template <class... Options>
 struct OptionsList {};

@@ -5,9 +5,11 @@ elements each, or the parameter shapes of a model: mlp, resnet18, gpt2),
 gradstep's step is timed beside the peers this Python has:
 numpy written by hand from the update equations (always), torch.optim with a
 for-loop, foreach and fused implementation (when torch is installed and the
-optimizer has that implementation), and DeepSpeedCPUAdam / DeepSpeedCPUAdagrad
-(when deepspeed imports). A model case has the candidates a training loop
-chooses between instead: torch.optim fused and foreach, gradstep.torch (over
+optimizer has that implementation), the reference package's class of an
+optimizer torch.optim has not ("reference": lion_pytorch.Lion, when it is
+installed), and DeepSpeedCPUAdam / DeepSpeedCPUAdagrad (when deepspeed
+imports). A model case has the candidates a training loop chooses between
+instead: torch.optim fused and foreach (or the reference), gradstep.torch (over
 the torch tensors, and over flat parameters where gradstep.torch has
 flatten_parameters), gs.X on the same buffers, deepspeed. The roof is a STREAM-like probe in the C++ core that
 reads and writes the same buffers as the step (param, grad and the

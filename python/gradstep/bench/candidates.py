@@ -1,5 +1,6 @@
 """The candidates of a case: gradstep (plain, flat, with safeguards), the roof, and
-the peers this Python has (numpy by hand, torch.optim, gradstep.torch, deepspeed).
+the peers this Python has (numpy by hand, torch.optim, the reference package of an
+optimizer torch.optim has not such as lion_pytorch, gradstep.torch, deepspeed).
 
 A candidate is a name and a zero-argument step; all candidates of a case start
 from copies of the same params and read the same grads.
@@ -283,4 +284,5 @@ def memory_needed(spec: Spec, case: Case, itemsize: int) -> int:
     foreach."""
     states = state_count(spec)
     stepping = len(MODEL_CANDIDATES) - 1  # all but the roof
+    stepping -= (spec.torch is None) * 2 + (spec.reference is None)  # torch-foreach and -fused; reference
     return case.elements * itemsize * (2 + stepping * (1 + states) + 1 + (2 + states) + 1)

@@ -192,6 +192,8 @@ def lamb(x: NumpyState, k: int, lr: float = 1e-3, b1: float = 0.9, b2: float = 0
     else:
         u *= lr
     x.p -= u
+
+
 def _schedule_free_weight(x: NumpyState, k: int, lr: float, r: float, weight_lr_power: float) -> float:
     """Schedule-Free's averaging weight c of step k (no warmup), its z starting at the param."""
     if k == 1:
@@ -238,3 +240,18 @@ def sgd_schedule_free(x: NumpyState, k: int, lr: float = 1.0, momentum: float = 
     u = x.t[0]
     np.copyto(u, x.g)
     _schedule_free_move(x, u, c, lr, momentum)
+def lion(x: NumpyState, k: int, lr: float = 1e-4, b1: float = 0.9, b2: float = 0.99,
+         weight_decay: float = 0.0) -> None:
+    (m,) = x.s
+    t, u = x.t
+    if weight_decay:
+        x.p *= 1 - lr * weight_decay
+    np.multiply(m, b1, out=t)
+    np.multiply(x.g, 1 - b1, out=u)
+    t += u
+    np.sign(t, out=t)
+    t *= lr
+    x.p -= t
+    m *= b2
+    np.multiply(x.g, 1 - b2, out=u)
+    m += u

@@ -80,5 +80,25 @@ def versions() -> dict[str, Optional[str]]:
                 out[name] = str(importlib.import_module(name).__version__)
             except Exception:
                 out[name] = "present but failed to import"
+    # The reference packages of optimizers torch.optim has not (lion_pytorch), where installed.
+    from gradstep.bench.spec import SPECS
+
+    for module in sorted({s.reference[0] for s in SPECS.values() if s.reference is not None}):
+        if importlib.util.find_spec(module) is not None:
+            out[module] = _distribution_version(module)
     return out
+
+
+def _distribution_version(module: str) -> Optional[str]:
+    """The installed version of the distribution providing ``module`` (lion_pytorch: lion-pytorch)."""
+    import importlib.metadata as metadata
+
+    try:
+        names = metadata.packages_distributions().get(module) or [module.replace("_", "-")]
+    except AttributeError:  # Python 3.9 has no packages_distributions
+        names = [module.replace("_", "-")]
+    try:
+        return metadata.version(names[0])
+    except metadata.PackageNotFoundError:
+        return None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.machinery
 import importlib.util
@@ -164,6 +165,9 @@ SPECS = {
                      numpy_steps.adamw_schedule_free, reference=("schedulefree", "AdamWScheduleFree")),
     "sgd-sf": Spec("sgd-sf", "SGDScheduleFree", None, dict(lr=1.0, momentum=0.9),
                    numpy_steps.sgd_schedule_free, reference=("schedulefree", "SGDScheduleFree")),
+    # Lion is used with weight decay (Chen et al. 2023: 3-10x AdamW's); lion-pytorch's default rate.
+    "lion": Spec("lion", "Lion", None, dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.1),
+                 functools.partial(numpy_steps.lion, weight_decay=0.1), reference=("lion_pytorch", "Lion")),
 }
 
 

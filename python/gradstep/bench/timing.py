@@ -25,7 +25,7 @@ FRESH_ELEMENTS = 1 << 22
 # (measured on the 2-core test VM); a round starts after they have parked.
 TORCH_SETTLE_S = 0.02
 # The candidates whose steps run torch ops (gradstep.torch's steady step runs none).
-TORCH_OPS = ("torch-", "deepspeed")
+TORCH_OPS = ("torch-", "reference", "deepspeed")
 
 
 
