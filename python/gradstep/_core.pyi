@@ -160,6 +160,7 @@ class SgdScheduleFreeOptions(_Options):
     weight_sum: float
     train_mode: bool
     def __init__(self, *, lr: float = ..., momentum: float = ..., weight_decay: float = ..., warmup_steps: float = ..., r: float = ..., weight_lr_power: float = ..., maximize: bool = ..., lr_max: float = ..., weight_sum: float = ..., train_mode: bool = ...) -> None: ...
+
 class LionOptions(_Options):
     beta1: float
     beta2: float

@@ -712,6 +712,8 @@ struct Declaration<SgdScheduleFreeOptions> {
   static constexpr Mode<O> mode{&O::train_mode, "train", "eval",
                                 "SGDScheduleFree is not in train mode: call train() before step() (and "
                                 "eval() before evaluating or saving the model)"};
+};
+
 // Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"),
 // after lion_pytorch.Lion (lion-pytorch 0.2.5; torch.optim has no Lion).
 struct LionOptions {
