@@ -35,8 +35,8 @@ def import_reference(module: str, name: str) -> Any:
     """
     try:
         return getattr(importlib.import_module(module), name)
-    except ImportError:
-        pass
+    except Exception:  # noqa: BLE001 - any failure of the package's own imports: PyPI's torchvision
+        pass  # beside torch's CPU wheel raises RuntimeError ("operator torchvision::nms does not exist")
     top, *parts = module.split(".")
     found = importlib.util.find_spec(top)  # finds the package without running its __init__
     if found is None or not found.submodule_search_locations:
