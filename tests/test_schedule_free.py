@@ -139,7 +139,7 @@ def test_the_classes_name_their_reference_and_take_its_arguments():
     import inspect
 
     for name in LR:
-        assert getattr(gs, name).__doc__.startswith(f"schedulefree.{name} (schedulefree 1.4.1): ")
+        assert getattr(gs, name).__doc__.startswith(f"schedulefree.{name}: ")
         theirs = inspect.signature(getattr(schedulefree, name)).parameters
         ours = inspect.signature(getattr(gs, name)).parameters
         shared = [n for n in theirs if n not in ("params", "foreach")]

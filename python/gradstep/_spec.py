@@ -165,6 +165,15 @@ class OptimizerSpec:
         return f"{self.reference}.{self.name}"
 
     @property
+    def mirrored_in_torch(self) -> bool:
+        """gradstep.torch.X exists for a package's optimizer (torch.optim has no twin) when it
+        can keep that package's layout: no values carried from step to step (Prodigy's d,
+        Lamb's max_lr and Schedule-Free's weight_sum live in the reference's param groups
+        beside its own step count, and Prodigy's sums span every group), no Mode, no step
+        count. The others have gs.X only, for now."""
+        return not self.torch_twin and not self.carried and self.mode is None and not self.torch_step_state
+
+    @property
     def torch_twin(self) -> bool:
         """The reference is torch.optim's class (gradstep.torch.X subclasses it)."""
         return self.reference == "torch.optim"

@@ -708,22 +708,13 @@ def _getstate_with_kept_arguments(self: Any) -> dict[str, Any]:
     return state
 
 
-def _mirrors(spec: _spec.OptimizerSpec) -> bool:
-    """The adapter of a package's optimizer can keep that package's layout: no values carried
-    from step to step (Prodigy's d, Lamb's max_lr, Schedule-Free's weight_sum live in the
-    reference's param groups, beside its own step count, and sums span all the groups), no
-    Mode, no step count. Those optimizers have gs.X only, for now."""
-    return not spec.carried and spec.mode is None and not spec.torch_step_state
-
-
 def _generate() -> dict[str, type]:
     classes: dict[str, type] = {}
     for spec in _spec.optimizers():  # a variant (AdamW) subclasses its base's adapter, as torch's does
         base = classes[spec.base] if spec.base else _GradstepStep
-        if not spec.torch_twin:
-            if _mirrors(spec):
-                classes[spec.name] = _reference_adapter_class(spec, base)
-        elif isinstance(getattr(torch.optim, spec.name, None), type):
+        if spec.mirrored_in_torch:
+            classes[spec.name] = _reference_adapter_class(spec, base)
+        elif spec.torch_twin and isinstance(getattr(torch.optim, spec.name, None), type):
             classes[spec.name] = _adapter_class(spec, base)
     return classes
 

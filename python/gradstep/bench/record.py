@@ -83,7 +83,8 @@ def versions() -> dict[str, Optional[str]]:
     # The reference packages of optimizers torch.optim has not (lion_pytorch), where installed.
     from gradstep.bench.spec import SPECS
 
-    for module in sorted({s.reference[0] for s in SPECS.values() if s.reference is not None}):
+    # The top-level package: finding timm.optim.lamb would run timm's __init__ (which needs torchvision).
+    for module in sorted({s.reference[0].split(".")[0] for s in SPECS.values() if s.reference is not None}):
         if importlib.util.find_spec(module) is not None:
             out[module] = _distribution_version(module)
     return out
