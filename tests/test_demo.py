@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gradstep.demo import OPTIMIZERS, PNGS, RESULTS
+from gradstep.demo import LR_FREE, OPTIMIZERS, PNGS, RESULTS
 from gradstep.mlp import MLP
 
 
@@ -57,6 +57,9 @@ def test_table_has_every_run(demo: tuple) -> None:
         "constant", "step decay", "exponential", "1/t", "warm-up + cosine", "cyclic", "one-cycle", "plateau",
     ]
     assert len([1 for section, _ in sections if section == "optimizers"]) == len(OPTIMIZERS) == 6
+    assert [run for section, run in sections if section == "no rate chosen"] == [
+        "Prodigy", "DAdaptAdam", "DAdaptSGD(momentum=0.9)", "AdamWScheduleFree"] == [
+        {"DAdaptSGD": "DAdaptSGD(momentum=0.9)"}.get(n, n) for n in LR_FREE]
     for row in rows:
         float(row["val loss"]), float(row["time s"])
 
@@ -74,8 +77,9 @@ def test_suggested_rate_beats_too_low_and_too_high(demo: tuple) -> None:
 
 
 def test_every_optimizer_learns_at_its_suggested_rate(demo: tuple) -> None:
+    # ... and the learning-rate-free ones with no rate chosen (lr=1.0, Schedule-Free's default).
     for row in _rows(demo[1]):
-        if row["section"] in ("optimizers", "schedules"):
+        if row["section"] in ("optimizers", "schedules", "no rate chosen"):
             assert float(row["val acc"]) > 0.9, row  # chance is 0.1
 
 

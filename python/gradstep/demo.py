@@ -4,7 +4,9 @@
 (a) runs the learning-rate range test for each optimizer; (b) trains with a
 too-low, the suggested and a too-high constant rate; (c) compares schedules at
 the suggested rate, and the six optimizers at their own suggested rates;
-(d) prints a results table and writes it, with PNG plots, into --out.
+(d) trains the learning-rate-free optimizers (Prodigy, D-Adaptation, Schedule-Free),
+with no rate chosen, beside Adam and SGD at their suggested rates;
+(e) prints a results table and writes it, with PNG plots, into --out.
 """
 
 from __future__ import annotations
@@ -35,10 +37,18 @@ OPTIMIZERS: dict[str, Callable[..., gs.Optimizer]] = {
     "Adam": lambda params, lr: gs.Adam(params, lr=lr),
     "AdamW": lambda params, lr: gs.AdamW(params, lr=lr),
 }
-LABELS = {"SGD": "SGD(momentum=0.9)"}
+# No rate is chosen for these: lr=1.0 multiplies the step size Prodigy and D-Adaptation
+# estimate, and Schedule-Free AdamW runs at its package's default rate with no schedule.
+LR_FREE: dict[str, Callable[[list[np.ndarray]], gs.Optimizer]] = {
+    "Prodigy": lambda params: gs.Prodigy(params),
+    "DAdaptAdam": lambda params: gs.DAdaptAdam(params),
+    "DAdaptSGD": lambda params: gs.DAdaptSGD(params, momentum=0.9),
+    "AdamWScheduleFree": lambda params: gs.AdamWScheduleFree(params),
+}
+LABELS = {"SGD": "SGD(momentum=0.9)", "DAdaptSGD": "DAdaptSGD(momentum=0.9)"}
 MAIN = "SGD"  # the optimizer of parts (b) and (c)
 
-PNGS = ("lr_range_test.png", "rates.png", "schedules.png", "schedule_runs.png", "optimizers.png")
+PNGS = ("lr_range_test.png", "rates.png", "schedules.png", "schedule_runs.png", "optimizers.png", "lr_free.png")
 RESULTS = ("results.md", "results.csv")
 
 
@@ -124,7 +134,7 @@ class Trainer:
         # range warnings and report them rather than let them interrupt.
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", gs.LearningRateWarning)
-            opt = OPTIMIZERS[name](params, lr)
+            opt = LR_FREE[name](params) if name in LR_FREE else OPTIMIZERS[name](params, lr)
         self.warnings += [str(w.message) for w in caught if issubclass(w.category, gs.LearningRateWarning)]
         return opt
 
@@ -151,9 +161,13 @@ class Trainer:
         opt = self.optimizer(run.optimizer, model.params, lr)
         reducer = gs.ReduceLROnPlateau(opt, **plateau) if plateau is not None else None
         data, batches = self.data, self.batches()
+        # Schedule-Free steps at y and is evaluated at x: train() before the steps, eval() after.
+        mode = type(opt).__gradstep_spec__.mode
         start = time.perf_counter()
         with np.errstate(all="ignore"):  # a diverging run overflows; it is caught below
             for epoch in range(self.config.epochs):
+                if mode is not None:
+                    getattr(opt, mode.on)()
                 for _ in range(self.steps_per_epoch):
                     idx = next(batches)
                     run.lrs.append(opt.lr)
@@ -162,6 +176,8 @@ class Trainer:
                     if not math.isfinite(loss):
                         break
                     opt.step(model.grads)
+                if mode is not None:
+                    getattr(opt, mode.off)()
                 for x, y, losses, accs in (
                     (data.x_train, data.y_train, run.train_loss, run.train_acc),
                     (data.x_val, data.y_val, run.val_loss, run.val_acc),
@@ -221,7 +237,7 @@ def write_results(runs: list[Run], out: Path, header: str) -> None:
 
 
 def plot_all(out: Path, finder: dict[str, LRFinderResult], rate_runs: list[Run], rates: list[float],
-             schedule_runs: list[Run], optimizer_runs: list[Run], total_steps: int) -> None:
+             schedule_runs: list[Run], optimizer_runs: list[Run], lr_free_runs: list[Run], total_steps: int) -> None:
     main = LABELS.get(MAIN, MAIN)
     plotting.plot_range_tests({LABELS.get(name, name): result for name, result in finder.items()},
                               out / "lr_range_test.png")
@@ -231,6 +247,8 @@ def plot_all(out: Path, finder: dict[str, LRFinderResult], rate_runs: list[Run],
                             title=f"learning-rate schedules ({main})")
     plotting.plot_loss_curves(schedule_runs, out / "schedule_runs.png", title=f"schedules, {main}")
     plotting.plot_loss_curves(optimizer_runs, out / "optimizers.png", title="optimizers at their suggested rates")
+    plotting.plot_loss_curves(lr_free_runs, out / "lr_free.png",
+                              title="no rate chosen vs range-tested rates")
 
 
 # -- the command ---------------------------------------------------------------
@@ -347,13 +365,26 @@ def run(args: argparse.Namespace) -> int:
     if bar is not None:
         bar.close()
 
-    # (d) table and plots
-    runs = rate_runs + schedule_runs + optimizer_runs
-    print("\n(d) results (final epoch; loss is cross-entropy, lower is better)\n")
+    # (d) the learning-rate-free optimizers, beside the range-tested Adam and SGD
+    print("\n(d) no rate chosen: Prodigy, DAdaptAdam, DAdaptSGD (lr=1.0, a multiplier of the step size "
+          "they estimate) and AdamWScheduleFree (its default rate, no schedule), beside Adam and SGD at "
+          "their suggested rates")
+    bar = _bar(len(LR_FREE) * config.epochs, "(d) no rate chosen", args.quiet)
+    lr_free_runs = [
+        trainer.train(Run("no rate chosen", LABELS.get(name, name), name,
+                          f"{getattr(gs, name).__gradstep_spec__.field('lr').default:g} (its default)"), None, bar)
+        for name in LR_FREE
+    ] + [run for run in optimizer_runs if run.optimizer in ("Adam", MAIN)]
+    if bar is not None:
+        bar.close()
+
+    # (e) table and plots
+    runs = rate_runs + schedule_runs + optimizer_runs + lr_free_runs[:len(LR_FREE)]
+    print("\n(e) results (final epoch; loss is cross-entropy, lower is better)\n")
     print(format_table(runs))
     for message in dict.fromkeys(trainer.warnings):
         print(f"note: gradstep warned: {message}")
     write_results(runs, out, header)
-    plot_all(out, finder, rate_runs, rates, schedule_runs, optimizer_runs, T)
+    plot_all(out, finder, rate_runs, rates, schedule_runs, optimizer_runs, lr_free_runs, T)
     print(f"\nwrote {', '.join(RESULTS + PNGS)} to {out}/")
     return 0
