@@ -15,6 +15,14 @@ from gradstep.demo import LR_FREE, OPTIMIZERS, PNGS, RESULTS
 from gradstep.mlp import MLP
 
 
+def gs_default_lr(name: str) -> float:
+    import inspect
+
+    import gradstep as gs
+
+    return float(inspect.signature(getattr(gs, name)).parameters["lr"].default)
+
+
 def _demo(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-W", "error", "-m", "gradstep.cli", "demo", "--quick", "--out", str(out), *extra],
@@ -62,6 +70,8 @@ def test_table_has_every_run(demo: tuple) -> None:
         {"DAdaptSGD": "DAdaptSGD(momentum=0.9)"}.get(n, n) for n in LR_FREE]
     for row in rows:
         float(row["val loss"]), float(row["time s"])
+    for name, make in LR_FREE.items():  # "no rate chosen": each at its class's default rate
+        assert make([np.zeros(3)]).lr == gs_default_lr(name)
 
 
 def test_suggested_rate_beats_too_low_and_too_high(demo: tuple) -> None:

@@ -37,13 +37,13 @@ OPTIMIZERS: dict[str, Callable[..., gs.Optimizer]] = {
     "Adam": lambda params, lr: gs.Adam(params, lr=lr),
     "AdamW": lambda params, lr: gs.AdamW(params, lr=lr),
 }
-# No rate is chosen for these: lr=1.0 multiplies the step size Prodigy and D-Adaptation
-# estimate, and Schedule-Free AdamW runs at its package's default rate with no schedule.
+# No rate is chosen for these: their defaults, lr=1.0 multiplying the step size Prodigy
+# and D-Adaptation estimate, and Schedule-Free AdamW's package default with no schedule.
 LR_FREE: dict[str, Callable[[list[np.ndarray]], gs.Optimizer]] = {
-    "Prodigy": lambda params: gs.Prodigy(params),
-    "DAdaptAdam": lambda params: gs.DAdaptAdam(params),
-    "DAdaptSGD": lambda params: gs.DAdaptSGD(params, momentum=0.9),
-    "AdamWScheduleFree": lambda params: gs.AdamWScheduleFree(params),
+    "Prodigy": lambda params: gs.Prodigy(params, lr=1.0),
+    "DAdaptAdam": lambda params: gs.DAdaptAdam(params, lr=1.0),
+    "DAdaptSGD": lambda params: gs.DAdaptSGD(params, lr=1.0, momentum=0.9),
+    "AdamWScheduleFree": lambda params: gs.AdamWScheduleFree(params, lr=2.5e-3),
 }
 LABELS = {"SGD": "SGD(momentum=0.9)", "DAdaptSGD": "DAdaptSGD(momentum=0.9)"}
 MAIN = "SGD"  # the optimizer of parts (b) and (c)
@@ -372,7 +372,7 @@ def run(args: argparse.Namespace) -> int:
     bar = _bar(len(LR_FREE) * config.epochs, "(d) no rate chosen", args.quiet)
     lr_free_runs = [
         trainer.train(Run("no rate chosen", LABELS.get(name, name), name,
-                          f"{getattr(gs, name).__gradstep_spec__.field('lr').default:g} (its default)"), None, bar)
+                          f"{getattr(gs, name).__gradstep_spec__.field('lr').default:g} (the default)"), None, bar)
         for name in LR_FREE
     ] + [run for run in optimizer_runs if run.optimizer in ("Adam", MAIN)]
     if bar is not None:
