@@ -149,11 +149,13 @@ SPECS = {
     "nadam": Spec("nadam", "NAdam", "NAdam", dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, momentum_decay=4e-3),
                   numpy_steps.nadam),
     # The learning-rate-free optimizers, against their reference packages (lr: the multiplier 1.0).
-    "prodigy": Spec("prodigy", "Prodigy", None, dict(lr=1.0, betas=(0.9, 0.999), weight_decay=0.0), None,
-                    reference=("prodigyopt", "Prodigy")),
-    "dadaptadam": Spec("dadaptadam", "DAdaptAdam", None, dict(lr=1.0, betas=(0.9, 0.999)), None,
+    # growth_rate=1 holds d at d0: timed over thousands of steps on the same grads, an
+    # unbounded d grows until it overflows (DAdaptAdam's does); each step does the same work.
+    "prodigy": Spec("prodigy", "Prodigy", None, dict(lr=1.0, betas=(0.9, 0.999), weight_decay=0.0, growth_rate=1.0),
+                    None, reference=("prodigyopt", "Prodigy")),
+    "dadaptadam": Spec("dadaptadam", "DAdaptAdam", None, dict(lr=1.0, betas=(0.9, 0.999), growth_rate=1.0), None,
                        reference=("dadaptation", "DAdaptAdam")),
-    "dadaptsgd": Spec("dadaptsgd", "DAdaptSGD", None, dict(lr=1.0, momentum=0.9), None,
+    "dadaptsgd": Spec("dadaptsgd", "DAdaptSGD", None, dict(lr=1.0, momentum=0.9, growth_rate=1.0), None,
                       reference=("dadaptation", "DAdaptSGD")),
     # Without its global clip (max_grad_norm=None): the numpy peer steps tensor by tensor.
     "lamb": Spec("lamb", "Lamb", None, dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01,
