@@ -85,6 +85,7 @@ void lamb_range(const TensorView& t, std::size_t begin, std::size_t end, const L
       x[0] = r * r;
     });
   } else {
+    GRADSTEP_INDEPENDENT_ITERATIONS
     for (std::size_t i = begin; i < end; ++i) {
       double decayed;
       bool agrees;
