@@ -5,12 +5,17 @@
 #include <cstdint>
 #include <vector>
 
+#include "gradstep/declaration.hpp"
+
 namespace gradstep::bindings {
 void register_isa(pybind11::module_& m);
 void register_options(pybind11::module_& m);
 void register_tensor_set(pybind11::module_& m);
 void register_schedules(pybind11::module_& m);
 void register_torch(pybind11::module_& m);
+
+// A state slot's Extent by the name the spec gives it ("full", "rows", ...).
+const char* extent_name(Extent e);
 
 // One step of a _core.TensorSet whose grads the caller checked: their data
 // pointers, kept alive by `keep` (PyTensorSet::step_checked).

@@ -27,13 +27,15 @@ const char* bound_name(Bound b) {
     case Bound::positive_or_inf: return "positive_or_inf";
     case Bound::finite: return "finite";
     case Bound::count: return "count";
+    case Bound::nonpos: return "nonpos";
+    case Bound::at_least_one: return "at_least_one";
   }
   return "any";
 }
 
 Bound bound_named(const std::string& name) {
   for (Bound b : {Bound::any, Bound::nonneg, Bound::unit_closed, Bound::unit_open, Bound::positive,
-                  Bound::positive_or_inf, Bound::finite, Bound::count})
+                  Bound::positive_or_inf, Bound::finite, Bound::count, Bound::nonpos, Bound::at_least_one})
     if (name == bound_name(b)) return b;
   throw py::value_error("unknown bound '" + name + "'");
 }
@@ -48,6 +50,21 @@ const char* kind_name(Kind k) {
   }
   return "positional";
 }
+
+}  // namespace
+
+const char* extent_name(Extent e) {
+  switch (e) {
+    case Extent::full: return "full";
+    case Extent::rows: return "rows";
+    case Extent::cols: return "cols";
+    case Extent::vector: return "vector";
+    case Extent::strided: return "strided";
+  }
+  return "full";
+}
+
+namespace {
 
 const char* keep_name(Keep k) {
   switch (k) {
@@ -117,6 +134,8 @@ py::dict spec_of() {
                        : s.if_set != nullptr   ? field_named<Options>(s.if_set)
                                                : py::object(py::none());
     d["copy_param"] = s.copy_param;
+    d["extent"] = extent_name(s.extent);
+    d["stride"] = field_named<Options>(s.stride);
     states.append(d);
   }
   py::list checks;

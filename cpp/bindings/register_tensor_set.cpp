@@ -143,10 +143,39 @@ AnyOptions any_options(py::handle options, OptionsList<Options...>) {
   return out;
 }
 
+// The extents of the slots of the optimizer whose options these are (any
+// *Options object), or every slot the param's size (None).
+template <class... Options>
+SlotExtents extents_of(py::handle options, OptionsList<Options...>) {
+  if (options.is_none()) return {};
+  return std::visit(
+      [](const auto& v) -> SlotExtents {
+        using O = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<O, std::monostate>)
+          return {};
+        else
+          return state_extents(v);
+      },
+      any_options(options, AllOptions{}));
+}
+
+std::string shape_text(const std::vector<py::ssize_t>& shape) {
+  std::string out = "(";
+  for (std::size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + (shape.size() == 1 ? ",)" : ")");
+}
+
 class PyTensorSet {
  public:
+  // declared_by: options of the optimizer (any *Options), whose declared
+  // slot extents size the states (None: each the param's size; then the set
+  // steps only optimizers whose states all are). shapes: the params' shapes
+  // when the params given are flat views of them (gradstep.torch), for the
+  // matrix shape (batch, rows, cols) of each; None: each param's own shape.
   PyTensorSet(const py::sequence& params, const std::vector<std::optional<py::sequence>>& states,
-              const std::vector<std::string>& state_names) {
+              const std::vector<std::string>& state_names, py::handle declared_by,
+              const std::optional<std::vector<std::vector<py::ssize_t>>>& shapes) {
+    const SlotExtents extents = extents_of(declared_by, AllOptions{});
     if (states.size() > static_cast<std::size_t>(kMaxStates) || state_names.size() != states.size())
       throw py::value_error("states: at most " + std::to_string(kMaxStates) + " state lists, each with a name");
     const std::size_t n = params.size();
@@ -161,6 +190,24 @@ class PyTensorSet {
       views[i].dtype = check_buffer(p, what, true);
       views[i].param = p.mutable_data();
       views[i].size = static_cast<std::size_t>(p.size());
+      std::vector<py::ssize_t> shape(p.shape(), p.shape() + p.ndim());
+      if (shapes) {
+        if (shapes->size() != n)
+          throw py::value_error("shapes: got " + std::to_string(shapes->size()) + " for " + std::to_string(n) +
+                                " params");
+        shape = (*shapes)[i];
+        py::ssize_t count = 1;
+        for (py::ssize_t d : shape) count = d < 0 ? -1 : count * d;
+        if (count != p.size())
+          throw py::value_error("shapes[" + std::to_string(i) + "]: " + shape_text(shape) + " does not hold the " +
+                                std::to_string(p.size()) + " elements of " + what);
+      }
+      if (shape.size() >= 2 && views[i].size > 0) {  // a matrix, or a batch of them: the last two dims
+        views[i].rows = static_cast<std::size_t>(shape[shape.size() - 2]);
+        views[i].cols = static_cast<std::size_t>(shape.back());
+        views[i].batch = views[i].size / (views[i].rows * views[i].cols);
+      }
+      shapes_.push_back(std::move(shape));
       layouts_.push_back(layout_of(p));
       params_.push_back(p);
       hold(obj, std::move(p), what);
@@ -177,13 +224,26 @@ class PyTensorSet {
         py::object obj = list[i];
         py::array a = view_array(obj, what, Use::written);
         check_buffer(a, what, true);
-        check_same_layout(a, params_[i], what, indexed("params", i));
+        if (extents.slot[s].extent == Extent::full) {
+          check_same_layout(a, params_[i], what, indexed("params", i));
+        } else {
+          // Another extent than the param's: its element count is what matters.
+          const std::size_t expected = slot_size(extents.slot[s], views[i]);
+          if (!a.dtype().equal(params_[i].dtype()))
+            throw py::type_error(what + ": dtype " + std::string(py::str(a.dtype())) + " differs from " +
+                                 indexed("params", i) + "'s " + std::string(py::str(params_[i].dtype())));
+          if (static_cast<std::size_t>(a.size()) != expected)
+            throw py::value_error(what + ": " + std::to_string(a.size()) + " elements, expected " +
+                                  std::to_string(expected) + " (extent '" + extent_name(extents.slot[s].extent) +
+                                  "' of " + indexed("params", i) + ", shape " + shape_text(shapes_[i]) + ")");
+        }
         views[i].state[s] = a.mutable_data();
         hold(obj, std::move(a), what);
       }
     }
-    set_ = std::make_unique<TensorSet>(views.data(), n, mask);
+    set_ = std::make_unique<TensorSet>(views.data(), n, mask, extents);
     mask_ = mask;
+    extents_ = extents;
   }
 
   std::size_t size() const { return params_.size(); }
@@ -202,6 +262,7 @@ class PyTensorSet {
             validate(v);
             if ((state_mask(v) & ~mask_) != 0)
               throw py::value_error("these options need state buffers the tensor set was built without");
+            check_extents(v, "these options");
           }
         },
         o);
@@ -242,6 +303,7 @@ class PyTensorSet {
           if constexpr (!std::is_same_v<O, std::monostate>)
             if ((state_mask(v) & ~mask_) != 0)
               throw py::value_error("the other set's options need state buffers this set was built without");
+          if constexpr (!std::is_same_v<O, std::monostate>) check_extents(v, "the other set's options");
         },
         other.settings_->options);
     settings_ = other.settings_;
@@ -277,6 +339,21 @@ class PyTensorSet {
   }
 
  private:
+  // The states were sized for the extents these options declare.
+  template <class Options>
+  void check_extents(const Options& o, const char* whose) const {
+    const SlotExtents e = state_extents(o);
+    const unsigned used = state_mask(o);
+    for (int k = 0; k < kMaxStates; ++k)
+      if ((used & (1u << k)) &&
+          (e.slot[k].extent != extents_.slot[k].extent || e.slot[k].stride != extents_.slot[k].stride))
+        throw py::value_error(std::string(whose) + " size state '" + Declaration<Options>::slots[k].name +
+                              "' by extent '" + extent_name(e.slot[k].extent) + "' (stride " +
+                              std::to_string(e.slot[k].stride) + "); the tensor set was built for '" +
+                              extent_name(extents_.slot[k].extent) + "' (stride " +
+                              std::to_string(extents_.slot[k].stride) + ")");
+  }
+
   template <class Options>
   py::tuple run(py::handle grads, const Options& options, std::int64_t step) {
     if (step < 1) throw py::value_error("step must be >= 1 (the 1-based number of this update)");
@@ -456,8 +533,10 @@ class PyTensorSet {
   std::vector<HeldBuffer> held_;  // params, then states
   std::vector<std::string> names_;
   std::vector<std::size_t> tensor_held_;  // indices into held_ backed by a torch tensor
+  std::vector<std::vector<py::ssize_t>> shapes_;  // the params' (logical) shapes
   std::unique_ptr<TensorSet> set_;
   unsigned mask_ = 0;
+  SlotExtents extents_;
   std::shared_ptr<Settings> settings_ = std::make_shared<Settings>();
   py::object last_options_;  // what step_checked last passed to set_options
   std::mutex mutex_;
@@ -482,8 +561,12 @@ void register_tensor_set(py::module_& m) {
       "A writeable float32/float64 C-contiguous numpy view of obj, without copying.");
   py::class_<PyTensorSet> cls(m, "TensorSet");
   cls.def(py::init<const py::sequence&, const std::vector<std::optional<py::sequence>>&,
-                   const std::vector<std::string>&>(),
-          py::arg("params"), py::arg("states"), py::arg("state_names"))
+                   const std::vector<std::string>&, py::handle,
+                   const std::optional<std::vector<std::vector<py::ssize_t>>>&>(),
+          py::arg("params"), py::arg("states"), py::arg("state_names"), py::arg("declared_by") = py::none(),
+          py::arg("shapes") = py::none(),
+          "declared_by: options whose declaration sizes the states (slot extents; None: each the\n"
+          "param's size). shapes: the params' shapes when flat views of them are given.")
       .def("__len__", &PyTensorSet::size);
   // Positional arguments only on the hot path: pybind11's keyword matching
   // costs more than the whole kernel for a small tensor.

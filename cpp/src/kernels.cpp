@@ -38,6 +38,7 @@ namespace {
 #include "algorithms/lion.inl"
 #include "algorithms/grad_stats.inl"
 #include "algorithms/lamb.inl"  // after grad_stats.inl: its clip pass sums as that one does
+#include "algorithms/adafactor.inl"
 #include "algorithms/stream.inl"
 #include "algorithms/steps.inl"
 }  // namespace

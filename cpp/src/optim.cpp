@@ -60,6 +60,8 @@ const char* bound_rule(Bound bound) {
     case Bound::positive_or_inf: return "a number > 0 (inf allowed)";
     case Bound::finite: return "a finite number";
     case Bound::count: return "a whole number >= 0";
+    case Bound::nonpos: return "a finite number <= 0";
+    case Bound::at_least_one: return "a finite number >= 1";
     case Bound::any: break;
   }
   return "any value";
@@ -76,6 +78,8 @@ bool within(Bound bound, double value) {
     case Bound::positive_or_inf: return value > 0.0;  // NaN fails
     case Bound::finite: return std::isfinite(value);
     case Bound::count: return std::isfinite(value) && value >= 0.0 && value == std::floor(value);
+    case Bound::nonpos: return std::isfinite(value) && value <= 0.0;
+    case Bound::at_least_one: return std::isfinite(value) && value >= 1.0;
   }
   return false;
 }
@@ -129,17 +133,52 @@ unsigned declared_state_mask(const Options& o) {
   return mask;
 }
 
+template <class Options>
+SlotExtents declared_state_extents(const Options& o) {
+  SlotExtents out;
+  int k = 0;
+  for (const auto& s : Declaration<Options>::slots) {
+    out.slot[k].extent = s.extent;
+    // A stride that is no whole number >= 1 is the options' error (validate()); here it is 0.
+    if (s.extent == Extent::strided) {
+      const double v = o.*s.stride;
+      out.slot[k].stride = v >= 1.0 && v < 9.0e15 && v == std::floor(v) ? std::size_t(v) : 0;
+    }
+    ++k;
+  }
+  return out;
+}
+
+bool is_matrix(const TensorView& v) { return v.rows != 0; }
+
 }  // namespace
 
-#define GRADSTEP_DETAIL_DEFINE_CHECKS(O)                         \
-  void validate(const O& o) { validate_declared(o); }            \
-  unsigned state_mask(const O& o) { return declared_state_mask(o); }
+std::size_t slot_size(const SlotExtent& e, const TensorView& v) {
+  switch (e.extent) {
+    case Extent::full: return v.size;
+    case Extent::rows: return is_matrix(v) ? v.batch * v.rows : 0;
+    case Extent::cols: return is_matrix(v) ? v.batch * v.cols : 0;
+    case Extent::vector: return is_matrix(v) ? 0 : v.size;
+    case Extent::strided:
+      if (e.stride == 0) throw std::invalid_argument("a strided state's stride must be a whole number >= 1");
+      return v.size / e.stride + (v.size % e.stride != 0 ? 1 : 0);
+  }
+  return v.size;
+}
+
+#define GRADSTEP_DETAIL_DEFINE_CHECKS(O)                             \
+  void validate(const O& o) { validate_declared(o); }                \
+  unsigned state_mask(const O& o) { return declared_state_mask(o); } \
+  SlotExtents state_extents(const O& o) { return declared_state_extents(o); }
 GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_DEFINE_CHECKS)
 #undef GRADSTEP_DETAIL_DEFINE_CHECKS
 
-TensorSet::TensorSet(const TensorView* tensors, std::size_t count, unsigned slot_mask) {
+TensorSet::TensorSet(const TensorView* tensors, std::size_t count, unsigned slot_mask, const SlotExtents& extents) {
   if (count > 0 && tensors == nullptr) throw std::invalid_argument("tensors is null");
-  impl_ = std::make_unique<TensorSetImpl>(tensors, count, slot_mask);
+  for (int k = 0; k < kMaxStates; ++k)
+    if ((slot_mask & (1u << k)) && extents.slot[k].extent == Extent::strided && extents.slot[k].stride == 0)
+      throw std::invalid_argument("state slot " + std::to_string(k) + ": a strided extent needs a stride >= 1");
+  impl_ = std::make_unique<TensorSetImpl>(tensors, count, slot_mask, extents);
   TensorSetImpl& s = *impl_;
   struct Owned {
     Span span;
@@ -150,15 +189,23 @@ TensorSet::TensorSet(const TensorView* tensors, std::size_t count, unsigned slot
     const TensorView& v = s.tensors[t];
     if (v.dtype != DType::f32 && v.dtype != DType::f64)
       throw std::invalid_argument(tensor_error(t, "unknown dtype"));
+    if (v.rows == 0 ? (v.batch != 0 || v.cols != 0)
+                    : (v.batch == 0 || v.cols == 0 || v.size % v.batch != 0 || (v.size / v.batch) % v.rows != 0 ||
+                       v.size / v.batch / v.rows != v.cols))
+      throw std::invalid_argument(tensor_error(t, "matrix shape (batch, rows, cols) does not hold size elements"));
     if (v.size == 0) continue;
-    auto add = [&](const void* p, const char* what) {
+    const std::size_t item = v.dtype == DType::f32 ? 4 : 8;
+    auto add = [&](const void* p, std::size_t elements, const char* what) {
       if (p == nullptr) throw std::invalid_argument(tensor_error(t, what));
       const char* c = static_cast<const char*>(p);
-      owned.push_back({{c, c + bytes_of(v)}, t});
+      owned.push_back({{c, c + elements * item}, t});
     };
-    add(v.param, "param is null");
-    for (int k = 0; k < kMaxStates; ++k)
-      if (slot_mask & (1u << k)) add(v.state[k], "a state buffer the optimizer needs is null");
+    add(v.param, v.size, "param is null");
+    for (int k = 0; k < kMaxStates; ++k) {
+      if (!(slot_mask & (1u << k))) continue;
+      const std::size_t n = slot_size(extents.slot[k], v);  // each state by its own size
+      if (n != 0) add(v.state[k], n, "a state buffer the optimizer needs is null");
+    }
   }
   std::sort(owned.begin(), owned.end(),
             [](const Owned& a, const Owned& b) { return a.span.lo < b.span.lo; });
@@ -312,15 +359,22 @@ StepReport run_step(const TensorSetImpl& s, const Options& o, std::int64_t step,
 
 // Options checks shared by every optimizer's step and mode switch.
 template <class Options>
-void check_options(const Options& o, unsigned slot_mask) {
+void check_options(const Options& o, const TensorSetImpl& s) {
   validate(o);
-  if ((state_mask(o) & ~slot_mask) != 0)
+  const unsigned mask = state_mask(o);
+  if ((mask & ~s.slot_mask) != 0)
     throw std::invalid_argument("these options need state buffers the tensor set was built without");
+  const SlotExtents e = state_extents(o);
+  for (int k = 0; k < kMaxStates; ++k)
+    if ((mask & (1u << k)) &&
+        (e.slot[k].extent != s.extents.slot[k].extent || e.slot[k].stride != s.extents.slot[k].stride))
+      throw std::invalid_argument("state slot " + std::to_string(k) + " (" + Declaration<Options>::slots[k].name +
+                                  "): the tensor set was built for another extent than these options declare");
 }
 
 template <class Options>
-void check_step_options(const Options& o, unsigned slot_mask) {
-  check_options(o, slot_mask);
+void check_step_options(const Options& o, const TensorSetImpl& s) {
+  check_options(o, s);
   if constexpr (HasMode<Options>::value) {
     constexpr Mode<Options> mode = Declaration<Options>::mode;
     if (!(o.*mode.flag)) throw std::logic_error(mode.step_refused);
@@ -359,7 +413,7 @@ Options run_switch(const TensorSetImpl& s, Options o, bool on) {
 #define GRADSTEP_DETAIL_DEFINE_STEP(O)                                                 \
   StepReport TensorSet::step(const O& o, std::int64_t k, const StepControl& c) const { \
     const TensorSetImpl& s = live(impl_);                                              \
-    check_step_options(o, s.slot_mask);                                                \
+    check_step_options(o, s);                                                \
     return run_step(s, o, k, c);                                                       \
   }
 GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_DEFINE_STEP)
@@ -367,14 +421,18 @@ GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_DEFINE_STEP)
 #define GRADSTEP_DETAIL_DEFINE_SWITCH(O)                    \
   O TensorSet::switch_mode(const O& o, bool on) const {    \
     const TensorSetImpl& s = live(impl_);                   \
-    check_options(o, s.slot_mask);                          \
+    check_options(o, s);                          \
     return run_switch(s, o, on);                            \
   }
 GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_DEFINE_SWITCH)
 #undef GRADSTEP_DETAIL_DEFINE_SWITCH
 void TensorSet::stream() const {
   const TensorSetImpl& s = live(impl_);
-  const detail::StreamOptions probe{s.slot_mask};
+  // The probe streams states of the param's size only.
+  unsigned full = 0;
+  for (int k = 0; k < kMaxStates; ++k)
+    if (s.extents.slot[k].extent == Extent::full) full |= 1u << k;
+  const detail::StreamOptions probe{s.slot_mask & full};
   detail::Job job{};
   StepReport report;
   prepare(s, probe, 1, StepControl{}, kParallelMinStream, job, report);

@@ -17,13 +17,14 @@ struct Span {
 };
 
 struct TensorSetImpl {
-  TensorSetImpl(const TensorView* views, std::size_t count, unsigned mask)
-      : tensors(views, views + count), plan(views, count), slot_mask(mask) {}
+  TensorSetImpl(const TensorView* views, std::size_t count, unsigned mask, const SlotExtents& slot_extents)
+      : tensors(views, views + count), plan(views, count), slot_mask(mask), extents(slot_extents) {}
 
   std::vector<TensorView> tensors;
   std::vector<Span> written;  // sorted, disjoint byte ranges of params and states
   WorkPlan plan;
   unsigned slot_mask;
+  SlotExtents extents;  // what each state slot holds (slot_size)
   bool have_grads = false;
 
   // For tests (tests/cpp): the state of a set that has not been moved from.

@@ -99,7 +99,7 @@ class Param:
     @property
     def default(self) -> Any:
         if self.grouped:
-            return tuple(f.default for f in self.fields)
+            return tuple(f.arg_default for f in self.fields)
         return self.fields[0].arg_default
 
     @property
@@ -116,6 +116,29 @@ class State:
     name: str  # torch's state key
     needed_when: Optional[str]  # the option that must be nonzero/set; None: always
     copy_param: bool = False  # starts as a copy of the param (else zeros or a Python-only value's fill)
+    # How many elements it holds for a param (declaration.hpp's Extent): "full" (the param's
+    # shape), "rows" / "cols" (a matrix's, the last two dims: shape (..., R, 1) / (..., 1, C)),
+    # "vector" (the param's shape when it is no matrix: 0-d, 1-d), "strided" (every stride-th
+    # element: (ceil(numel / stride),)); a param it has no buffer for gets shape (0,).
+    extent: str = "full"
+    stride: Optional[str] = None  # "strided": the option holding the stride (Prodigy's slice_p)
+
+    def shape(self, param_shape: tuple[int, ...], options: Any = None) -> tuple[int, ...]:
+        """The shape of this state for a param of this shape (options: for a stride)."""
+        shape = tuple(param_shape)
+        matrix = len(shape) >= 2 and math.prod(shape) > 0
+        if self.extent == "full":
+            return shape
+        if self.extent == "rows":
+            return shape[:-1] + (1,) if matrix else (0,)
+        if self.extent == "cols":
+            return shape[:-2] + (1, shape[-1]) if matrix else (0,)
+        if self.extent == "vector":
+            return (0,) if matrix else shape
+        if self.extent == "strided":
+            stride = int(getattr(options, self.stride))
+            return (-(-math.prod(shape) // stride),)
+        raise ValueError(f"unknown extent {self.extent!r}")
 
 
 @dataclass(frozen=True)

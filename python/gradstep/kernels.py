@@ -19,6 +19,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
+import numpy as np
+
 from gradstep import _core, _spec
 
 
@@ -30,8 +32,9 @@ def _run(options: Any, param: Any, grad: Any, states: Sequence[Optional[Any]],
          names: Sequence[str], step: int, carried: Sequence[str] = ()) -> Optional[dict[str, float]]:
     options.validate()  # options.lr is this update's rate
     params = _listed(param)
+    states = [_sized(s, params, extent) for s, extent in zip(states, _extents[type(options)])]
     tensor_set = _core.TensorSet(
-        params, [None if s is None else _listed(s) for s in states], list(names)
+        params, [None if s is None else _listed(s) for s in states], list(names), options
     )
     tensor_set.set_options(options)
     tensor_set.set_lr(options.lr)
@@ -40,6 +43,21 @@ def _run(options: Any, param: Any, grad: Any, states: Sequence[Optional[Any]],
         return None
     after = tensor_set.options
     return {name: float(getattr(after, name)) for name in carried}
+
+
+def _sized(state: Any, params: list[Any], extent: str) -> Any:
+    """A state of another extent than the param's given as None (or None for some params):
+    an empty buffer for each param that has none in it (Adafactor's row_var of a vector)."""
+    if extent == "full" or (state is not None and not isinstance(state, (list, tuple))):
+        return state
+    given = [None] * len(params) if state is None else list(state)
+    if len(given) != len(params):
+        return given
+    return [np.empty(0, np.asarray(p).dtype) if s is None else s for s, p in zip(given, params)]
+
+
+# Per options class, the extent of each state slot.
+_extents: dict[type, tuple[str, ...]] = {s.options: tuple(st.extent for st in s.states) for s in _spec.optimizers()}
 
 
 def _kernel_function(spec: _spec.OptimizerSpec) -> Callable[..., Any]:

@@ -80,12 +80,22 @@ def _real(name: str, value: Any) -> float:
     return float(value)
 
 
-def _group(name: str, value: Any, size: int) -> tuple[float, ...]:
-    """A grouped parameter (Adam's betas): a tuple or list of `size` real numbers."""
+def _group(name: str, value: Any, size: int, optional: Sequence[bool] = ()) -> tuple[Optional[float], ...]:
+    """A grouped parameter (Adam's betas): a tuple or list of `size` real numbers (None
+    where the field allows it: Adafactor's eps = (None, 1e-3))."""
     if not isinstance(value, (tuple, list)) or len(value) != size:
         what = "a pair" if size == 2 else f"a tuple of {size}"
         raise TypeError(f"{name} must be {what} of numbers, got {value!r}")
-    return tuple(_real(f"{name}[{i}]", v) for i, v in enumerate(value))
+    allowed = tuple(optional) or (False,) * size
+    out: list[Optional[float]] = []
+    for i, v in enumerate(value):
+        if v is None and allowed[i]:
+            out.append(None)
+            continue
+        out.append(_real(f"{name}[{i}]", v))
+        if allowed[i] and math.isnan(out[-1]):  # NaN is how the options say None
+            raise ValueError(f"{name}[{i}] must be a number or None, got nan")
+    return tuple(out)
 
 
 def _callable_value(lr: Callable[[int], float], k: int) -> float:
@@ -117,7 +127,7 @@ def _checked(spec: _spec.OptimizerSpec, given: dict[str, Any]) -> tuple[dict[str
     for p in spec.hyper_params:
         value = given.get(p.name, p.default)
         if p.grouped:
-            values = _group(p.name, value, len(p.fields))
+            values = _group(p.name, value, len(p.fields), [f.optional for f in p.fields])
         else:
             values = (value,)
         for f, v in zip(p.fields, values):
@@ -182,6 +192,10 @@ class Optimizer:
         self._stepping = False
         mask = options.state_mask
         self._state_names = spec.state_names()
+        self._extents = {st.name: st.extent for st in spec.states}
+        # The options whose declaration sizes the states (slot extents, a stride), as at construction.
+        self._declared_by = spec.options(**fields)
+        self._declared_by.lr = 0.0
         self._copied_states = {st.name for st in spec.states if st.copy_param}
         used = [name for slot, name in enumerate(self._state_names) if mask & (1 << slot)]
         self._flat = params if isinstance(params, FlatBuffers) else None
@@ -193,9 +207,7 @@ class Optimizer:
                 _core.view_array(p, f"params[{i}]") for i, p in enumerate(given)
             ]
             self.state: dict[str, list[np.ndarray]] = {
-                name: [p.copy() if name in self._copied_states else np.full_like(p, self._initial_state(name))
-                       for p in self.params]
-                for name in used
+                name: [self._new_state(name, p, options) for p in self.params] for name in used
             }
             # The set gets the objects given, not only their numpy views: it
             # holds them, so their memory cannot dangle, and checks at each
@@ -209,11 +221,18 @@ class Optimizer:
             if len(flat) == 0:
                 raise ValueError("optimizer got an empty parameter list")
             self.params = flat.params
-            buffers = {name: flat.new_buffer(self._initial_state(name)) for name in used}
+            sized = [name for name in used if self._extents[name] != "full"]
+            if sized and not spec.per_tensor:
+                raise ValueError(f"{spec.name}'s states {sized} are not the params' size: "
+                                 "it cannot step flat buffers as one vector")
+            buffers = {name: flat.new_buffer(self._initial_state(name)) for name in used if name not in sized}
             for name in used:
                 if name in self._copied_states:
                     np.copyto(buffers[name][0], flat.param_buffer)  # padding stays zero in both
             self.state = {name: views for name, (_, views) in buffers.items()}
+            # States of another extent than the params' are per tensor (the set steps the views).
+            self.state.update({name: [self._new_state(name, p, options) for p in self.params] for name in sized})
+            self.state = {name: self.state[name] for name in used}
             if spec.per_tensor:
                 # Its step reduces over each tensor (Lamb's trust ratios): one
                 # vector would be one tensor, so the set steps the views.
@@ -237,8 +256,20 @@ class Optimizer:
 
     def _tensor_set(self, params: list[np.ndarray], state: dict[str, list[np.ndarray]]) -> Any:
         return _core.TensorSet(
-            params, [state.get(name) for name in self._state_names], list(self._state_names)
+            params, [state.get(name) for name in self._state_names], list(self._state_names), self._declared_by
         )
+
+    def _new_state(self, name: str, p: np.ndarray, options: Any) -> np.ndarray:
+        """The state `name` of param p before the first step, in its declared shape."""
+        st = next(s for s in self.__gradstep_spec__.states if s.name == name)
+        shape = st.shape(p.shape, options)
+        if name in self._copied_states:
+            if st.extent == "full":
+                return p.copy()
+            if st.extent == "strided":
+                return p.reshape(-1)[::int(getattr(options, st.stride))].copy()
+            raise ValueError(f"state {name!r}: a copy of the param needs extent 'full' or 'strided'")
+        return np.full(shape, self._initial_state(name), dtype=p.dtype)
 
     @property
     def _options(self) -> Any:

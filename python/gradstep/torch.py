@@ -88,6 +88,19 @@ def _check_like(t: Any, p: torch.Tensor, where: str, what: str) -> None:
                          f"{tuple(p.shape)}")
 
 
+def _check_sized(t: Any, p: torch.Tensor, shape: torch.Size, where: str, what: str) -> None:
+    """t is a state of another extent than p's (Adafactor's row_var), of this shape."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{where}: {what} must be a torch.Tensor, got {type(t).__name__}")
+    if t.layout != torch.strided or t.device.type != "cpu":
+        raise TypeError(f"{where}: {what} must be a dense CPU tensor")
+    if t.dtype != p.dtype:
+        raise TypeError(f"{where}: {what} dtype {t.dtype} differs from the parameter's {p.dtype}")
+    if t.shape != shape:
+        raise ValueError(f"{where}: {what} shape {tuple(t.shape)} is not {tuple(shape)} (for the parameter's "
+                         f"{tuple(p.shape)})")
+
+
 class _Batch:
     """The params of one group that take the same step, checked and ready to run."""
 
@@ -188,7 +201,7 @@ class _GradstepStep:
             given.update(zip((f.name for f in p.fields), tuple(value) if p.grouped else (value,)))
         if start is not None:  # Lion's init_lr: the constructor's lr, as the reference keeps it
             given[start] = self.__dict__["_rate_at_start"]
-        values = {f.name: bool(given[f.name]) if f.type == "flag" else _float(given[f.name])
+        values = {f.name: bool(given[f.name]) if f.type == "flag" else _float(f.to_option(given[f.name]))
                   for f in spec.fields if f.option and f.name in given}
         return spec.options(lr=lr, **values)
 
@@ -199,10 +212,25 @@ class _GradstepStep:
         if self._has_mu_product:
             state["mu_product"] = _step0(group) + 1.0  # torch's: a CPU scalar of state["step"]'s dtype
         fills = {s: v for v, s in self.__gradstep_spec__.initial_values().items()}
+        sized = self._sized_shapes(p)
         for n in needed:
+            if n in sized:  # another extent than p's (Adafactor's row_var): torch's shape, or no buffer
+                if sized[n] is not None:
+                    state[n] = p.new_zeros(sized[n])
+                continue
             state[n] = (torch.full_like(p, group[fills[n]], memory_format=torch.preserve_format)
                         if n in fills else _zeros(p))
         return state
+
+    def _sized_shapes(self, p: torch.Tensor) -> dict[str, Any]:
+        """The states declared with another extent than the param's: name -> their shape for
+        p, or None where p has no buffer in it (Adafactor's row_var of a vector)."""
+        out: dict[str, Any] = {}
+        for st in self.__gradstep_spec__.states:
+            if st.extent != "full":
+                shape = st.shape(tuple(p.shape))
+                out[st.name] = None if shape == (0,) else torch.Size(shape)
+        return out
 
     # NAdam's mu_product (mu_1 * ... * mu_step) is a scalar tensor per param in
     # torch's state, not a buffer the kernel steps. gradstep.torch keeps it as
@@ -443,8 +471,14 @@ class _GradstepStep:
             _check_param(p, where)
             _check_like(p.grad, p, where, "grad")
             state = self.state.get(p, {}) if stateful else {}
+            sized = self._sized_shapes(p)
+            if sized and not p.is_contiguous():
+                raise ValueError(f"{where}: {type(self).__name__} reduces over the rows and columns of a "
+                                 f"contiguous param; got strides {p.stride()} for shape {tuple(p.shape)}")
             for n in needed:
-                if n in state:
+                if n in sized and sized[n] is not None and n in state:
+                    _check_sized(state[n], p, sized[n], where, f"state '{n}'")
+                elif n not in sized and n in state:
                     _check_like(state[n], p, where, f"state '{n}'")
             if self._has_step:
                 step = state.get("step", 0)
@@ -479,13 +513,21 @@ class _GradstepStep:
                 state = self.state.get(p, {}) if stateful else {}
                 # New state only for what is missing: allocating it every step
                 # and dropping it would cost more than the step.
-                missing = stateful and (any(n not in state for n in needed)
+                sized = self._sized_shapes(p)
+                has = [n for n in needed if n not in sized or sized[n] is not None]  # buffers p has
+                missing = stateful and (any(n not in state for n in has)
                                         or (self._has_step and "step" not in state)
                                         or (self._has_mu_product and "mu_product" not in state))
                 new = {n: v for n, v in self._new_state(p, group, needed).items() if n not in state} \
                     if missing else {}
                 bufs = {}
                 for n in needed:
+                    if n in sized:
+                        t = new[n] if n in new else state[n] if n in has else p.new_empty(0)
+                        if not t.is_contiguous():
+                            t = new[n] = t.contiguous()
+                        bufs[n] = t
+                        continue
                     t = new[n] if n in new else state[n]
                     if _dense_strides(t) != layout:  # e.g. loaded contiguous
                         t = new[n] = _like(t, p)
@@ -504,7 +546,7 @@ class _GradstepStep:
                         [_numpy(_flat(p), f"params[{j}]") for j, p in enumerate(batch.params)],
                         [[_numpy(_flat(b[n]), n) for b in batch.states] if n in needed else None
                          for n in self._state_names],
-                        list(self._state_names))
+                        list(self._state_names), batch.options, [tuple(p.shape) for p in batch.params])
                 except (TypeError, ValueError) as e:
                     raise type(e)(_renamed(e, gi, batch.key[1])) from None
             batches.append(batch)

@@ -23,6 +23,8 @@ enum class Bound : unsigned char {
   positive_or_inf,  // > 0, +inf allowed (growth_rate: inf = unbounded)
   finite,       // any finite number (a carried sum that may turn negative)
   count,        // a whole number >= 0 (a carried step count)
+  nonpos,       // <= 0 (Adafactor's beta2_decay)
+  at_least_one, // >= 1 (Adafactor's clipping threshold d)
 };
 
 // How a field appears in the Python class's constructor (gs.X and the spec's
@@ -173,6 +175,19 @@ constexpr Field<O> reference_flag(const char* name, bool default_value) {
   return f;
 }
 
+// How many elements a state slot holds for a param, from the param's size and
+// its matrix shape (TensorView: batch, rows, cols, the last two dims and the
+// product of the others; 0-d and 1-d params are no matrix). A slot whose
+// extent gives 0 for a param has no buffer for it (its pointer may be null).
+enum class Extent : unsigned char {
+  full,     // the param's size (every optimizer's default)
+  rows,     // a matrix: batch * rows, one per row, torch's shape (..., R, 1); no matrix: none
+  cols,     // a matrix: batch * cols, one per column, shape (..., 1, C); no matrix: none
+  vector,   // no matrix (0-d, 1-d): the param's size; a matrix: none (Adafactor's variance)
+  strided,  // ceil(size / stride): every stride-th element, p.flatten()[::stride], stride
+            // the slot's option (Prodigy's slice_p, a whole number >= 1)
+};
+
 // A state slot (TensorView::state[i]) under the reference's name, and when the
 // optimizer needs it: always, when a real option is not 0, or when a flag is set.
 template <class Options>
@@ -183,6 +198,22 @@ struct Slot {
   // Starts as a copy of the param (Prodigy's p0, Schedule-Free's z) rather
   // than at zero (or at a Python-only value's fill).
   bool copy_param = false;
+  Extent extent = Extent::full;
+  double Options::*stride = nullptr;  // Extent::strided: the option holding the stride
+
+  // A slot of another extent than the param's (Adafactor's row_var: sized(Extent::rows)).
+  constexpr Slot sized(Extent e) const {
+    Slot s = *this;
+    s.extent = e;
+    return s;
+  }
+  // Every stride-th element of the param, the stride an option (Prodigy's slice_p).
+  constexpr Slot every(double Options::*stride_option) const {
+    Slot s = *this;
+    s.extent = Extent::strided;
+    s.stride = stride_option;
+    return s;
+  }
 };
 
 // A rule over several fields, as data: when the flag `when` is set (always

@@ -22,15 +22,36 @@ struct TensorSetImpl;  // TensorSet's state; defined where TensorSet is implemen
 constexpr int kMaxStates = 4;
 
 // One parameter tensor: its buffer, its gradient and up to kMaxStates state
-// buffers of the same dtype and length. Which state slot holds what is fixed
-// per optimizer (its Declaration's slots); unused slots are nullptr.
+// buffers of the same dtype. Which state slot holds what is fixed per
+// optimizer (its Declaration's slots); unused slots are nullptr. A state
+// holds the param's size, or what its slot's declared Extent gives for this
+// param (Adafactor's row_var: one element per row of its matrix).
 struct TensorView {
   void* param = nullptr;
   const void* grad = nullptr;
   void* state[kMaxStates] = {};
   std::size_t size = 0;
   DType dtype = DType::f32;
+  // The param as a batch of matrices, row-major: its last two dims (rows,
+  // cols) and the product of the others (batch, 1 for a 2-d param), with
+  // batch * rows * cols == size. All 0: not a matrix (a 0-d or 1-d param,
+  // or a caller that has no shape; only Extent::rows/cols/vector look).
+  std::size_t batch = 0, rows = 0, cols = 0;
 };
+
+// A state slot's extent as a set is built for it: the declared Extent and,
+// for Extent::strided, the stride the options give (1 otherwise).
+struct SlotExtent {
+  Extent extent = Extent::full;
+  std::size_t stride = 1;
+};
+struct SlotExtents {
+  SlotExtent slot[kMaxStates];
+};
+
+// The elements of a state of this extent for this param (0: the param has
+// no buffer in that slot). Throws std::invalid_argument for a stride of 0.
+std::size_t slot_size(const SlotExtent& extent, const TensorView& param);
 
 // Each optimizer: its options struct, whose member initializers are the
 // defaults (its reference's: torch.optim's, or a package's where torch has
@@ -763,6 +784,57 @@ struct Declaration<LionOptions> {
   static constexpr std::array<Variant, 0> variants{};
 };
 
+// Adafactor (Shazeer & Stern 2018) as torch.optim.Adafactor computes it
+// (torch 2.13, foreach=False): the second moment of a matrix (the last two
+// dims of a param of 2 or more) kept factored, one value per row and per
+// column; of a 0-d or 1-d param, in full.
+struct AdafactorOptions {
+  double lr = 1e-2, beta2_decay = -0.8;
+  double eps1 = __builtin_nan("");  // None: the param dtype's machine epsilon (torch.finfo(dtype).eps)
+  double eps2 = 1e-3, d = 1.0, weight_decay = 0.0;
+  bool maximize = false;
+};
+template <>
+struct Declaration<AdafactorOptions> {
+  using O = AdafactorOptions;
+  static constexpr std::size_t parallel_min = 1u << 14;
+  // Per chunk: the sum of p^2 (stats pass), the sum of u^2 (norm pass).
+  static constexpr int partial_sums = 2;
+  static constexpr bool per_tensor = true;
+  static constexpr const char* name = "Adafactor";
+  static constexpr const char* reference = "torch.optim";
+  static constexpr const char* options = "AdafactorOptions";
+  static constexpr const char* summary = "factored second moments (row and column means), relative step size, update clipping";
+  static constexpr const char* equations =
+      "g      = ±grad\n"
+      "w      = step^beta2_decay;  rho = min(lr, 1 / sqrt(step))\n"
+      "alpha  = max(eps2, ||p|| / sqrt(numel)) * rho    (p before the decay)\n"
+      "p     *= 1 - lr * weight_decay\n"
+      "matrix (dim >= 2; rows R, cols C: the last two dims, per batch of the others):\n"
+      "  row_var = lerp(row_var, mean(g^2 over C), w);  col_var = lerp(col_var, mean(g^2 over R), w)\n"
+      "  var     = row_var * col_var / max(mean(row_var over R), eps1)\n"
+      "otherwise (0-d, 1-d):  variance = lerp(variance, g * g, w);  var = variance\n"
+      "u      = g / sqrt(max(var, eps1^2))\n"
+      "p     -= alpha / max(1, ||u|| / (sqrt(numel) * d)) * u\n"
+      "(eps = (eps1, eps2), eps1 None: the dtype's machine epsilon; row_var has torch's shape\n"
+      "(..., R, 1), col_var (..., 1, C); norms and means are per tensor, summed in double in a\n"
+      "fixed order)\n";
+  static constexpr bool torch_step_state = true;
+  static constexpr std::array fields{
+      real("lr", &O::lr, Bound::nonneg),
+      real("beta2_decay", &O::beta2_decay, Bound::nonpos),
+      real("eps1", &O::eps1, Bound::nonneg).in("eps").or_none(__builtin_nan("")),
+      real("eps2", &O::eps2, Bound::nonneg).in("eps"),
+      real("d", &O::d, Bound::at_least_one),
+      real("weight_decay", &O::weight_decay, Bound::nonneg),
+      flag("maximize", &O::maximize).keyword_only(),
+  };
+  static constexpr std::array slots{Slot<O>{"row_var"}.sized(Extent::rows), Slot<O>{"col_var"}.sized(Extent::cols),
+                                    Slot<O>{"variance"}.sized(Extent::vector)};
+  static constexpr std::array<Check<O>, 0> checks{};
+  static constexpr std::array<Variant, 0> variants{};
+};
+
 // Every declared optimizer, once. Code generic over them (validation,
 // TensorSet::step, the kernel table, the bindings) expands this list, so an
 // optimizer is added here and nowhere else in C++ but its kernel file.
@@ -781,7 +853,8 @@ struct Declaration<LionOptions> {
   X(LambOptions)                \
   X(AdamwScheduleFreeOptions)   \
   X(SgdScheduleFreeOptions)     \
-  X(LionOptions)
+  X(LionOptions)                \
+  X(AdafactorOptions)
 
 template <class... Options>
 struct OptionsList {};
@@ -799,9 +872,11 @@ using AllOptions = detail::AfterSentinel<void GRADSTEP_OPTIMIZERS(GRADSTEP_DETAI
 // names; a grouped field by its place in the group, "betas[0]"): each real
 // field within its bound, then each cross-field check.
 // state_mask: bit i is set when an optimizer with these options uses state slot i.
+// state_extents: each slot's extent (strides read from the options).
 #define GRADSTEP_DETAIL_CHECKS(O) \
   void validate(const O&);        \
-  unsigned state_mask(const O&);
+  unsigned state_mask(const O&);  \
+  SlotExtents state_extents(const O&);
 GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_CHECKS)
 
 // Throw std::invalid_argument unless value lies within bound ("name must be
@@ -855,10 +930,13 @@ Options with_carried(Options o, const StepReport& report) {
 // bit-identical for any thread count.
 class TensorSet {
  public:
-  // Checks: known dtype, non-null param and every state in slot_mask, and no
-  // written buffer (param, state) overlapping any other buffer. Grads may be
-  // null here (then set_grads must come before the first step).
-  TensorSet(const TensorView* tensors, std::size_t count, unsigned slot_mask);
+  // Checks: known dtype, a matrix shape (batch, rows, cols) that is none or
+  // holds size elements, non-null param and every state in slot_mask that
+  // has elements (slot_size of its extent), and no written buffer (param,
+  // state, each of its own size) overlapping any other buffer. Grads may be
+  // null here (then set_grads must come before the first step). A step's
+  // options must declare the same extents (state_extents) for the slots they use.
+  TensorSet(const TensorView* tensors, std::size_t count, unsigned slot_mask, const SlotExtents& extents = {});
   // A copy steps the same buffers. A moved-from set is empty (size() 0) and
   // throws std::logic_error from set_grads, step and stream.
   TensorSet(const TensorSet&);
@@ -912,7 +990,7 @@ class TensorSet {
 template <class Options>
 StepReport step(const Options& options, const TensorView* tensors, std::size_t count, std::int64_t step,
                 const StepControl& control = {}) {
-  TensorSet set(tensors, count, state_mask(options));
+  TensorSet set(tensors, count, state_mask(options), state_extents(options));
   return set.step(options, step, control);
 }
 
