@@ -52,6 +52,9 @@ CASES = (
     # Lion's reference is lion_pytorch.Lion (reference_optimizer); its rates are 3-10x Adam's lower.
     + [("Lion", 1e-3, o) for o in option_grid(betas=[(0.9, 0.99), (0.3, 0.9)], weight_decay=[0.0, 0.05],
                                                decoupled_weight_decay=[False, True], maximize=[False, True])]
+    # SHAPES' matrices get factored row_var/col_var, its vectors a full variance.
+    + [("Adafactor", 0.01, o) for o in option_grid(beta2_decay=[-0.8, -0.3], eps=[(None, 1e-3), (1e-20, 0.0)],
+                                                    weight_decay=[0.0, 0.05], maximize=[False, True])]
 )
 
 

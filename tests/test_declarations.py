@@ -28,7 +28,7 @@ def declared(spec):
 def test_every_declared_optimizer_is_generated():
     assert NAMES == ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam",
                      "Prodigy", "DAdaptAdam", "DAdaptSGD", "Lamb",
-                     "AdamWScheduleFree", "SGDScheduleFree", "Lion"]
+                     "AdamWScheduleFree", "SGDScheduleFree", "Lion", "Adafactor"]
     for spec in SPECS:
         assert getattr(gs, spec.name).__gradstep_spec__ is spec
         assert spec.name in gs.__all__

@@ -18,6 +18,7 @@ OPTIMIZERS = [
     ("AdamW", dict(lr=0.01)),
     ("Lamb", dict(lr=0.01, caution=True)),  # per-tensor trust ratios and caution means
     ("Lion", dict(lr=1e-3, weight_decay=0.1, decoupled_weight_decay=True)),
+    ("Adafactor", dict(lr=0.01, weight_decay=0.1)),  # per tensor, row_var/col_var per matrix view
 ]
 
 

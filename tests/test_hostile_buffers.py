@@ -22,7 +22,7 @@ from gradstep import kernels
 
 OPTIMIZERS = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam",
               "Prodigy", "DAdaptAdam", "DAdaptSGD", "Lamb",
-              "AdamWScheduleFree", "SGDScheduleFree", "Lion"]
+              "AdamWScheduleFree", "SGDScheduleFree", "Lion", "Adafactor"]
 
 
 def ready(opt):

@@ -279,6 +279,7 @@ def _make(name: str, params: list[np.ndarray]) -> gs.Optimizer:
         "NAdam": lambda: gs.NAdam(params, lr=1e-3, weight_decay=1e-3, momentum_decay=0.1),
         "Lamb": lambda: gs.Lamb(params, lr=1e-3, caution=True),
         "Lion": lambda: gs.Lion(params, lr=1e-4, weight_decay=0.1, decoupled_weight_decay=True),
+        "Adafactor": lambda: gs.Adafactor(params, lr=1e-2, weight_decay=1e-3),
     }[name]()
 
 
@@ -295,7 +296,7 @@ def _problem(dtype: type) -> tuple[list[np.ndarray], Callable[[list[np.ndarray]]
 
 
 @pytest.mark.parametrize("name", ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam",
-                                  "Lamb", "Lion"])
+                                  "Lamb", "Lion", "Adafactor"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_training_after_the_test_equals_training_without_it(name: str, dtype: type) -> None:
     runs = []

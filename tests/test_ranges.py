@@ -12,7 +12,7 @@ import torch
 import gradstep as gs
 from gradstep.ranges import FAR_OUTSIDE
 
-OPTIMIZERS = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "NAdam", "RAdam", "Adamax", "Lion"]
+OPTIMIZERS = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "NAdam", "RAdam", "Adamax", "Lion", "Adafactor"]
 
 
 def _params() -> list[np.ndarray]:

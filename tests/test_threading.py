@@ -57,6 +57,9 @@ CONFIGS = [
     ("SGDScheduleFree", 0.05, dict(weight_decay=0.05, r=0.5)),
     ("Lion", 1e-3, dict(betas=(0.3, 0.9), maximize=True)),  # no decay
     ("Lion", 1e-3, dict(weight_decay=0.05, decoupled_weight_decay=True)),
+    # Three passes; row and column sums of the matrices shared among their chunks.
+    ("Adafactor", 0.01, dict(weight_decay=0.05, maximize=True)),
+    ("Adafactor", 0.5, dict(beta2_decay=-0.3, eps=(1e-20, 0.0), d=2.0)),
 ]
 CONFIG_IDS = [f"{name}{sorted(opts.items())}" for name, _, opts in CONFIGS]
 

@@ -24,6 +24,7 @@ TWINS = {
     "NAdam": dict(lr=1e-2, weight_decay=1e-3, momentum_decay=0.1),
     "RAdam": dict(lr=1e-2, weight_decay=1e-2, decoupled_weight_decay=True),
     "Adamax": dict(lr=1e-2, weight_decay=1e-3),
+    "Adafactor": dict(lr=1e-2, weight_decay=1e-2, eps=(1e-20, 1e-3)),
 }
 # Optimizers torch.optim has not: gradstep.torch.X mirrors the declared reference
 # (lion_pytorch.Lion), and is compared with it wherever the test is not about torch.optim.

@@ -92,7 +92,7 @@ def test_defaults_are_the_references():
 
     from gradstep import _spec
 
-    for name in ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam", "Lion"]:
+    for name in ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam", "Lion", "Adafactor"]:
         spec = _spec.by_name(name)
         ours = inspect.signature(getattr(gs, name)).parameters
         theirs = inspect.signature(getattr(importlib.import_module(spec.reference), name)).parameters

@@ -11,7 +11,7 @@ import gradstep as gs
 
 OPTIMIZERS = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "NAdam",
               "Prodigy", "DAdaptAdam", "DAdaptSGD", "Lamb",
-              "AdamWScheduleFree", "SGDScheduleFree", "Lion"]
+              "AdamWScheduleFree", "SGDScheduleFree", "Lion", "Adafactor"]
 # Options that make every optimizer use all its state buffers.
 FULL = {
     "SGD": dict(momentum=0.9),
@@ -30,6 +30,7 @@ FULL = {
     "AdamWScheduleFree": dict(),
     "SGDScheduleFree": dict(),
     "Lion": dict(weight_decay=0.1, decoupled_weight_decay=True),
+    "Adafactor": dict(weight_decay=0.1),
 }
 
 

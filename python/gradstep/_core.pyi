@@ -168,6 +168,13 @@ class LionOptions(_Options):
     init_lr: float
     def __init__(self, *, lr: float = ..., beta1: float = ..., beta2: float = ..., weight_decay: float = ..., decoupled_weight_decay: bool = ..., maximize: bool = ..., init_lr: float = ...) -> None: ...
 
+class AdafactorOptions(_Options):
+    beta2_decay: float
+    eps1: float
+    eps2: float
+    d: float
+    def __init__(self, *, lr: float = ..., beta2_decay: float = ..., eps1: float = ..., eps2: float = ..., d: float = ..., weight_decay: float = ..., maximize: bool = ...) -> None: ...
+
 OPTIONS: tuple[type[_Options], ...]
 # --- end of generated stubs ---
 
@@ -194,7 +201,8 @@ class _TorchGroup:
 
 class TensorSet:
     def __init__(
-        self, params: Sequence[Any], states: Sequence[Sequence[Any] | None], state_names: Sequence[str]
+        self, params: Sequence[Any], states: Sequence[Sequence[Any] | None], state_names: Sequence[str],
+        declared_by: _Options | None = None, shapes: Sequence[Sequence[int]] | None = None,
     ) -> None: ...
     def __len__(self) -> int: ...
     def step(self, grads: Sequence[Any], step: int) -> tuple[bool, bool, float | None, float]: ...

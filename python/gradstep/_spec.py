@@ -123,6 +123,12 @@ class State:
     extent: str = "full"
     stride: Optional[str] = None  # "strided": the option holding the stride (Prodigy's slice_p)
 
+    @property
+    def extent_note(self) -> str:
+        """The extent in words, for docs ("" for the param's size)."""
+        return {"full": "", "rows": "per matrix row", "cols": "per matrix column", "vector": "0-d/1-d params",
+                "strided": f"every {self.stride}-th element"}[self.extent]
+
     def shape(self, param_shape: tuple[int, ...], options: Any = None) -> tuple[int, ...]:
         """The shape of this state for a param of this shape (options: for a stride)."""
         shape = tuple(param_shape)
@@ -136,6 +142,7 @@ class State:
         if self.extent == "vector":
             return (0,) if matrix else shape
         if self.extent == "strided":
+            assert self.stride is not None
             stride = int(getattr(options, self.stride))
             return (-(-math.prod(shape) // stride),)
         raise ValueError(f"unknown extent {self.extent!r}")
@@ -301,7 +308,7 @@ class OptimizerSpec:
             fixed = ", ".join(f"{k}={v!r}" for k, v in self.variant_fixed.items())
             lines += ["", f"with {fixed}."]
         states = ", ".join(s.name + (f" (when {s.needed_when})" if s.needed_when else "")
-                           for s in self.states)
+                           + (f" ({s.extent_note})" if s.extent_note else "") for s in self.states)
         lines += ["", f"State buffers ({self.reference_class}'s names): {states}."]
         bounds = []
         for p in self.params:
@@ -399,7 +406,7 @@ def docs_table() -> str:
         args = ", ".join(("*, " if p.keyword_only and not any(q.keyword_only for q in s.params[:i]) else "")
                          + f"`{p.name}={p.default!r}`" for i, p in enumerate(s.params))
         states = ", ".join(f"`{st.name}`" + (f" (if {st.needed_when})" if st.needed_when else "")
-                           for st in s.states)
+                           + (f" ({st.extent_note})" if st.extent_note else "") for st in s.states)
         fixed = f" ({', '.join(f'{k}={v!r}' for k, v in s.variant_fixed.items())})" if s.variant_fixed else ""
         rows.append(f"| `gs.{s.name}`{fixed} | {args} | {states} | `gs.kernels.{s.kernel}` |")
     rows.append(DOCS_END)

@@ -92,8 +92,9 @@ def _group(name: str, value: Any, size: int, optional: Sequence[bool] = ()) -> t
         if v is None and allowed[i]:
             out.append(None)
             continue
-        out.append(_real(f"{name}[{i}]", v))
-        if allowed[i] and math.isnan(out[-1]):  # NaN is how the options say None
+        real = _real(f"{name}[{i}]", v)
+        out.append(real)
+        if allowed[i] and math.isnan(real):  # NaN is how the options say None
             raise ValueError(f"{name}[{i}] must be a number or None, got nan")
     return tuple(out)
 
@@ -266,7 +267,7 @@ class Optimizer:
         if name in self._copied_states:
             if st.extent == "full":
                 return p.copy()
-            if st.extent == "strided":
+            if st.extent == "strided" and st.stride is not None:
                 return p.reshape(-1)[::int(getattr(options, st.stride))].copy()
             raise ValueError(f"state {name!r}: a copy of the param needs extent 'full' or 'strided'")
         return np.full(shape, self._initial_state(name), dtype=p.dtype)

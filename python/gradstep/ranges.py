@@ -100,6 +100,16 @@ _RANGES["lion"] = LearningRateRange(
     1e-5, 3e-3, "Chen et al. 2023: 3-10x smaller than AdamW's (Adam's rule of thumb / 10 to / 3)"
 )
 
+# - Adafactor: lr caps the relative step rho = min(lr, 1/sqrt(step)), and the update is
+#   scaled by the param's RMS (alpha = max(eps2, RMS(p)) * rho), so lr does not depend on
+#   the gradient's scale. Shazeer & Stern (ICML 2018, "Adafactor: Adaptive Learning Rates
+#   with Sublinear Memory Cost", section 8) use rho = min(1e-2, 1/sqrt(step)), torch's
+#   default lr 1e-2; above 1 lr no longer changes any step (1/sqrt(step) <= 1).
+_RANGES["adafactor"] = LearningRateRange(
+    1e-3, 1e-1, "Shazeer & Stern 2018: relative step min(1e-2, 1/sqrt(step)) (torch's default lr 1e-2); "
+    "lr caps the step relative to the param's RMS"
+)
+
 _ALIASES = {
     "gd": "sgd",
     "gradient descent": "sgd",
@@ -117,7 +127,7 @@ def recommended_range(optimizer: Union[str, Any]) -> LearningRateRange:
     "adadelta", "rmsprop", "adam", "adamw", "nadam", "radam", "adamax", "lamb",
     "adamwschedulefree", "sgdschedulefree", and the
     learning-rate-free "prodigy", "dadaptadam", "dadaptsgd", whose lr is a multiplier (1.0);
-    "adadelta", "rmsprop", "adam", "adamw", "nadam", "radam", "adamax", "lion";
+    "adadelta", "rmsprop", "adam", "adamw", "nadam", "radam", "adamax", "lion", "adafactor";
     any case), a gradstep optimizer class,
     or an optimizer instance (an SGD instance with momentum gets the momentum range).
     """
