@@ -270,6 +270,10 @@ class OptimizerSpec:
     def state_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.states)
 
+    def by_state(self, name: str) -> State:
+        """The declared state of this name."""
+        return next(s for s in self.states if s.name == name)
+
     def needed(self, state: State, values: dict[str, Any]) -> bool:
         """Whether options with these values use the state (values by field name)."""
         return state.needed_when is None or bool(values[state.needed_when])

@@ -493,7 +493,8 @@ def _hyperparameters(reader: _Reader, cls: Any) -> dict[str, Any]:
         elif kind == "real or None":
             ok = value is None or _is_real(value)
         elif kind.grouped:  # stored as a JSON list, given to the class as a tuple (Adam's betas)
-            ok = isinstance(value, list) and len(value) == len(kind.fields) and all(_is_real(v) for v in value)
+            ok = isinstance(value, list) and len(value) == len(kind.fields) and all(
+                _is_real(v) or (v is None and f.optional) for v, f in zip(value, kind.fields))
             if ok:
                 hyper[key] = tuple(value)
         elif kind.fields[0].type == "flag":
