@@ -393,10 +393,18 @@ def test_torch_adapter_refuses_a_wrong_row_var_and_changes_nothing():
     assert float(opt.state[params[0]]["step"]) == 1.0
 
 
-def test_torch_adapter_refuses_a_non_contiguous_matrix():
-    w = torch.zeros(6, 4, dtype=torch.float64).t().requires_grad_()  # a transposed view
-    opt = gst.Adafactor([w])
-    w.grad = torch.ones(4, 6, dtype=torch.float64)
-    with pytest.raises(ValueError, match="contiguous"):
+def test_torch_adapter_steps_other_layouts_by_their_logical_rows_and_columns():
+    rng = np.random.default_rng(5)
+    base = torch.tensor(rng.standard_normal((6, 4)))
+    grads = [torch.tensor(rng.standard_normal((4, 6))) for _ in range(5)]
+    w = base.clone().t().requires_grad_()  # a transposed view: rows are strided in memory
+    ref = base.clone().t().contiguous().requires_grad_()
+    opt, topt = gst.Adafactor([w], weight_decay=0.1), torch.optim.Adafactor([ref], weight_decay=0.1, foreach=False)
+    for g in grads:
+        w.grad, ref.grad = g.clone(), g.clone()
         opt.step()
-    assert torch.count_nonzero(w.detach()) == 0
+        topt.step()
+    assert w.stride() == (1, 4)
+    np.testing.assert_allclose(w.detach().numpy(), ref.detach().numpy(), rtol=1e-10, atol=1e-300)
+    for key in ("row_var", "col_var"):
+        np.testing.assert_allclose(opt.state[w][key].numpy(), topt.state[ref][key].numpy(), rtol=1e-10)

@@ -331,6 +331,8 @@ def layout_params(seed=0):
 @pytest.mark.parametrize("name", list(ALL))
 def test_dense_layouts_step_as_torch_does(name, grads):
     ours, theirs = layout_params(), layout_params()
+    if name == "Adafactor":  # torch.optim.Adafactor divides by numel: an empty param raises ZeroDivisionError
+        ours, theirs = ours[:-1], theirs[:-1]
     assert not ours[0].is_contiguous() and not ours[1].is_contiguous()
     o1 = getattr(gt, name)(ours, **ALL[name])
     o2 = reference_optimizer(name, theirs, **ALL[name])

@@ -105,7 +105,7 @@ class _Batch:
     """The params of one group that take the same step, checked and ready to run."""
 
     __slots__ = ("key", "k", "params", "sources", "grads", "copied", "new_states", "states", "options",
-                 "witness", "tensor_set", "skip", "mu")
+                 "witness", "tensor_set", "skip", "mu", "stepped")
 
     def __init__(self, key: tuple[int, tuple[int, ...]], k: int) -> None:
         self.key, self.k = key, k
@@ -120,6 +120,9 @@ class _Batch:
         self.tensor_set: Any = None
         self.skip = False
         self.mu: float | None = None  # NAdam: this step's mu, by which state["mu_product"] is multiplied
+        # What the set steps: each param, or a contiguous copy of one in another layout whose
+        # states are not its size (Adafactor's rows and columns are logical), copied back.
+        self.stepped: list[torch.Tensor] = []
 
 
 def _numpy(t: torch.Tensor, what: str) -> np.ndarray:
@@ -472,9 +475,6 @@ class _GradstepStep:
             _check_like(p.grad, p, where, "grad")
             state = self.state.get(p, {}) if stateful else {}
             sized = self._sized_shapes(p)
-            if sized and not p.is_contiguous():
-                raise ValueError(f"{where}: {type(self).__name__} reduces over the rows and columns of a "
-                                 f"contiguous param; got strides {p.stride()} for shape {tuple(p.shape)}")
             for n in needed:
                 if n in sized and sized[n] is not None and n in state:
                     _check_sized(state[n], p, sized[n], where, f"state '{n}'")
@@ -506,14 +506,22 @@ class _GradstepStep:
                 batch.params.append(p)
                 g = p.grad
                 batch.sources.append(g)
+                sized = self._sized_shapes(p)
+                if sized and not p.is_contiguous():  # step a copy in logical (row-major) order
+                    batch.stepped.append(p.detach().contiguous())
+                    flat_grad = g.contiguous()
+                    batch.grads.append(_flat(flat_grad))
+                    batch.copied.append(flat_grad is not g)
+                else:
+                    batch.stepped.append(p)
+                    layout = _dense_strides(p)
+                    same = _dense_strides(g) == layout
+                    batch.grads.append(_flat(g if same else _like(g, p)))
+                    batch.copied.append(not same)
                 layout = _dense_strides(p)
-                same = _dense_strides(g) == layout
-                batch.grads.append(_flat(g if same else _like(g, p)))
-                batch.copied.append(not same)
                 state = self.state.get(p, {}) if stateful else {}
                 # New state only for what is missing: allocating it every step
                 # and dropping it would cost more than the step.
-                sized = self._sized_shapes(p)
                 has = [n for n in needed if n not in sized or sized[n] is not None]  # buffers p has
                 missing = stateful and (any(n not in state for n in has)
                                         or (self._has_step and "step" not in state)
@@ -535,7 +543,7 @@ class _GradstepStep:
                 batch.new_states.append(new)
                 batch.states.append(bufs)
             names = [n for n in self._state_names if n in needed]
-            batch.witness = [_witness(p) for p in batch.params] + [
+            batch.witness = [_witness(p) for p in batch.stepped] + [
                 _witness(b[n]) for b in batch.states for n in names]
             cached = self._cache.get(batch.key)
             if cached is not None and cached[1] == batch.witness:
@@ -543,7 +551,7 @@ class _GradstepStep:
             else:
                 try:
                     batch.tensor_set = _core.TensorSet(
-                        [_numpy(_flat(p), f"params[{j}]") for j, p in enumerate(batch.params)],
+                        [_numpy(_flat(p), f"params[{j}]") for j, p in enumerate(batch.stepped)],
                         [[_numpy(_flat(b[n]), n) for b in batch.states] if n in needed else None
                          for n in self._state_names],
                         list(self._state_names), batch.options, [tuple(p.shape) for p in batch.params])
@@ -568,6 +576,9 @@ class _GradstepStep:
         tensor_set.set_options(batch.options)  # checked when planned: cannot fail here
         tensor_set.set_lr(batch.options.lr)
         tensor_set.step([_numpy(g, "grad") for g in batch.grads], batch.k)
+        for p, stepped in zip(batch.params, batch.stepped):
+            if stepped is not p:
+                p.detach().copy_(stepped)
         if self._has_step:
             torch._foreach_add_([self.state[p]["step"] for p in batch.params], 1.0)
         if batch.mu is not None:

@@ -170,6 +170,10 @@ SPECS = {
     # Lion is used with weight decay (Chen et al. 2023: 3-10x AdamW's); lion-pytorch's default rate.
     "lion": Spec("lion", "Lion", None, dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.1),
                  functools.partial(numpy_steps.lion, weight_decay=0.1), reference=("lion_pytorch", "Lion")),
+    # torch's defaults; a vector case steps the full variance, a model's matrices the
+    # factored row_var/col_var (no numpy peer: its states are not the params' shape).
+    "adafactor": Spec("adafactor", "Adafactor", "Adafactor", dict(lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3)),
+                      None),
 }
 
 
@@ -183,9 +187,10 @@ def ready(spec: Spec, opt: Any) -> Any:
 
 
 def state_count(spec: Spec) -> int:
-    """State buffers per parameter of this configuration (those the optimizer made)."""
+    """State buffers per parameter of this configuration (those the optimizer made), for a
+    vector (a state of another extent it has no buffer in, Adafactor's row_var, not counted)."""
     opt = getattr(gs, spec.gradstep)([np.zeros(1, np.float32)], **spec.hyper)
-    return len(opt.state)
+    return sum(1 for arrays in opt.state.values() if arrays[0].size)
 
 
 def bytes_per_element(spec: Spec, itemsize: int) -> int:
