@@ -34,6 +34,10 @@ CASES = (
      for o in grid(betas=[(0.9, 0.999), (0.0, 0.99)], beta3=[None, 0.9], weight_decay=[0.0, 0.1],
                    decouple=[True, False], use_bias_correction=[False, True], safeguard_warmup=[False, True],
                    maximize=[False, True])]
+    # s and p0 over every slice_p-th element of each param (prodigyopt: p.flatten()[::slice_p]).
+    + [("Prodigy", {**s, **o}) for s in SETTINGS
+       for o in grid(slice_p=[2, 11], betas=[(0.9, 0.999), (0.0, 0.99)], weight_decay=[0.0, 0.1],
+                     decouple=[True, False], safeguard_warmup=[False, True], maximize=[False, True])]
     + [("DAdaptAdam", {**s, **o}) for s in SETTINGS
        for o in grid(betas=[(0.9, 0.999), (0.5, 0.9)], weight_decay=[0.0, 0.1], decouple=[False, True],
                      use_bias_correction=[False, True], maximize=[False, True])]
@@ -82,8 +86,9 @@ def reference_run(name, opts, steps, dtype=np.float64, zero_first=True, gs_dtype
     return ours, ref, [p.astype(np.float64) for p in mine], [t.numpy().astype(np.float64) for t in theirs]
 
 
-def reference_state(name, ref, theirs):
-    """The reference's states under gradstep's names and shapes."""
+def reference_state(name, ref, theirs, shapes=None):
+    """The reference's states under gradstep's names and shapes (shapes: gradstep's, by name,
+    for states not of the param's shape: Prodigy's s and p0 with slice_p > 1)."""
     out = {}
     for i, t in enumerate(ref.param_groups[0]["params"]):
         st = ref.state[t]
@@ -91,9 +96,10 @@ def reference_state(name, ref, theirs):
             if key == "step" or not torch.is_tensor(value):
                 continue
             value = value.numpy().astype(np.float64)
+            shape = shapes[key][i] if shapes and key in shapes else theirs[i].shape
             if key == "p0" and value.ndim == 0:  # prodigyopt keeps an all-zero param's p0 as one 0
-                value = np.zeros(theirs[i].shape)
-            out.setdefault(key, []).append(value.reshape(theirs[i].shape))
+                value = np.zeros(shape)
+            out.setdefault(key, []).append(value.reshape(shape))
     return out
 
 
@@ -108,7 +114,10 @@ def test_matches_reference_float64(case):
     group = ref.param_groups[0]
     for key, value in ours.carried().items():
         assert value == pytest.approx(float(group[key]), rel=1e-10, abs=1e-300), key
-    expected = reference_state(name, ref, theirs)
+    expected = reference_state(name, ref, theirs, {k: [a.shape for a in v] for k, v in ours.state.items()})
+    if opts.get("slice_p", 1) > 1:
+        n = opts["slice_p"]
+        assert [a.shape for a in ours.state["s"]] == [(-(-max(1, a.size) // n),) for a in theirs]
     if name == "DAdaptSGD":
         for z, x0, s in zip(expected.pop("z"), expected["x0"], expected["s"]):
             np.testing.assert_allclose(z, x0 - s, rtol=1e-12, atol=1e-300)  # z is derived, not stored
@@ -182,6 +191,7 @@ BIG_SHAPES = [(40_001,), (3,), (129, 257), (8_193,)]
 BIG_CASES = [
     ("Prodigy", dict(weight_decay=0.1, decouple=False, use_bias_correction=True)),
     ("Prodigy", dict(betas=(0.0, 0.99), weight_decay=0.1, safeguard_warmup=True, growth_rate=1.1, maximize=True)),
+    ("Prodigy", dict(slice_p=11, weight_decay=0.1)),  # the sliced sums: chunks do not start on a slice
     ("DAdaptAdam", dict(weight_decay=0.1, decouple=True, use_bias_correction=True)),
     ("DAdaptAdam", dict(weight_decay=0.1, maximize=True)),
     ("DAdaptSGD", dict(momentum=0.9, weight_decay=0.01)),
@@ -295,7 +305,7 @@ def test_lr_zero_and_zero_gradients(name):
 BAD_ARGUMENTS = {
     "Prodigy": [("lr", -1.0), ("lr", math.nan), ("eps", 0.0), ("d0", 0.0), ("d0", math.inf), ("d_coef", -1.0),
                 ("growth_rate", 0.0), ("growth_rate", math.nan), ("beta3", 1.5), ("beta3", math.nan),
-                ("betas", (1.0, 0.999)), ("slice_p", 11), ("fsdp_in_use", True), ("weight_decay", -0.1)],
+                ("betas", (1.0, 0.999)), ("slice_p", 0), ("slice_p", 2.5), ("slice_p", -1.0), ("fsdp_in_use", True), ("weight_decay", -0.1)],
     "DAdaptAdam": [("lr", math.nan), ("eps", 0.0), ("d0", -1.0), ("growth_rate", -1.0), ("log_every", 0.5),
                    ("betas", (0.9, 1.0)), ("fsdp_in_use", True)],
     "DAdaptSGD": [("lr", math.inf), ("momentum", 1.0), ("d0", 0.0), ("growth_rate", 0.0), ("weight_decay", math.nan),
@@ -401,7 +411,8 @@ def test_flat_buffers_step_the_same_math_and_keep_the_padding_zero(case):
     flat = gs.flatten([p.copy() for p in params])
     a = getattr(gs, name)(separate, **opts)
     b = getattr(gs, name)(flat, **opts)
-    assert b.state["p0" if name == "Prodigy" else "s"][0].shape == params[0].shape
+    key = "p0" if name == "Prodigy" else "s"
+    assert b.state[key][0].shape == a.state[key][0].shape  # the param's, or its slice's (slice_p > 1)
     for k in range(20):
         grads = gradients(separate, targets, rng, k, False)
         a.step(grads)

@@ -119,7 +119,8 @@ class State:
     # How many elements it holds for a param (declaration.hpp's Extent): "full" (the param's
     # shape), "rows" / "cols" (a matrix's, the last two dims: shape (..., R, 1) / (..., 1, C)),
     # "vector" (the param's shape when it is no matrix: 0-d, 1-d), "strided" (every stride-th
-    # element: (ceil(numel / stride),)); a param it has no buffer for gets shape (0,).
+    # element: (ceil(numel / stride),), the param's shape for stride 1); a param it has no buffer
+    # for gets shape (0,).
     extent: str = "full"
     stride: Optional[str] = None  # "strided": the option holding the stride (Prodigy's slice_p)
 
@@ -141,10 +142,10 @@ class State:
             return shape[:-2] + (1, shape[-1]) if matrix else (0,)
         if self.extent == "vector":
             return (0,) if matrix else shape
-        if self.extent == "strided":
+        if self.extent == "strided":  # stride 1: the whole param, in its shape
             assert self.stride is not None
             stride = int(getattr(options, self.stride))
-            return (-(-math.prod(shape) // stride),)
+            return shape if stride == 1 else (-(-math.prod(shape) // stride),)
         raise ValueError(f"unknown extent {self.extent!r}")
 
 

@@ -222,21 +222,22 @@ class Optimizer:
             if len(flat) == 0:
                 raise ValueError("optimizer got an empty parameter list")
             self.params = flat.params
-            sized = [name for name in used if self._extents[name] != "full"]
-            if sized and not spec.per_tensor:
-                raise ValueError(f"{spec.name}'s states {sized} are not the params' size: "
-                                 "it cannot step flat buffers as one vector")
+            # States not of the params' shape (Adafactor's row_var, Prodigy's s with slice_p > 1)
+            # are kept per tensor, and the set steps the per-tensor views.
+            sized = [name for name in used
+                     if next(st for st in spec.states if st.name == name).shape((2, 3), options) != (2, 3)]
             buffers = {name: flat.new_buffer(self._initial_state(name)) for name in used if name not in sized}
-            for name in used:
+            for name in buffers:
                 if name in self._copied_states:
                     np.copyto(buffers[name][0], flat.param_buffer)  # padding stays zero in both
             self.state = {name: views for name, (_, views) in buffers.items()}
             # States of another extent than the params' are per tensor (the set steps the views).
             self.state.update({name: [self._new_state(name, p, options) for p in self.params] for name in sized})
             self.state = {name: self.state[name] for name in used}
-            if spec.per_tensor:
-                # Its step reduces over each tensor (Lamb's trust ratios): one
-                # vector would be one tensor, so the set steps the views.
+            if spec.per_tensor or sized:
+                # Its step reduces over each tensor (Lamb's trust ratios), or it
+                # keeps states per tensor: one vector would be one tensor, so
+                # the set steps the views.
                 self._set = self._tensor_set(self.params, self.state)
                 self._flat_grads = flat.grads
                 self._view_set = self._set
@@ -265,7 +266,7 @@ class Optimizer:
         st = next(s for s in self.__gradstep_spec__.states if s.name == name)
         shape = st.shape(p.shape, options)
         if name in self._copied_states:
-            if st.extent == "full":
+            if shape == p.shape:
                 return p.copy()
             if st.extent == "strided" and st.stride is not None:
                 return p.reshape(-1)[::int(getattr(options, st.stride))].copy()

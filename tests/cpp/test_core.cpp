@@ -161,6 +161,50 @@ int main() {
     }
     check(no_mode, "an optimizer without a Mode refuses a switch");
   }
+  {  // States of another extent than the param's: Adafactor's row_var (one per row of a 4 x 3
+     // matrix) and col_var (one per column), each overlap-checked by its own size.
+    std::vector<double> p(12, 1.0), g(12, 0.5), vars(7, 0.0);
+    gradstep::TensorView t;
+    t.param = p.data();
+    t.grad = g.data();
+    t.size = 12;
+    t.dtype = gradstep::DType::f64;
+    t.batch = 1;
+    t.rows = 4;
+    t.cols = 3;
+    t.state[0] = vars.data();      // row_var: 4
+    t.state[1] = vars.data() + 4;  // col_var: 3, right after it
+    const gradstep::AdafactorOptions af;
+    check(gradstep::slot_size(gradstep::state_extents(af).slot[0], t) == 4 &&
+              gradstep::slot_size(gradstep::state_extents(af).slot[1], t) == 3 &&
+              gradstep::slot_size(gradstep::state_extents(af).slot[2], t) == 0,
+          "Adafactor's slots: rows, cols, no vector buffer for a matrix");
+    gradstep::step(af, &t, 1, 1);
+    // Step 1 lerps with weight 1: each row's and column's mean of g^2 exactly.
+    check(vars[0] == 0.25 && vars[3] == 0.25 && vars[4] == 0.25 && vars[6] == 0.25, "row and column means");
+    check(p[0] < 1.0, "the params moved");
+    gradstep::TensorView overlapping = t;
+    overlapping.state[1] = vars.data() + 3;
+    check(throws_invalid([&] { gradstep::step(af, &overlapping, 1, 1); }, "overlap"),
+          "col_var overlapping row_var's last element is refused");
+    gradstep::TensorView no_matrix = t;
+    no_matrix.rows = 5;
+    check(throws_invalid([&] { gradstep::step(af, &no_matrix, 1, 1); }, "matrix shape"),
+          "a matrix shape that does not hold size elements is refused");
+    std::vector<double> s0(12), s1(12), s2(12);
+    gradstep::TensorView whole = t;
+    whole.state[0] = s0.data();
+    whole.state[1] = s1.data();
+    whole.state[2] = s2.data();
+    gradstep::TensorSet full(&whole, 1, gradstep::state_mask(af));  // built for the param's size everywhere
+    check(throws_invalid([&] { full.step(af, 1); }, "extent"), "a set built for other extents refuses the step");
+    gradstep::ProdigyOptions prodigy;
+    prodigy.slice_p = 5;
+    gradstep::TensorView v;
+    v.size = 12;
+    check(gradstep::slot_size(gradstep::state_extents(prodigy).slot[0], v) == 3,
+          "Prodigy's s with slice_p = 5: every fifth of 12 elements");
+  }
   gradstep_test::run_thread_tests();
   gradstep_test::run_plan_tests();
   std::printf("%d passed, %d failed\n", gradstep_test::passed, gradstep_test::failed);

@@ -413,6 +413,7 @@ struct Declaration<ProdigyOptions> {
       "p     *= 1 - weight_decay * dlr                   (decouple=True)\n"
       "p     -= dlr * m / (sqrt(v) + d * eps)            (beta1 = 0: dlr * d * g / (sqrt(v) + d * eps))\n"
       "d_numerator = num;  k += 1\n"
+      "(s, p0 and the sum <g, p0 - p> take every slice_p-th element of each param, p.flatten()[::slice_p])\n"
       "(dlr and the averages use d before its update, the denominator d after it; beta3 = None:\n"
       "sqrt(beta2); lr = 0: the step changes nothing. m: exp_avg, v: exp_avg_sq; p0 starts as a\n"
       "copy of p; d, d_max, d_numerator and k are carried in state_dict()['carried'])\n";
@@ -431,7 +432,7 @@ struct Declaration<ProdigyOptions> {
       real("d_coef", &O::d_coef, Bound::nonneg),
       real("growth_rate", &O::growth_rate, Bound::positive_or_inf),
       flag("fsdp_in_use", &O::fsdp_in_use),
-      real("slice_p", &O::slice_p, Bound::positive),
+      real("slice_p", &O::slice_p, Bound::count),
       flag("maximize", &O::maximize).keyword_only(),
       real("d", &O::d, Bound::positive).carried("d0"),
       real("d_max", &O::d_max, Bound::positive).carried("d0"),
@@ -439,13 +440,14 @@ struct Declaration<ProdigyOptions> {
       real("k", &O::k, Bound::count).carried(),
   };
   // exp_avg last: a state needed only by some options comes after those always needed.
-  static constexpr std::array slots{Slot<O>{"s"}, Slot<O>{"p0", nullptr, nullptr, true}, Slot<O>{"exp_avg_sq"},
+  // s and p0 hold every slice_p-th element of the param (prodigyopt: p.flatten()[::slice_p]).
+  static constexpr std::array slots{Slot<O>{"s"}.every(&O::slice_p),
+                                    Slot<O>{"p0", nullptr, nullptr, true}.every(&O::slice_p), Slot<O>{"exp_avg_sq"},
                                     Slot<O>{"exp_avg", &O::beta1}};
   static constexpr std::array checks{
       Check<O>{kNoFsdp, &O::fsdp_in_use},
-      Check<O>{"slice_p must be 1: gradstep keeps the whole p0 and s (prodigyopt's every-slice_p-th-element "
-               "statistics are not supported)",
-               nullptr, nullptr, nullptr, &O::slice_p},
+      Check<O>{"slice_p must be a whole number >= 1 (s and p0 keep every slice_p-th element of each param)",
+               nullptr, &O::slice_p},
   };
   static constexpr std::array<Variant, 0> variants{};
 };

@@ -21,9 +21,12 @@ inline T prodigy_grad(const T* g, const T* p, std::size_t i, T scale, T wd) {
   return kL2 ? gi + wd * p[i] : gi;
 }
 
+// s and p0 hold element i * slice_p of the param at i (slice_p > 1: p.flatten()[::slice_p]);
+// a chunk [begin, end) of the param sums over the sliced elements it holds, in lane_sums order
+// over their slice indices: fixed by the chunk, so the same bits for every thread count.
 template <class T, bool kL2, bool kMomentum>
 void prodigy_accumulate(const TensorView& t, std::size_t begin, std::size_t end, const ProdigyStep& c,
-                        double* out) {
+                        std::size_t slice, double* out) {
   T* __restrict p = param_of<T>(t);
   const T* __restrict g = grad_of<T>(t);
   T* __restrict s = state_of<T>(t, 0);
@@ -32,6 +35,23 @@ void prodigy_accumulate(const TensorView& t, std::size_t begin, std::size_t end,
   T* __restrict m = state_of<T>(t, 3);
   const T scale = T(c.scale), wd = T(c.weight_decay), beta1 = T(c.beta1), beta2 = T(c.beta2), beta3 = T(c.beta3);
   const T m_coeff = T(c.m_coeff), v_coeff = T(c.v_coeff), s_coeff = T(c.s_coeff);
+  if (slice > 1) {
+    GRADSTEP_INDEPENDENT_ITERATIONS
+    for (std::size_t i = begin; i < end; ++i) {
+      const T gi = prodigy_grad<T, kL2>(g, p, i, scale, wd);
+      if (kMomentum) m[i] = m[i] * beta1 + m_coeff * gi;
+      v[i] = v[i] * beta2 + v_coeff * gi * gi;
+    }
+    lane_sums<2>((begin + slice - 1) / slice, (end + slice - 1) / slice, out, [&](std::size_t j, double* x) {
+      const std::size_t i = j * slice;
+      const T gi = prodigy_grad<T, kL2>(g, p, i, scale, wd);
+      x[0] = double(gi) * double(p0[j] - p[i]);
+      const T sj = s[j] * beta3 + s_coeff * gi;
+      s[j] = sj;
+      x[1] = double(abs_(sj));
+    });
+    return;
+  }
   lane_sums<2>(begin, end, out, [&](std::size_t i, double* x) {
     const T gi = prodigy_grad<T, kL2>(g, p, i, scale, wd);
     x[0] = double(gi) * double(p0[i] - p[i]);
@@ -76,11 +96,12 @@ void step(const ProdigyOptions& o, const detail::Job& job, const detail::Passes&
   c.m_coeff = d * (1.0 - o.beta1);
   c.v_coeff = d * d * (1.0 - o.beta2);
   c.s_coeff = o.safeguard_warmup ? (d / o.d0) * d : (d / o.d0) * dlr;
+  const std::size_t slice = std::size_t(o.slice_p);  // a whole number >= 1 (validated)
   double sums[2];
   reducing_pass<2>(job, passes, sums, [&](auto* type, const TensorView& t, std::size_t b, std::size_t e, double* out) {
     using T = std::remove_pointer_t<decltype(type)>;
     with_flag(l2, [&](auto l2f) {
-      with_flag(momentum, [&](auto mf) { prodigy_accumulate<T, l2f.value, mf.value>(t, b, e, c, out); });
+      with_flag(momentum, [&](auto mf) { prodigy_accumulate<T, l2f.value, mf.value>(t, b, e, c, slice, out); });
     });
   });
   const double d_denom = sums[1];
