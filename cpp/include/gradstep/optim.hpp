@@ -800,8 +800,9 @@ template <>
 struct Declaration<AdafactorOptions> {
   using O = AdafactorOptions;
   static constexpr std::size_t parallel_min = 1u << 14;
-  // Per chunk: the sum of p^2 (stats pass), the sum of u^2 (norm pass).
-  static constexpr int partial_sums = 2;
+  // Per chunk: the sum of p^2 and of the new row_var of the rows it owns (stats
+  // pass), the sum of u^2 (norm pass).
+  static constexpr int partial_sums = 3;
   static constexpr bool per_tensor = true;
   static constexpr const char* name = "Adafactor";
   static constexpr const char* reference = "torch.optim";

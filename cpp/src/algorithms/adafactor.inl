@@ -10,7 +10,9 @@
 //   stats  per chunk the sum of p^2 (lane_sums); a vector's variance lerped
 //          element by element; of a matrix, the rows and the columns the
 //          chunk owns (below): each one's mean of g^2, lerped into row_var /
-//          col_var;
+//          col_var, and the sum of the new row_var it owns (a 2-d param's
+//          mean(row_var) from the chunk totals; a batch of matrices sums each
+//          matrix's row_var where it needs it);
 //   norm   per chunk the sum of u^2;
 //   apply  p = p * (1 - lr * weight_decay) - alpha / denom * u.
 // u is recomputed from the stored variances in the norm and apply passes by
@@ -19,15 +21,18 @@
 //
 // Who reduces what is fixed by the plan's chunks, which are cut once per
 // set and never depend on the thread count: a chunk [b, e) of a tensor of n
-// elements owns the rows [b * R' / n, e * R' / n) and the columns
-// [b * C' / n, e * C' / n) (R' = batch * rows, C' = batch * cols, the
-// products in 128 bits), so the rows and columns are shared among the
-// chunks in proportion to their elements, and a big matrix is reduced by
-// every thread. A row's sum is lane_sums over its cols elements; a column's
-// sum adds its rows elements in row order, 64 adjacent columns side by side
-// (each column its own running sum: vectorized across columns, each sum
-// in the same order on every target). Chunk sums are added in chunk order
-// (partial_totals). Hence the same bits for every ISA target and thread count.
+// elements owns the rows [b * R' / n, e * R' / n) and the column blocks
+// [b * B' / n, e * B' / n) (R' = batch * rows, B' = batch * ceil(cols / 16),
+// blocks of 16 adjacent columns; the products in 128 bits), so the rows and
+// columns are shared among the chunks in proportion to their elements, and
+// a big matrix is reduced by every thread. A row's sum is lane_sums over its
+// cols elements (in order below 16); a column's sum adds its rows elements
+// in row order, the 16 columns of a block side by side (each column its own
+// running sum: vectorized across columns, each sum in the same order on
+// every target). Rows narrower than 16 take the norm and apply passes in one
+// loop over the chunk, counting row and column along (lanes by place in the
+// chunk, mod 16). Chunk sums are added in chunk order (partial_totals).
+// Hence the same bits for every ISA target and thread count.
 
 struct AdafactorStep {
   Lerp w;             // lerp weight step^beta2_decay
@@ -48,7 +53,13 @@ inline void owned_part(std::size_t b, std::size_t e, std::size_t n, std::size_t 
   hi = std::size_t((unsigned __int128)e * count / n);
 }
 
-// The stats pass over chunk [b, e) of one tensor; out[0] = the chunk's sum of p^2.
+// Rows shorter than this are summed in order, element by element (lane_sums' fold
+// would cost more than the row); columns are summed kAdafactorSide side by side.
+constexpr std::size_t kAdafactorNarrow = 16;
+constexpr std::size_t kAdafactorSide = 16;
+
+// The stats pass over chunk [b, e) of one tensor; out[0] = the chunk's sum of p^2,
+// out[2] = that of the new row_var of the rows it owns (a matrix's).
 template <class T>
 void adafactor_stats(const TensorView& t, std::size_t b, std::size_t e, const AdafactorStep& c, double* out) {
   const T* __restrict p = param_of<T>(t);
@@ -74,32 +85,40 @@ void adafactor_stats(const TensorView& t, std::size_t b, std::size_t e, const Ad
   std::size_t lo, hi;
   owned_part(b, e, n, t.batch * R, lo, hi);
   for (std::size_t q = lo; q < hi; ++q) {  // row q of the batch * R rows
-    double row;
-    lane_sums<1>(q * C, q * C + C, &row, [&](std::size_t i, double* x) {
-      const T gi = scale * g[i];
-      x[0] = double(gi) * double(gi);
-    });
+    double row = 0.0;
+    if (C < kAdafactorNarrow) {  // a few elements: in order
+      for (std::size_t i = q * C; i < q * C + C; ++i) {
+        const T gi = scale * g[i];
+        row += double(gi) * double(gi);
+      }
+    } else {
+      lane_sums<1>(q * C, q * C + C, &row, [&](std::size_t i, double* x) {
+        const T gi = scale * g[i];
+        x[0] = double(gi) * double(gi);
+      });
+    }
     row_var[q] = lerp(row_var[q], T(row / double(C)), w_from_end, w_coeff);
   }
-  owned_part(b, e, n, t.batch * C, lo, hi);
-  constexpr std::size_t kSide = 64;  // columns summed side by side
-  for (std::size_t j = lo; j < hi;) {
-    const std::size_t batch = j / C, c0 = j % C;
-    std::size_t width = C - c0;  // within this batch's matrix
-    if (width > hi - j) width = hi - j;
-    if (width > kSide) width = kSide;
-    double acc[kSide] = {};
+  lane_sums<1>(lo, hi, out + 2, [&](std::size_t q, double* x) { x[0] = double(row_var[q]); });
+  // Columns are owned in blocks of kAdafactorSide adjacent ones (a block's rows are read whole
+  // cache lines at a time): block k of a batch's ceil(C / kAdafactorSide) blocks.
+  const std::size_t blocks = (C + kAdafactorSide - 1) / kAdafactorSide;
+  owned_part(b, e, n, t.batch * blocks, lo, hi);
+  for (std::size_t k = lo; k < hi; ++k) {
+    const std::size_t batch = k / blocks, c0 = (k % blocks) * kAdafactorSide;
+    const std::size_t width = C - c0 < kAdafactorSide ? C - c0 : kAdafactorSide;
+    const std::size_t j = batch * C + c0;  // its first column in col_var
+    double acc[kAdafactorSide] = {};
     const T* base = g + batch * R * C + c0;
     for (std::size_t r = 0; r < R; ++r) {
       const T* row = base + r * C;
-      for (std::size_t k = 0; k < width; ++k) {
-        const T gi = scale * row[k];
-        acc[k] += double(gi) * double(gi);
+      for (std::size_t c = 0; c < width; ++c) {
+        const T gi = scale * row[c];
+        acc[c] += double(gi) * double(gi);
       }
     }
     for (std::size_t k = 0; k < width; ++k)
       col_var[j + k] = lerp(col_var[j + k], T(acc[k] / double(R)), w_from_end, w_coeff);
-    j += width;
   }
 }
 
@@ -107,9 +126,11 @@ enum AdafactorPass : int { kAdafactorNorm, kAdafactorApply };
 
 // u over chunk [b, e) of one tensor: the norm pass sums u^2 into *sum, the
 // apply pass moves p by step_size * u (after the decay).
+// rows_total: the sum of the tensor's row_var (its chunks' out[2] in chunk order), which
+// gives a single matrix's mean; a batch of matrices sums each one's rows here.
 template <class T, int kPass>
 void adafactor_range(const TensorView& t, std::size_t b, std::size_t e, const AdafactorStep& c, double eps1_given,
-                     double step_size, double* sum) {
+                     double rows_total, double step_size, double* sum) {
   T* __restrict p = param_of<T>(t);
   const T* __restrict g = grad_of<T>(t);
   const T scale = T(c.grad_scale);
@@ -142,17 +163,40 @@ void adafactor_range(const TensorView& t, std::size_t b, std::size_t e, const Ad
     const T* __restrict col_var = state_of<T>(t, 1);
     std::size_t batch = std::size_t(-1);
     T mean = T(0);
+    const auto batch_mean = [&](std::size_t of) {  // torch: row_var.mean(dim=-2).clamp(min=eps1)
+      double rows_sum = rows_total;
+      if (t.batch > 1)
+        lane_sums<1>(of * R, of * R + R, &rows_sum, [&](std::size_t k, double* x) { x[0] = double(row_var[k]); });
+      const T m = T(rows_sum / double(R));
+      return m < eps1_t ? eps1_t : m;
+    };
+    if (C < kAdafactorNarrow) {
+      // Narrow rows: one pass over the chunk with the row and column counted along (no
+      // per-row call); the norm's lane is the element's place in the chunk, mod 16.
+      std::size_t q = b / C, col = b % C;
+      batch = q / R;
+      mean = batch_mean(batch);
+      double lanes[16] = {};
+      for (std::size_t i = b; i < e; ++i) {
+        const T u = update(i, row_var[q] * col_var[batch * C + col] / mean);
+        if constexpr (kPass == kAdafactorNorm)
+          lanes[(i - b) & 15] += double(u) * double(u);
+        else
+          p[i] = T(double(p[i]) * decay + step_size * double(u));
+        if (++col == C) {
+          col = 0;
+          if (++q % R == 0 && i + 1 < e) mean = batch_mean(batch = q / R);
+        }
+      }
+      for (int width = 8; width >= 1; width /= 2)
+        for (int j = 0; j < width; ++j) lanes[j] += lanes[j + width];
+      if (sum != nullptr) *sum = lanes[0];
+      return;
+    }
     // Row by row: element i of row q has var row_var[q] * col_var[batch * C + i % C] / mean.
     for (std::size_t q = b / C; q * C < e; ++q) {
       const std::size_t lo = q * C > b ? q * C : b, hi = q * C + C < e ? q * C + C : e;
-      if (q / R != batch) {  // torch: row_var.mean(dim=-2).clamp(min=eps1), per matrix of the batch
-        batch = q / R;
-        double rows_sum;
-        lane_sums<1>(batch * R, batch * R + R, &rows_sum,
-                     [&](std::size_t k, double* x) { x[0] = double(row_var[k]); });
-        mean = T(rows_sum / double(R));
-        mean = mean < eps1_t ? eps1_t : mean;
-      }
+      if (q / R != batch) mean = batch_mean(batch = q / R);  // per matrix of the batch
       const T rv = row_var[q];
       const T* cv = col_var + batch * C;
       const std::size_t row_start = q * C;
@@ -179,11 +223,14 @@ void step(const AdafactorOptions& o, const detail::Job& job, const detail::Passe
       adafactor_stats<T>(t, b, e, c, passes.partials + chunk * K);
     });
   });
+  partial_totals<K>(job, passes, total, passes.per_tensor);
+  // The totals of the stats pass, read by the next two passes (per_tensor is summed again below).
+  const auto rows_total = [&](std::size_t chunk) { return passes.per_tensor[job.chunks[chunk].tensor * K + 2]; };
   for_all_chunks(passes, [&](std::size_t first, std::size_t last) {
     for_each_indexed_chunk(job, first, last, [&](auto* type, const TensorView& t, std::size_t b, std::size_t e,
                                                  std::size_t chunk) {
       using T = std::remove_pointer_t<decltype(type)>;
-      adafactor_range<T, kAdafactorNorm>(t, b, e, c, o.eps1, 0.0, passes.partials + chunk * K + 1);
+      adafactor_range<T, kAdafactorNorm>(t, b, e, c, o.eps1, rows_total(chunk), 0.0, passes.partials + chunk * K + 1);
     });
   });
   partial_totals<K>(job, passes, total, passes.per_tensor);
@@ -195,7 +242,7 @@ void step(const AdafactorOptions& o, const detail::Job& job, const detail::Passe
       const double root_n = __builtin_pow(double(t.size), 0.5);
       const double alpha = py_max(o.eps2, __builtin_sqrt(sums[0]) / root_n) * rho;
       const double denom = py_max(1.0, __builtin_sqrt(sums[1]) / (root_n * o.d));
-      adafactor_range<T, kAdafactorApply>(t, b, e, c, o.eps1, -alpha / denom, nullptr);
+      adafactor_range<T, kAdafactorApply>(t, b, e, c, o.eps1, sums[2], -alpha / denom, nullptr);
     });
   });
 }
