@@ -279,3 +279,33 @@ class LionRef(Reference):
         p *= 1 - lr * wd
         p -= lr * np.where(c > 0, 1.0, np.where(c < 0, -1.0, 0.0))
         m[:] = b2 * m + (1 - b2) * g
+
+
+class AdafactorRef(Reference):
+    # Shazeer & Stern 2018, Algorithm 4 (the last two dims factored: the rank-1
+    # R C / mean(R) estimate) and Algorithm 5 (0-d and 1-d: in full), with
+    # torch.optim's conventions: 1 - beta2_t = t^beta2_decay, rho_t = min(lr,
+    # 1/sqrt(t)), the step relative to max(eps2, RMS(p)) taken before a
+    # decoupled weight decay, the update clipped to RMS d, eps1 None: the
+    # dtype's machine epsilon.
+    def update(self, p, g, s, lr):
+        t = self.t
+        eps1, eps2 = self.h.get("eps", (None, 1e-3))
+        eps1 = np.finfo(np.float64).eps if eps1 is None else eps1
+        w = t ** self.h.get("beta2_decay", -0.8)
+        alpha = max(eps2, float(np.sqrt(np.mean(p * p)))) * min(lr, t ** -0.5)
+        wd = self.h.get("weight_decay", 0.0)
+        if wd:
+            p *= 1 - lr * wd
+        if p.ndim >= 2:
+            row = s.setdefault("row", np.zeros(p.shape[:-1] + (1,)))
+            col = s.setdefault("col", np.zeros(p.shape[:-2] + (1, p.shape[-1])))
+            row[...] = (1 - w) * row + w * np.mean(g * g, axis=-1, keepdims=True)
+            col[...] = (1 - w) * col + w * np.mean(g * g, axis=-2, keepdims=True)
+            v = row * col / np.maximum(np.mean(row, axis=-2, keepdims=True), eps1)
+        else:
+            var = s.setdefault("var", np.zeros(p.shape))
+            var[...] = (1 - w) * var + w * g * g
+            v = var
+        u = g / np.sqrt(np.maximum(v, eps1 * eps1))
+        p -= alpha / max(1.0, float(np.sqrt(np.mean(u * u))) / self.h.get("d", 1.0)) * u

@@ -408,3 +408,16 @@ def test_torch_adapter_steps_other_layouts_by_their_logical_rows_and_columns():
     np.testing.assert_allclose(w.detach().numpy(), ref.detach().numpy(), rtol=1e-10, atol=1e-300)
     for key in ("row_var", "col_var"):
         np.testing.assert_allclose(opt.state[w][key].numpy(), topt.state[ref][key].numpy(), rtol=1e-10)
+
+
+def test_torch_adapter_refuses_a_flat_parameter():
+    from gradstep._torch_flat import flatten_parameters
+
+    model = torch.nn.Linear(4, 3).double()
+    flats = flatten_parameters(model)
+    opt = gst.Adafactor(flats)
+    model(torch.ones(2, 4, dtype=torch.float64)).sum().backward()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match="FlatParameter"):
+        opt.step()
+    assert all(torch.equal(a, b.detach()) for a, b in zip(before, model.parameters()))

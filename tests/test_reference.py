@@ -22,6 +22,7 @@ REFERENCES = {
     "RAdam": reference.RAdamRef,
     "NAdam": reference.NAdamRef,
     "Lion": reference.LionRef,
+    "Adafactor": reference.AdafactorRef,
 }
 
 

@@ -475,6 +475,10 @@ class _GradstepStep:
             _check_like(p.grad, p, where, "grad")
             state = self.state.get(p, {}) if stateful else {}
             sized = self._sized_shapes(p)
+            if sized and isinstance(p, FlatParameter):  # one vector: no member's rows and columns
+                raise ValueError(f"{where}: {type(self).__name__} keeps states shaped by each parameter "
+                                 f"({', '.join(sized)}); a FlatParameter would be stepped as one vector: "
+                                 "give it the model's parameters")
             for n in needed:
                 if n in sized and sized[n] is not None and n in state:
                     _check_sized(state[n], p, sized[n], where, f"state '{n}'")
