@@ -54,15 +54,18 @@ struct Run {
   double bad_grad = 0.0;
   // Thread count of each step, cycled; empty: whatever is set.
   std::vector<int> threads;
+  // Non-empty: tensor t is a matrix of cols[t] columns (0: a vector), as a batch of
+  // batch[t] matrices (0 or absent: 1).
+  std::vector<std::size_t> cols, batch;
 };
 
 // A tensor list with deterministic contents.
 template <class T>
 struct Model {
   std::vector<std::vector<T>> param, grad, state[3];
-  std::vector<TensorView> views;
+  std::vector<TensorView> views, matrix;
 
-  Model(const Run& run, unsigned mask) {
+  Model(const Run& run, unsigned mask, const gradstep::SlotExtents& extents) {
     const std::size_t count = run.sizes.size();
     std::size_t largest = 0;
     for (std::size_t t = 0; t < count; ++t) {
@@ -70,7 +73,16 @@ struct Model {
       if (n > run.sizes[largest]) largest = t;
       param.emplace_back(n);
       grad.emplace_back(n);
-      for (int s = 0; s < 3; ++s) state[s].emplace_back((mask >> s) & 1u ? n : 0, T(run.state_init));
+      TensorView shape;  // each state as large as its slot's extent gives
+      shape.size = n;
+      if (t < run.cols.size() && run.cols[t] != 0 && n != 0) {
+        shape.batch = t < run.batch.size() && run.batch[t] != 0 ? run.batch[t] : 1;
+        shape.cols = run.cols[t];
+        shape.rows = n / shape.batch / shape.cols;
+      }
+      matrix.push_back(shape);
+      for (int s = 0; s < 3; ++s)
+        state[s].emplace_back((mask >> s) & 1u ? gradstep::slot_size(extents.slot[s], shape) : 0, T(run.state_init));
       for (std::size_t i = 0; i < n; ++i) {
         param[t][i] = T(std::sin(0.37 * double(i) + double(t)));
         grad[t][i] = T(std::cos(1.3 * double(i) - double(t)));
@@ -84,6 +96,9 @@ struct Model {
       for (int s = 0; s < 3; ++s) v.state[s] = state[s][t].empty() ? nullptr : state[s][t].data();
       v.size = run.sizes[t];
       v.dtype = dtype_of<T>();
+      v.batch = matrix[t].batch;
+      v.rows = matrix[t].rows;
+      v.cols = matrix[t].cols;
       views.push_back(v);
     }
   }
@@ -121,8 +136,9 @@ struct Outcome {
 
 template <class T, class Options>
 Outcome run_steps(const Options& o, const Run& run) {
-  Model<T> model(run, gradstep::state_mask(o));
-  gradstep::TensorSet set(model.views.data(), model.views.size(), gradstep::state_mask(o));
+  Model<T> model(run, gradstep::state_mask(o), gradstep::state_extents(o));
+  gradstep::TensorSet set(model.views.data(), model.views.size(), gradstep::state_mask(o),
+                          gradstep::state_extents(o));
   Outcome out;
   for (int k = 1; k <= run.steps; ++k) {
     if (!run.threads.empty()) gradstep::set_num_threads(run.threads[std::size_t(k - 1) % run.threads.size()]);
@@ -205,6 +221,18 @@ void check_every_optimizer() {
   adam.weight_decay = 1e-2;
   adam.maximize = true;
   check_threads_match<T>(adam, "adamw amsgrad maximize");
+
+  // Adafactor: vectors (a full variance), then matrices whose row and column sums are
+  // shared among their chunks (owned rows and column blocks, written by one chunk each).
+  gradstep::AdafactorOptions adafactor;
+  adafactor.weight_decay = 1e-2;
+  check_threads_match<T>(adafactor, "adafactor vectors");
+  Run matrices;
+  matrices.sizes = {300 * 700, 12, 5 * 40000, 40000 * 3, 0, 4 * 50 * 301, 1};
+  matrices.cols = {700, 4, 40000, 3, 0, 301, 0};
+  matrices.batch = {1, 1, 1, 1, 0, 4, 0};
+  adafactor.maximize = true;
+  check_threads_match<T>(adafactor, "adafactor matrices", matrices);
 }
 
 }  // namespace
