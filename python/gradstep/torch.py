@@ -188,8 +188,8 @@ class _GradstepStep:
             given.update(zip((f.name for f in p.fields), tuple(value) if p.grouped else (value,)))
         if start is not None:  # Lion's init_lr: the constructor's lr, as the reference keeps it
             given[start] = self.__dict__["_rate_at_start"]
-        values = {f.name: bool(given[f.name]) if f.type == "flag" else _float(given[f.name])
-                  for f in spec.fields if f.option and f.name in given}
+        values = {f.name: bool(given[f.name]) if f.type == "flag" else _float(f.to_option(given[f.name]))
+                  for f in spec.fields if f.option and f.name in given}  # to_option: None (Prodigy's beta3)
         return spec.options(lr=lr, **values)
 
     def _new_state(self, p: torch.Tensor, group: dict[str, Any], needed: list[str]) -> dict[str, Any]:
@@ -647,10 +647,12 @@ def _reference_adapter_class(spec: _spec.OptimizerSpec, base: type) -> type:
     """
     P = inspect.Parameter
     params = spec.reference_params
+    # The reference's defaults as it writes them (prodigyopt's slice_p=1, an int its step slices with).
+    written = getattr(base, "_reference_defaults", {})
     signature = inspect.Signature(
         [P("self", P.POSITIONAL_OR_KEYWORD), P("params", P.POSITIONAL_OR_KEYWORD)]
-        + [P(p.name, P.KEYWORD_ONLY if p.keyword_only else P.POSITIONAL_OR_KEYWORD, default=p.default,
-             annotation=p.annotation) for p in params],
+        + [P(p.name, P.KEYWORD_ONLY if p.keyword_only else P.POSITIONAL_OR_KEYWORD,
+             default=written.get(p.name, p.default), annotation=p.annotation) for p in params],
         return_annotation=None)
     refused = [p for p in params if p.fields[0].kind == "reference_only"]
 
@@ -670,6 +672,11 @@ def _reference_adapter_class(spec: _spec.OptimizerSpec, base: type) -> type:
         if spec.rate_at_start is not None:
             self._rate_at_start = _float(lr(0)) if callable(lr) else _float(lr)
         defaults = {p.name: given[p.name] for p in params if p.keep == "group"}
+        extras = getattr(self, "_group_extras", None)
+        if extras is not None:  # the carried values the reference keeps in its groups (Prodigy's d, k)
+            defaults.update(extras(given))
+        if getattr(self, "_keeps_d0", False):
+            self.d0 = given["d0"]  # as prodigyopt.Prodigy and dadaptation.DAdaptAdam keep it
         torch.optim.Optimizer.__init__(self, given["params"], defaults)
         self._init_gradstep()
 
@@ -702,16 +709,444 @@ def _getstate_with_kept_arguments(self: Any) -> dict[str, Any]:
     # param_groups: the arguments kept on the optimizer go along too. (A copy of
     # lion_pytorch.Lion loses its decoupled_wd and _init_lr; its step then fails.)
     state: dict[str, Any] = torch.optim.Optimizer.__getstate__(self)
-    for name in ("_kept_arguments", "_rate_at_start"):
+    for name in ("_kept_arguments", "_rate_at_start", "d0"):
         if name in self.__dict__:
             state[name] = self.__dict__[name]
     return state
 
 
+# ---- package references with values carried in their param groups ----------------------
+#
+# prodigyopt.Prodigy, dadaptation.DAdaptAdam/DAdaptSGD and schedulefree's
+# AdamWScheduleFree/SGDScheduleFree keep the values their step carries (d,
+# k, weight_sum, ...) in every param group, and Schedule-Free moves the params
+# between y and x in train()/eval(). Their adapters keep that layout: the
+# carried values go from the groups into the options of the C++ step and back,
+# the states are the reference's buffers under its names and shapes. What the
+# declaration does not say (the groups' extra keys, the states' shapes, which
+# options the reference reads from param_groups[0] only) is said here, per class.
+
+
+def _copy_options(spec: _spec.OptimizerSpec, options: Any) -> Any:
+    return spec.options(**{f.name: getattr(options, f.name) for f in spec.fields if f.option})
+
+
+def _check_buffer(t: Any, p: torch.Tensor, shape: tuple[int, ...], where: str, name: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{where}: state '{name}' must be a torch.Tensor, got {type(t).__name__}")
+    if t.device.type != "cpu" or t.layout != torch.strided:
+        raise TypeError(f"{where}: state '{name}' must be a dense CPU tensor")
+    if t.dtype != p.dtype:
+        raise TypeError(f"{where}: state '{name}' dtype {t.dtype} differs from the parameter's {p.dtype}")
+    if tuple(t.shape) != shape:
+        raise ValueError(f"{where}: state '{name}' shape {tuple(t.shape)} differs from {shape}, the reference's")
+    if not t.is_contiguous():
+        raise ValueError(f"{where}: state '{name}' must be contiguous")
+
+
+class _PackageStep(_GradstepStep):
+    """The step of an adapter whose reference carries values in its param groups."""
+
+    _global: ClassVar[bool] = True  # one C++ call over every group (a global d), else one per group
+    # Keys the reference reads per group but gradstep takes from param_groups[0]:
+    # a group whose value differs raises NotImplementedError, before any write.
+    _equal_keys: ClassVar[tuple[str, ...]] = ()
+    # Keys the reference requires to be 1 (dadaptation's layer_scale: not declared).
+    _unit_keys: ClassVar[tuple[str, ...]] = ()
+    # Declared carried field -> the group key holding it (the same name unless said).
+    _carried_keys: ClassVar[dict[str, str]] = {}
+    # The state key whose presence says the param's state was made.
+    _made_key: ClassVar[str]
+    # state names whose buffers are flat (numel,) in the reference (prodigyopt's s, p0).
+    _flat_states: ClassVar[tuple[str, ...]] = ()
+    # Defaults the reference writes as ints (prodigyopt slices with slice_p=1): the same values.
+    _reference_defaults: ClassVar[dict[str, Any]] = {}
+    # Buffers the reference keeps beside the declared states (dadaptation.DAdaptSGD's z = x0 - s).
+    _reference_states: ClassVar[tuple[str, ...]] = ()
+
+    @staticmethod
+    def _group_extras(given: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    # -- options ---------------------------------------------------------------
+    def _carried_of(self, gi: int, group: dict[str, Any], options: Any) -> Any:
+        """options with the carried values group keeps, validated (naming the group)."""
+        spec = self.__gradstep_spec__
+        new = _copy_options(spec, options)
+        try:
+            for f in spec.carried:
+                key = self._carried_keys.get(f.name, f.name)
+                value = group[key] if key in group else \
+                    getattr(options, f.initial_from) if f.initial_from else f.default  # before the first step
+                if f.type == "flag":
+                    if not isinstance(value, (bool, np.bool_)):
+                        raise TypeError(f"{key} must be a bool, got {value!r}")
+                    setattr(new, f.name, bool(value))
+                else:
+                    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, torch.Tensor)):
+                        raise TypeError(f"{key} must be a number, got {value!r}")
+                    setattr(new, f.name, self._to_carried(key, _float(value)))
+            new.validate()
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{_where(gi)}: {e}") from None
+        return new
+
+    @staticmethod
+    def _to_carried(key: str, value: float) -> float:
+        return value
+
+    def _check_groups(self) -> float:
+        """The rate of the step: the largest group's; the groups' options checked."""
+        groups = self.param_groups
+        g0 = groups[0]
+        for gi, group in enumerate(groups):
+            for key in self._unit_keys:
+                if group.get(key, 1.0) != 1.0:
+                    raise NotImplementedError(f"{_where(gi)}: {key}={group[key]!r}: gradstep.torch."
+                                              f"{type(self).__name__} supports only {key}=1.0")
+        if not self._global:
+            return 0.0
+        rates = [self._group_lr(g, 1) for g in groups]
+        lr = max(rates)
+        for gi, (group, rate) in enumerate(zip(groups, rates)):
+            if rate not in (lr, 0.0):
+                raise RuntimeError(f"{_where(gi)}: lr {rate!r} differs from the largest group's {lr!r}: as in "
+                                   f"{self.__gradstep_spec__.reference_class}, the groups' lr must be equal or 0")
+            if rate != lr:
+                raise NotImplementedError(f"{_where(gi)}: lr=0 while another group's is {lr!r}: gradstep.torch."
+                                          f"{type(self).__name__} steps every group with one set of options")
+            for key in self._equal_keys:
+                if gi and group.get(key) != g0.get(key):
+                    raise NotImplementedError(
+                        f"{_where(gi)}: {key}={group.get(key)!r} differs from param_groups[0]'s {g0.get(key)!r}: "
+                        f"gradstep.torch.{type(self).__name__} steps every group in one C++ call, with "
+                        f"param_groups[0]'s {key}")
+        return lr
+
+    # -- states ----------------------------------------------------------------
+    def _made_state(self, p: torch.Tensor, options: Any) -> dict[str, Any]:
+        """The reference's state of p before its first step."""
+        raise NotImplementedError
+
+    def _shape(self, name: str, p: torch.Tensor) -> tuple[int, ...]:
+        return (p.numel(),) if name in self._flat_states else tuple(p.shape)
+
+    def _buffers(self, p: torch.Tensor, state: dict[str, Any], needed: list[str], options: Any,
+                 where: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """(the kernel's buffers of p, 1-D, by state name; the state entries to add)."""
+        new: dict[str, Any] = {} if self._made_key in state else self._made_state(p, options)
+        bufs = {}
+        for n in needed:
+            t = new[n] if n in new else state.get(n)
+            if t is None:  # e.g. a state the options need now and did not before (beta1 > 0)
+                t = new[n] = torch.zeros(self._shape(n, p), dtype=p.dtype)
+            if n == "p0" and isinstance(t, torch.Tensor) and t.dim() == 0:
+                # prodigyopt keeps p0 as a 0-d tensor when p is all zeros at its first step:
+                # its dot product broadcasts it; the kernel reads it at full length.
+                _check_buffer(t, p, (), where, n)
+                t = torch.full(self._shape(n, p), float(t.item()), dtype=p.dtype)
+            else:
+                _check_buffer(t, p, self._shape(n, p), where, n)
+            bufs[n] = t.view(-1)
+        for n in self._reference_states:  # buffers the reference keeps and the kernel does not read
+            _check_buffer(new[n] if n in new else state.get(n), p, self._shape(n, p), where, n)
+        return bufs, new
+
+    def _tensor_set(self, params: list[torch.Tensor], bufs: list[dict[str, torch.Tensor]], needed: list[str],
+                    where: list[str]) -> Any:
+        try:
+            return _core.TensorSet([_numpy(p.detach().view(-1), f"params[{j}]") for j, p in enumerate(params)],
+                                   [[_numpy(b[n], n) for b in bufs] if n in needed else None
+                                    for n in self._state_names],
+                                   list(self._state_names))
+        except (TypeError, ValueError) as e:
+            raise type(e)(re.sub(r"params\[(\d+)\]", lambda m: where[int(m.group(1))], str(e))) from None
+
+    def _members(self, gis: list[int], options: Any, with_grads: bool = True) -> Any:
+        """The params of these groups that take the step (those with a grad), checked, with their
+        grads, the kernel's buffers and the state entries to add."""
+        needed = self._needed_states(options)
+        params, grads, bufs, news, where = [], [], [], [], []
+        for gi in gis:
+            for i, p in enumerate(self.param_groups[gi]["params"]):
+                if with_grads and p.grad is None:
+                    continue
+                w = _where(gi, i)
+                _check_param(p, w)
+                if not p.is_contiguous():
+                    raise ValueError(f"{w}: gradstep.torch.{type(self).__name__} steps contiguous parameters "
+                                     f"only, got strides {p.stride()}")
+                if with_grads:
+                    _check_like(p.grad, p, w, "grad")
+                b, new = self._buffers(p, self.state.get(p, {}), needed, options, w)
+                params.append(p)
+                if with_grads:
+                    g = p.grad.detach()
+                    grads.append(g.view(-1) if g.is_contiguous() else g.contiguous().view(-1))
+                bufs.append(b)
+                news.append(new)
+                where.append(w)
+        return params, grads, bufs, news, where, needed
+
+    # -- stepping --------------------------------------------------------------
+    def _step(self, closure: Callable[[], Any] | None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        lock = self.__dict__.get("_step_lock")
+        if lock is None:
+            lock = self.__dict__.setdefault("_step_lock", threading.RLock())
+        with lock, torch.no_grad():
+            plans = self._plan()
+            for plan in plans:  # every check passed: from here on, only writes
+                self._commit_plan(*plan)
+        return loss
+
+    def _plan(self) -> list[tuple[Any, ...]]:
+        lr = self._check_groups()
+        groups = self.param_groups
+        plans = []
+        for gis in ([list(range(len(groups)))] if self._global else [[gi] for gi in range(len(groups))]):
+            g = groups[gis[0]]
+            rate = lr if self._global else self._group_lr(g, 1)
+            options = self._carried_of(gis[0], g, self._checked_options(gis[0], g, 1))
+            options.lr = rate
+            self._check_step_options(gis[0], g, options)
+            params, grads, bufs, news, where, needed = self._members(gis, options)
+            ts = self._tensor_set(params, bufs, needed, where) if params else None
+            if ts is not None:
+                try:
+                    ts.set_options(options)
+                except (TypeError, ValueError) as e:
+                    raise type(e)(f"{_where(gis[0])}: {e}") from None
+                ts.set_lr(rate)
+            plans.append((gis, options, params, grads, news, ts))
+        return plans
+
+    def _check_step_options(self, gi: int, group: dict[str, Any], options: Any) -> None:
+        pass
+
+    def _commit_plan(self, gis: list[int], options: Any, params: list[torch.Tensor], grads: list[torch.Tensor],
+                     news: list[dict[str, Any]], ts: Any) -> None:
+        k = int(_float(self.param_groups[gis[0]].get("k", 0)))
+        after = options
+        if ts is not None:
+            ts.step([_numpy(g, "grad") for g in grads], k + 1)
+            after = ts.options
+        for p, new in zip(params, news):
+            if new:
+                self.state[p].update(new)
+        self._write_groups(gis, options, after, params, k)
+
+    def _write_groups(self, gis: list[int], before: Any, after: Any, params: list[torch.Tensor], k: int) -> None:
+        raise NotImplementedError
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        before = self.state, self.param_groups
+        torch.optim.Optimizer.load_state_dict(self, state_dict)
+        try:
+            for gi, group in enumerate(self.param_groups):
+                self._carried_of(gi, group, self._checked_options(gi, group, 1))
+        except Exception:
+            self.state, self.param_groups = before
+            raise
+
+
+class _LearningRateFree(_PackageStep):
+    """prodigyopt's and dadaptation's layout: one step over every group, d global."""
+
+    _made_key = "step"
+    _keeps_d0 = True
+
+    def _written(self, after: Any) -> dict[str, Any]:
+        return {self._carried_keys.get(f.name, f.name): float(getattr(after, f.name))
+                for f in self.__gradstep_spec__.carried if f.name != "k"}
+
+    def _write_groups(self, gis: list[int], before: Any, after: Any, params: list[torch.Tensor], k: int) -> None:
+        if after.k == before.k:  # the reference returned early (nothing to adapt to): d and k kept
+            return
+        values = self._written(after)
+        for gi in gis:
+            group = self.param_groups[gi]
+            group.update(values)
+            group["k"] = int(_float(group["k"])) + 1
+        for p in params:
+            self.state[p]["step"] += 1
+
+
+class _ProdigyStep(_LearningRateFree):
+    # prodigyopt reads these per group; gradstep steps them with param_groups[0]'s.
+    _equal_keys = ("weight_decay", "eps", "d0", "safeguard_warmup", "slice_p", "k")
+    _flat_states = ("s", "p0")
+    _reference_defaults = {"weight_decay": 0, "slice_p": 1}
+
+    @staticmethod
+    def _group_extras(given: dict[str, Any]) -> dict[str, Any]:
+        d0 = given["d0"]
+        return {"d": d0, "d_max": d0, "d_numerator": 0.0, "k": 0}
+
+    def _made_state(self, p: torch.Tensor, options: Any) -> dict[str, Any]:
+        flat = p.detach().reshape(-1)
+        state: dict[str, Any] = {"step": 0, "s": torch.zeros_like(flat)}
+        state["p0"] = flat.clone() if bool(p.any()) else torch.tensor(0, dtype=p.dtype)
+        if options.beta1 > 0:
+            state["exp_avg"] = torch.zeros_like(p.detach())
+        state["exp_avg_sq"] = torch.zeros_like(p.detach())
+        return state
+
+
+class _DAdaptAdamStep(_LearningRateFree):
+    _equal_keys = ("weight_decay", "eps", "k")
+    _unit_keys = ("layer_scale",)
+    _reference_defaults = {"weight_decay": 0, "log_every": 0}
+
+    @staticmethod
+    def _group_extras(given: dict[str, Any]) -> dict[str, Any]:
+        return {"d": given["d0"], "k": 0, "layer_scale": 1.0, "numerator_weighted": 0.0}
+
+    def _made_state(self, p: torch.Tensor, options: Any) -> dict[str, Any]:
+        t = p.detach()
+        return {"step": 0, "s": torch.zeros_like(t), "exp_avg": torch.zeros_like(t),
+                "exp_avg_sq": torch.zeros_like(t)}
+
+
+class _DAdaptSGDStep(_LearningRateFree):
+    # dadaptation.DAdaptSGD reads every option but lr from param_groups[0].
+    _made_key = "z"
+    _keeps_d0 = False
+    _reference_defaults = {"weight_decay": 0, "log_every": 0}
+    _reference_states = ("z",)
+
+    @staticmethod
+    def _group_extras(given: dict[str, Any]) -> dict[str, Any]:
+        return {"k": 0, "numerator_weighted": 0.0, "d": given["d0"]}
+
+    def _made_state(self, p: torch.Tensor, options: Any) -> dict[str, Any]:
+        t = p.detach()
+        return {"z": t.clone(), "s": torch.zeros_like(t), "x0": t.clone()}
+
+    def _write_groups(self, gis: list[int], before: Any, after: Any, params: list[torch.Tensor], k: int) -> None:
+        if after.g0_norm == 0.0:  # lr = 0 or a zero first gradient (the reference divides by zero)
+            return
+        values = self._written(after)
+        for gi in gis:
+            self.param_groups[gi].update(values)
+            self.param_groups[gi]["k"] = k + 1  # param_groups[0]'s k, as the reference
+        for p in params:  # the reference's z = x0 - s, which the kernel does not keep
+            state = self.state[p]
+            torch.sub(state["x0"], state["s"], out=state["z"])
+
+
+class _ScheduleFreeStep(_PackageStep):
+    """schedulefree's layout: each group steps alone, with its own carried values;
+    train()/eval() move the params between y and x (the kernel's mode switch)."""
+
+    _global = False
+    _made_key = "z"
+
+    @staticmethod
+    def _group_extras(given: dict[str, Any]) -> dict[str, Any]:
+        return {"k": 0, "train_mode": False, "weight_sum": 0.0, "lr_max": -1.0, "scheduled_lr": 0.0}
+
+    @staticmethod
+    def _to_carried(key: str, value: float) -> float:
+        # schedulefree starts lr_max at -1, gradstep at 0: max(lr, .) is the same for any lr >= 0.
+        return max(value, 0.0) if key == "lr_max" else value
+
+    def _made_state(self, p: torch.Tensor, options: Any) -> dict[str, Any]:
+        t = p.detach()
+        return {n: (t.clone() if n == "z" else torch.zeros_like(t)) for n in self._state_names}
+
+    def _plan(self) -> list[tuple[Any, ...]]:
+        mode = self.__gradstep_spec__.mode
+        assert mode is not None
+        for gi, group in enumerate(self.param_groups):
+            if not group.get("train_mode"):
+                raise RuntimeError(f"{_where(gi)}: {mode.step_refused}")
+        return super()._plan()
+
+    def _write_groups(self, gis: list[int], before: Any, after: Any, params: list[torch.Tensor], k: int) -> None:
+        group = self.param_groups[gis[0]]
+        warmup = _float(group["warmup_steps"])
+        lr = self._group_lr(group, 1) * ((k + 1) / warmup if k < warmup else 1.0)
+        group["scheduled_lr"] = lr
+        if params:
+            lr_max, weight_sum = float(after.lr_max), float(after.weight_sum)
+        else:  # no param has a grad: the reference still advances the group's scalars
+            lr_max = max(lr, _float(group["lr_max"]))
+            weight_sum = _float(group["weight_sum"]) + ((k + 1) ** _float(group["r"])) * (
+                lr_max ** _float(group["weight_lr_power"]))
+        group["lr_max"], group["weight_sum"], group["k"] = lr_max, weight_sum, k + 1
+
+    def _switch(self, on: bool) -> None:
+        lock = self.__dict__.get("_step_lock")
+        if lock is None:
+            lock = self.__dict__.setdefault("_step_lock", threading.RLock())
+        with lock, torch.no_grad():
+            plans = []
+            for gi, group in enumerate(self.param_groups):
+                if bool(group.get("train_mode")) == on:
+                    continue
+                options = self._carried_of(gi, group, self._checked_options(gi, group, 1))
+                options.train_mode = not on
+                members = [(i, p) for i, p in enumerate(group["params"]) if self._made_key in self.state.get(p, {})]
+                ts = None
+                if members:
+                    needed = self._needed_states(options)
+                    params, bufs, where = [], [], []
+                    for i, p in members:
+                        w = _where(gi, i)
+                        _check_param(p, w)
+                        if not p.is_contiguous():
+                            raise ValueError(f"{w}: gradstep.torch.{type(self).__name__} steps contiguous "
+                                             f"parameters only, got strides {p.stride()}")
+                        state = self.state[p]
+                        for n in needed:
+                            if n not in state:
+                                raise ValueError(f"{w}: state '{n}' is missing")
+                        b, _ = self._buffers(p, state, needed, options, w)
+                        params.append(p)
+                        bufs.append(b)
+                        where.append(w)
+                    ts = self._tensor_set(params, bufs, needed, where)
+                    try:
+                        ts.set_options(options)
+                    except (TypeError, ValueError) as e:
+                        raise type(e)(f"{_where(gi)}: {e}") from None
+                plans.append((group, ts))
+            for group, ts in plans:
+                if ts is not None:
+                    ts.switch_mode(on)
+                group["train_mode"] = on
+
+    def train(self) -> None:
+        """Params to y, the point gradients are taken at (as the reference's train())."""
+        self._switch(True)
+
+    def eval(self) -> None:
+        """Params to x, the average to evaluate and save (as the reference's eval())."""
+        self._switch(False)
+
+
+class _AdamWScheduleFreeStep(_ScheduleFreeStep):
+    _reference_defaults = {"weight_decay": 0, "warmup_steps": 0}
+
+
+class _SGDScheduleFreeStep(_ScheduleFreeStep):
+    _reference_defaults = {"weight_decay": 0, "warmup_steps": 0, "weight_lr_power": 2}
+
+
+_PACKAGE_STEPS: dict[str, type] = {
+    "Prodigy": _ProdigyStep, "DAdaptAdam": _DAdaptAdamStep, "DAdaptSGD": _DAdaptSGDStep,
+    "AdamWScheduleFree": _AdamWScheduleFreeStep, "SGDScheduleFree": _SGDScheduleFreeStep,
+}
+
+
 def _generate() -> dict[str, type]:
     classes: dict[str, type] = {}
     for spec in _spec.optimizers():  # a variant (AdamW) subclasses its base's adapter, as torch's does
-        base = classes[spec.base] if spec.base else _GradstepStep
+        base = classes[spec.base] if spec.base else _PACKAGE_STEPS.get(spec.name, _GradstepStep)
         if spec.mirrored_in_torch:
             classes[spec.name] = _reference_adapter_class(spec, base)
         elif spec.torch_twin and isinstance(getattr(torch.optim, spec.name, None), type):

@@ -1,0 +1,326 @@
+"""gradstep.torch's adapters for the package optimizers whose reference carries values in
+its param groups (prodigyopt.Prodigy, dadaptation.DAdaptAdam/DAdaptSGD,
+schedulefree.AdamWScheduleFree/SGDScheduleFree), against those classes: the same
+constructor, param groups, states and steps (float64), state_dicts moving both ways,
+Schedule-Free's train()/eval(), bad input changing nothing, deepcopy."""
+
+import copy
+import importlib
+import inspect
+
+import pytest
+
+torch = pytest.importorskip("torch")
+import gradstep.torch as gt  # noqa: E402
+from gradstep import _spec  # noqa: E402
+
+NAMES = ["Prodigy", "DAdaptAdam", "DAdaptSGD", "AdamWScheduleFree", "SGDScheduleFree"]
+SCHEDULE_FREE = ("AdamWScheduleFree", "SGDScheduleFree")
+
+# Option combinations per optimizer; "wd1" is the second group's weight_decay where the
+# reference reads weight_decay per group and gradstep steps such groups apart (Schedule-Free),
+# or where the reference reads it from param_groups[0] only (DAdaptSGD: group 1's is ignored).
+OPTIONS = {
+    "Prodigy": [
+        dict(),
+        dict(weight_decay=0.05, decouple=False, use_bias_correction=True),
+        dict(betas=(0.0, 0.99), weight_decay=0.1, safeguard_warmup=True, d_coef=2.0, growth_rate=1.05),
+        dict(beta3=0.95, weight_decay=0.02, d0=1e-4, eps=1e-6),
+    ],
+    "DAdaptAdam": [
+        dict(),
+        dict(weight_decay=0.05, use_bias_correction=True),
+        dict(weight_decay=0.1, decouple=True, betas=(0.5, 0.9), growth_rate=1.1, d0=1e-4),
+    ],
+    "DAdaptSGD": [
+        dict(wd1=0.3),
+        dict(momentum=0.9, weight_decay=0.05, wd1=0.0),
+        dict(momentum=0.5, growth_rate=1.2, d0=1e-3, wd1=0.1),
+    ],
+    "AdamWScheduleFree": [
+        dict(lr=0.01, wd1=0.1),
+        dict(lr=0.02, betas=(0.8, 0.99), weight_decay=0.05, warmup_steps=5, wd1=0.0),
+        dict(lr=0.01, r=0.5, weight_lr_power=1.0, eps=1e-6, warmup_steps=40, wd1=0.2),
+    ],
+    "SGDScheduleFree": [
+        dict(lr=0.05, wd1=0.1),
+        dict(lr=0.1, momentum=0.5, weight_decay=0.05, warmup_steps=5, wd1=0.0),
+        dict(lr=0.05, r=0.5, weight_lr_power=1.0, warmup_steps=40, wd1=0.2),
+    ],
+}
+CASES = [(name, o) for name in NAMES for o in OPTIONS[name]]
+IDS = [f"{name}-{i}" for name in NAMES for i in range(len(OPTIONS[name]))]
+
+SHAPES = [(3, 4), (), (1,), (5,), (2, 3)]  # the last starts all zeros (prodigyopt's 0-d p0)
+
+
+def reference_class(name):
+    return getattr(importlib.import_module(_spec.by_name(name).reference), name)
+
+
+def make_params(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = [torch.randn(s, generator=g, dtype=torch.float64) for s in SHAPES[:-1]]
+    out.append(torch.zeros(SHAPES[-1], dtype=torch.float64))
+    return [p.requires_grad_() for p in out]
+
+
+def groups_of(params, options):
+    o = dict(options)
+    wd1 = o.pop("wd1", o.get("weight_decay", 0.0))
+    return [{"params": params[:2]}, {"params": params[2:], "weight_decay": wd1}], o
+
+
+def build(cls, options, seed=0):
+    params = make_params(seed)
+    groups, o = groups_of(params, options)
+    opt = cls(groups, **o)
+    if hasattr(opt, "train"):
+        opt.train()
+    return params, opt
+
+
+def set_grads(params, step):
+    g = torch.Generator().manual_seed(1000 + step)
+    for i, p in enumerate(params):
+        target = torch.full_like(p, 0.5 - 0.25 * i)
+        p.grad = (p.detach() - target) + 0.1 * torch.randn(p.shape, generator=g, dtype=p.dtype)
+
+
+def run(params, opt, first, last):
+    for k in range(first, last):
+        set_grads(params, k)
+        opt.step()
+
+
+# Keys prodigyopt writes for logging only (the sums' values the kernel does not report).
+LOGGED = {"d_denom", "d_hat"}
+
+
+def assert_same(ours, theirs, params_a, params_b, rtol=1e-10):
+    for a, b in zip(params_a, params_b):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=rtol, atol=1e-12)
+    for ga, gb in zip(ours.param_groups, theirs.param_groups):
+        keys_a, keys_b = set(ga) - LOGGED - {"params"}, set(gb) - LOGGED - {"params"}
+        assert keys_a == keys_b
+        for key in keys_a:
+            va, vb = ga[key], gb[key]
+            if isinstance(vb, float) and isinstance(va, float):
+                assert va == pytest.approx(vb, rel=rtol, abs=1e-300), key
+            else:
+                assert va == vb, key
+    for a, b in zip(params_a, params_b):
+        sa, sb = ours.state[a], theirs.state[b]
+        assert set(sa) == set(sb)
+        for key in sb:
+            if isinstance(sb[key], torch.Tensor):
+                assert sa[key].shape == sb[key].shape, key
+                torch.testing.assert_close(sa[key], sb[key], rtol=rtol, atol=1e-12)
+            else:
+                assert sa[key] == sb[key], key
+
+
+@pytest.mark.parametrize("name,options", CASES, ids=IDS)
+def test_steps_equal_the_reference(name, options):
+    pa, ours = build(getattr(gt, name), options)
+    pb, theirs = build(reference_class(name), options)
+    run(pa, ours, 0, 35)
+    run(pb, theirs, 0, 35)
+    assert_same(ours, theirs, pa, pb)
+    assert all(torch.isfinite(p).all() for p in pa)
+    # the carried values moved (the test sees a real run, not a stuck one)
+    g = ours.param_groups[0]
+    assert g["k"] == 35
+    if name in SCHEDULE_FREE:
+        ours.eval()
+        theirs.eval()
+        assert_same(ours, theirs, pa, pb)
+        assert g["train_mode"] is False
+    else:
+        assert g["d"] != pytest.approx(_spec.by_name(name).field("d0").default)
+
+
+@pytest.mark.parametrize("name,options", CASES, ids=IDS)
+@pytest.mark.parametrize("direction", ["reference_to_adapter", "adapter_to_reference"])
+def test_state_dict_moves_mid_run_both_ways(name, options, direction):
+    ours_cls, theirs_cls = getattr(gt, name), reference_class(name)
+    src_cls, dst_cls = (theirs_cls, ours_cls) if direction == "reference_to_adapter" else (ours_cls, theirs_cls)
+    ps, src = build(src_cls, options)
+    run(ps, src, 0, 17)
+    pd, dst = build(dst_cls, options, seed=5)  # other values, overwritten by the load
+    with torch.no_grad():
+        for a, b in zip(pd, ps):
+            a.copy_(b)
+    dst.load_state_dict(copy.deepcopy(src.state_dict()))
+    run(ps, src, 17, 34)
+    run(pd, dst, 17, 34)
+    if direction == "reference_to_adapter":
+        assert_same(dst, src, pd, ps)
+    else:
+        assert_same(src, dst, ps, pd)
+
+
+def test_prodigy_keeps_and_accepts_a_0d_p0():
+    params, opt = build(gt.Prodigy, {})
+    set_grads(params, 0)
+    opt.step()
+    assert opt.state[params[-1]]["p0"].shape == ()  # all zeros at the first step, as prodigyopt
+    assert opt.state[params[0]]["p0"].shape == (12,)
+    assert opt.state[params[1]]["s"].shape == (1,)  # a 0-d param: flat buffers of one element
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_signature_and_groups_are_the_references(name):
+    ours, theirs = getattr(gt, name), reference_class(name)
+    sa, sb = inspect.signature(ours).parameters, inspect.signature(theirs).parameters
+    assert [(p.name, p.kind, p.default) for p in sa.values()] == [(p.name, p.kind, p.default) for p in sb.values()]
+    assert issubclass(ours, torch.optim.Optimizer) and not issubclass(ours, theirs)
+    a, b = ours(make_params()), theirs(make_params())
+    assert a.defaults == b.defaults
+    assert [set(g) for g in a.param_groups] == [set(g) for g in b.param_groups]
+    assert getattr(a, "d0", None) == getattr(b, "d0", None)
+
+
+def snapshot(params, opt):
+    return (copy.deepcopy([p.detach().clone() for p in params]),
+            copy.deepcopy([{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]),
+            copy.deepcopy({i: dict(opt.state[p]) for i, p in enumerate(params) if p in opt.state}))
+
+
+def assert_unchanged(before, after):
+    for a, b in zip(before[0], after[0]):
+        assert torch.equal(a, b)
+    assert before[1] == after[1]
+    assert before[2].keys() == after[2].keys()
+    for i in before[2]:
+        assert before[2][i].keys() == after[2][i].keys()
+        for k in before[2][i]:
+            x, y = before[2][i][k], after[2][i][k]
+            assert torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y
+
+
+def bad_inputs(name):
+    """(what, mutate(params, opt) -> None, exception) that a step must refuse."""
+    def wrong_dtype(params, opt):
+        state = opt.state[params[3]]
+        key = "z" if "z" in state else "s"
+        state[key] = state[key].float()
+
+    def not_a_tensor(params, opt):
+        state = opt.state[params[0]]
+        key = "z" if "z" in state else "s"
+        state[key] = state[key].tolist()
+
+    def bad_state(params, opt):
+        key = "exp_avg_sq" if name not in ("DAdaptSGD", "SGDScheduleFree") else "s" if name == "DAdaptSGD" else "z"
+        opt.state[params[2]][key] = torch.zeros(7, dtype=torch.float64)
+
+    def bad_group(params, opt):
+        opt.param_groups[1]["weight_decay" if name in SCHEDULE_FREE else "lr"] = -1.0
+
+    def bad_carried(params, opt):
+        opt.param_groups[0]["weight_sum" if name in SCHEDULE_FREE else "d"] = float("nan")
+
+    out = [("state dtype", wrong_dtype, TypeError), ("state not a tensor", not_a_tensor, TypeError),
+           ("state shape", bad_state, ValueError), ("carried", bad_carried, ValueError),
+           ("group option", bad_group, (ValueError, RuntimeError))]
+    if name in ("Prodigy", "DAdaptAdam"):
+        def differing(params, opt):
+            opt.param_groups[1]["weight_decay"] = opt.param_groups[0]["weight_decay"] + 0.1
+
+        out.append(("per-group weight_decay", differing, NotImplementedError))
+    if name in SCHEDULE_FREE:
+        def eval_group(params, opt):
+            opt.param_groups[1]["train_mode"] = False
+
+        out.append(("a group in eval mode", eval_group, RuntimeError))
+    return out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_input_raises_and_changes_nothing(name):
+    for what, mutate, error in bad_inputs(name):
+        params, opt = build(getattr(gt, name), OPTIONS[name][1])
+        run(params, opt, 0, 3)
+        set_grads(params, 3)
+        mutate(params, opt)
+        before = snapshot(params, opt)
+        with pytest.raises(error):
+            opt.step()
+        assert_unchanged(before, snapshot(params, opt)), what
+
+
+@pytest.mark.parametrize("name", ["Prodigy", "DAdaptAdam"])
+def test_per_group_options_the_single_call_cannot_take_raise_naming_the_key_and_group(name):
+    params = make_params()
+    opt = getattr(gt, name)([{"params": params[:2]}, {"params": params[2:], "weight_decay": 0.1}])
+    set_grads(params, 0)
+    before = snapshot(params, opt)
+    with pytest.raises(NotImplementedError, match=r"param_groups\[1\]: weight_decay=0.1"):
+        opt.step()
+    assert_unchanged(before, snapshot(params, opt))
+    assert not opt.state
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_load_changes_nothing(name):
+    params, opt = build(getattr(gt, name), OPTIONS[name][0])
+    run(params, opt, 0, 3)
+    sd = copy.deepcopy(opt.state_dict())
+    sd["param_groups"][0]["weight_sum" if name in SCHEDULE_FREE else "d"] = -1.0
+    before = snapshot(params, opt)
+    with pytest.raises(ValueError, match=r"param_groups\[0\]"):
+        opt.load_state_dict(sd)
+    assert_unchanged(before, snapshot(params, opt))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_deepcopy_steps_as_the_original(name):
+    params, opt = build(getattr(gt, name), OPTIONS[name][1])
+    run(params, opt, 0, 4)
+    params2, opt2 = copy.deepcopy((params, opt))
+    assert getattr(opt2, "d0", None) == getattr(opt, "d0", None)
+    run(params, opt, 4, 9)
+    run(params2, opt2, 4, 9)
+    for a, b in zip(params, params2):
+        assert torch.equal(a, b)
+    assert opt.param_groups[0]["k"] == opt2.param_groups[0]["k"] == 9
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_hooks_and_closure(name):
+    params, opt = build(getattr(gt, name), OPTIONS[name][0])
+    calls = []
+    opt.register_step_pre_hook(lambda o, a, k: calls.append("pre"))
+    opt.register_step_post_hook(lambda o, a, k: calls.append("post"))
+
+    def closure():
+        set_grads(params, 0)
+        return 1.5
+
+    assert opt.step(closure) == 1.5
+    assert calls == ["pre", "post"]
+    assert opt.param_groups[0]["k"] == 1
+
+
+@pytest.mark.parametrize("name", SCHEDULE_FREE)
+def test_schedule_free_train_eval_equal_the_references(name):
+    options = OPTIONS[name][1]
+    pa, ours = build(getattr(gt, name), options)
+    pb, theirs = build(reference_class(name), options)
+    for first in (0, 10, 20):
+        run(pa, ours, first, first + 10)
+        run(pb, theirs, first, first + 10)
+        ours.eval()
+        theirs.eval()
+        assert_same(ours, theirs, pa, pb)
+        ours.eval()  # already there: nothing moves
+        theirs.eval()
+        assert_same(ours, theirs, pa, pb)
+        ours.train()
+        theirs.train()
+        assert_same(ours, theirs, pa, pb)
+    ours.eval()
+    with pytest.raises(RuntimeError, match="train mode"):
+        set_grads(pa, 0)
+        ours.step()
