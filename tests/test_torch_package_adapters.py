@@ -17,20 +17,23 @@ from gradstep import _spec  # noqa: E402
 NAMES = ["Prodigy", "DAdaptAdam", "DAdaptSGD", "AdamWScheduleFree", "SGDScheduleFree"]
 SCHEDULE_FREE = ("AdamWScheduleFree", "SGDScheduleFree")
 
-# Option combinations per optimizer; "wd1" is the second group's weight_decay where the
-# reference reads weight_decay per group and gradstep steps such groups apart (Schedule-Free),
-# or where the reference reads it from param_groups[0] only (DAdaptSGD: group 1's is ignored).
+# Option combinations per optimizer; "wd1", "eps1", "sw1" and "lr1" are the second group's
+# weight_decay, eps, safeguard_warmup and lr (the reference reads them per group: Prodigy and
+# DAdaptAdam in one globally reduced step, Schedule-Free one group at a time; DAdaptSGD reads
+# weight_decay from param_groups[0] only, so group 1's is ignored there as in the reference).
 OPTIONS = {
     "Prodigy": [
-        dict(),
-        dict(weight_decay=0.05, decouple=False, use_bias_correction=True),
-        dict(betas=(0.0, 0.99), weight_decay=0.1, safeguard_warmup=True, d_coef=2.0, growth_rate=1.05),
-        dict(beta3=0.95, weight_decay=0.02, d0=1e-4, eps=1e-6),
+        dict(wd1=0.1),
+        dict(weight_decay=0.05, decouple=False, use_bias_correction=True, wd1=0.0, eps1=1e-4),
+        dict(betas=(0.0, 0.99), weight_decay=0.1, safeguard_warmup=True, d_coef=2.0, growth_rate=1.05, wd1=0.02),
+        dict(beta3=0.95, weight_decay=0.02, d0=1e-4, eps=1e-6, sw1=True, wd1=0.3),
+        dict(weight_decay=0.05, lr1=0.0),
     ],
     "DAdaptAdam": [
-        dict(),
-        dict(weight_decay=0.05, use_bias_correction=True),
-        dict(weight_decay=0.1, decouple=True, betas=(0.5, 0.9), growth_rate=1.1, d0=1e-4),
+        dict(wd1=0.1),
+        dict(weight_decay=0.05, use_bias_correction=True, wd1=0.0, eps1=1e-4),
+        dict(weight_decay=0.1, decouple=True, betas=(0.5, 0.9), growth_rate=1.1, d0=1e-4, wd1=0.01),
+        dict(weight_decay=0.05, decouple=True, lr1=0.0),
     ],
     "DAdaptSGD": [
         dict(wd1=0.3),
@@ -67,8 +70,11 @@ def make_params(seed=0):
 
 def groups_of(params, options):
     o = dict(options)
-    wd1 = o.pop("wd1", o.get("weight_decay", 0.0))
-    return [{"params": params[:2]}, {"params": params[2:], "weight_decay": wd1}], o
+    second = {"params": params[2:], "weight_decay": o.pop("wd1", o.get("weight_decay", 0.0))}
+    for short, key in (("eps1", "eps"), ("sw1", "safeguard_warmup"), ("lr1", "lr")):
+        if short in o:
+            second[key] = o.pop(short)
+    return [{"params": params[:2]}, second], o
 
 
 def build(cls, options, seed=0):
@@ -226,9 +232,17 @@ def bad_inputs(name):
            ("group option", bad_group, (ValueError, RuntimeError))]
     if name in ("Prodigy", "DAdaptAdam"):
         def differing(params, opt):
-            opt.param_groups[1]["weight_decay"] = opt.param_groups[0]["weight_decay"] + 0.1
+            if name == "Prodigy":
+                opt.param_groups[1]["d0"] = 1e-3
+            else:
+                opt.param_groups[1]["layer_scale"] = 0.5
 
-        out.append(("per-group weight_decay", differing, NotImplementedError))
+        out.append(("per-group d0 / layer_scale", differing, NotImplementedError))
+
+        def lr_differs(params, opt):
+            opt.param_groups[1]["lr"] = 0.5
+
+        out.append(("lr neither equal nor 0", lr_differs, RuntimeError))
     if name in SCHEDULE_FREE:
         def eval_group(params, opt):
             opt.param_groups[1]["train_mode"] = False
@@ -250,13 +264,13 @@ def test_bad_input_raises_and_changes_nothing(name):
         assert_unchanged(before, snapshot(params, opt)), what
 
 
-@pytest.mark.parametrize("name", ["Prodigy", "DAdaptAdam"])
-def test_per_group_options_the_single_call_cannot_take_raise_naming_the_key_and_group(name):
+@pytest.mark.parametrize("name,key,value", [("Prodigy", "d0", 1e-3), ("DAdaptAdam", "layer_scale", 0.5)])
+def test_per_group_options_the_kernel_does_not_take_raise_naming_the_key_and_group(name, key, value):
     params = make_params()
-    opt = getattr(gt, name)([{"params": params[:2]}, {"params": params[2:], "weight_decay": 0.1}])
+    opt = getattr(gt, name)([{"params": params[:2]}, {"params": params[2:], key: value}])
     set_grads(params, 0)
     before = snapshot(params, opt)
-    with pytest.raises(NotImplementedError, match=r"param_groups\[1\]: weight_decay=0.1"):
+    with pytest.raises(NotImplementedError, match=rf"param_groups\[1\]: {key}={value}"):
         opt.step()
     assert_unchanged(before, snapshot(params, opt))
     assert not opt.state

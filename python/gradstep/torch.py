@@ -751,6 +751,9 @@ class _PackageStep(_GradstepStep):
     # Keys the reference reads per group but gradstep takes from param_groups[0]:
     # a group whose value differs raises NotImplementedError, before any write.
     _equal_keys: ClassVar[tuple[str, ...]] = ()
+    # The kernel reads the per-group options the reference reads per group (Prodigy's
+    # weight_decay, eps, ...; TensorSet.step_groups), lr = 0 groups included.
+    _group_options: ClassVar[bool] = False
     # Keys the reference requires to be 1 (dadaptation's layer_scale: not declared).
     _unit_keys: ClassVar[tuple[str, ...]] = ()
     # Declared carried field -> the group key holding it (the same name unless said).
@@ -812,7 +815,7 @@ class _PackageStep(_GradstepStep):
             if rate not in (lr, 0.0):
                 raise RuntimeError(f"{_where(gi)}: lr {rate!r} differs from the largest group's {lr!r}: as in "
                                    f"{self.__gradstep_spec__.reference_class}, the groups' lr must be equal or 0")
-            if rate != lr:
+            if rate != lr and not self._group_options:
                 raise NotImplementedError(f"{_where(gi)}: lr=0 while another group's is {lr!r}: gradstep.torch."
                                           f"{type(self).__name__} steps every group with one set of options")
             for key in self._equal_keys:
@@ -866,7 +869,7 @@ class _PackageStep(_GradstepStep):
         """The params of these groups that take the step (those with a grad), checked, with their
         grads, the kernel's buffers and the state entries to add."""
         needed = self._needed_states(options)
-        params, grads, bufs, news, where = [], [], [], [], []
+        params, grads, bufs, news, where, group_of = [], [], [], [], [], []
         for gi in gis:
             for i, p in enumerate(self.param_groups[gi]["params"]):
                 if with_grads and p.grad is None:
@@ -886,7 +889,8 @@ class _PackageStep(_GradstepStep):
                 bufs.append(b)
                 news.append(new)
                 where.append(w)
-        return params, grads, bufs, news, where, needed
+                group_of.append(gi)
+        return params, grads, bufs, news, where, needed, group_of
 
     # -- stepping --------------------------------------------------------------
     def _step(self, closure: Callable[[], Any] | None) -> Any:
@@ -913,26 +917,33 @@ class _PackageStep(_GradstepStep):
             options = self._carried_of(gis[0], g, self._checked_options(gis[0], g, 1))
             options.lr = rate
             self._check_step_options(gis[0], g, options)
-            params, grads, bufs, news, where, needed = self._members(gis, options)
+            params, grads, bufs, news, where, needed, group_of = self._members(gis, options)
             ts = self._tensor_set(params, bufs, needed, where) if params else None
+            per_group = None
+            if self._group_options and len(gis) > 1:  # each group's options, checked, with its lr
+                per_group = ([self._checked_options(gi, groups[gi], 1) for gi in gis], group_of)
             if ts is not None:
                 try:
                     ts.set_options(options)
                 except (TypeError, ValueError) as e:
                     raise type(e)(f"{_where(gis[0])}: {e}") from None
                 ts.set_lr(rate)
-            plans.append((gis, options, params, grads, news, ts))
+            plans.append((gis, options, params, grads, news, ts, per_group))
         return plans
 
     def _check_step_options(self, gi: int, group: dict[str, Any], options: Any) -> None:
         pass
 
     def _commit_plan(self, gis: list[int], options: Any, params: list[torch.Tensor], grads: list[torch.Tensor],
-                     news: list[dict[str, Any]], ts: Any) -> None:
+                     news: list[dict[str, Any]], ts: Any, per_group: Any) -> None:
         k = int(_float(self.param_groups[gis[0]].get("k", 0)))
         after = options
         if ts is not None:
-            ts.step([_numpy(g, "grad") for g in grads], k + 1)
+            arrays = [_numpy(g, "grad") for g in grads]
+            if per_group is None:
+                ts.step(arrays, k + 1)
+            else:
+                ts.step_groups(arrays, k + 1, *per_group)
             after = ts.options
         for p, new in zip(params, news):
             if new:
@@ -976,8 +987,10 @@ class _LearningRateFree(_PackageStep):
 
 
 class _ProdigyStep(_LearningRateFree):
-    # prodigyopt reads these per group; gradstep steps them with param_groups[0]'s.
-    _equal_keys = ("weight_decay", "eps", "d0", "safeguard_warmup", "slice_p", "k")
+    # prodigyopt reads these per group too; gradstep steps them with param_groups[0]'s
+    # (its d0 also says when d first moves; slice_p must be 1).
+    _equal_keys = ("d0", "slice_p")
+    _group_options = True
     _flat_states = ("s", "p0")
     _reference_defaults = {"weight_decay": 0, "slice_p": 1}
 
@@ -997,7 +1010,7 @@ class _ProdigyStep(_LearningRateFree):
 
 
 class _DAdaptAdamStep(_LearningRateFree):
-    _equal_keys = ("weight_decay", "eps", "k")
+    _group_options = True
     _unit_keys = ("layer_scale",)
     _reference_defaults = {"weight_decay": 0, "log_every": 0}
 

@@ -374,6 +374,8 @@ struct Declaration<ProdigyOptions> {
   using O = ProdigyOptions;
   static constexpr std::size_t parallel_min = 1u << 14;
   static constexpr int partial_sums = 2;  // <g, p0 - p>, ||s||_1
+  // Per param group (TensorSet::step_groups): weight_decay, eps, safeguard_warmup, lr (0: left out of the sums).
+  static constexpr bool group_options = true;
   static constexpr const char* name = "Prodigy";
   static constexpr const char* reference = "prodigyopt";
   static constexpr const char* options = "ProdigyOptions";
@@ -442,6 +444,8 @@ struct Declaration<DadaptAdamOptions> {
   using O = DadaptAdamOptions;
   static constexpr std::size_t parallel_min = 1u << 14;
   static constexpr int partial_sums = 2;  // <g, s / (sqrt(v) + eps)>, ||s||_1
+  // Per param group (TensorSet::step_groups): weight_decay, eps, lr (0: left out of the sums).
+  static constexpr bool group_options = true;
   static constexpr const char* name = "DAdaptAdam";
   static constexpr const char* reference = "dadaptation";
   static constexpr const char* options = "DadaptAdamOptions";
@@ -889,6 +893,20 @@ class TensorSet {
 #define GRADSTEP_DETAIL_STEP(O) StepReport step(const O&, std::int64_t step, const StepControl& control = {}) const;
   GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_STEP)
 #undef GRADSTEP_DETAIL_STEP
+
+  // One update over param groups whose options differ, for an optimizer whose
+  // declaration says `group_options = true` (its kernel reads the per-group
+  // options it reduces across groups with, as the reference: Prodigy's
+  // weight_decay, eps, ...): tensor t steps with groups[group_of[t]] where the
+  // kernel reads per-group options, and with `o` (the carried values, the
+  // options the reference reads from its first group, the step's rate)
+  // elsewhere. Every options struct is validated first; std::logic_error for
+  // an optimizer whose kernel has no per-group options.
+#define GRADSTEP_DETAIL_STEP_GROUPS(O)                                                                       \
+  StepReport step_groups(const O& o, const O* groups, std::size_t group_count, const std::uint32_t* group_of, \
+                         std::int64_t step, const StepControl& control = {}) const;
+  GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_STEP_GROUPS)
+#undef GRADSTEP_DETAIL_STEP_GROUPS
 
   // For an optimizer with a Mode (declaration.hpp): the options in mode `on`
   // (true: the Mode's `on` state), after the kernel's pass that moves every
