@@ -1,5 +1,5 @@
 """gradstep.torch's adapters for the package optimizers whose reference carries values in
-its param groups (prodigyopt.Prodigy, dadaptation.DAdaptAdam/DAdaptSGD,
+its param groups (prodigyopt.Prodigy, dadaptation.DAdaptAdam/DAdaptSGD, timm.optim.Lamb,
 schedulefree.AdamWScheduleFree/SGDScheduleFree), against those classes: the same
 constructor, param groups, states and steps (float64), state_dicts moving both ways,
 Schedule-Free's train()/eval(), bad input changing nothing, deepcopy."""
@@ -13,8 +13,9 @@ import pytest
 torch = pytest.importorskip("torch")
 import gradstep.torch as gt  # noqa: E402
 from gradstep import _spec  # noqa: E402
+from gradstep.bench.spec import import_reference  # noqa: E402  (timm's Lamb without torchvision)
 
-NAMES = ["Prodigy", "DAdaptAdam", "DAdaptSGD", "AdamWScheduleFree", "SGDScheduleFree"]
+NAMES = ["Prodigy", "DAdaptAdam", "DAdaptSGD", "Lamb", "AdamWScheduleFree", "SGDScheduleFree"]
 SCHEDULE_FREE = ("AdamWScheduleFree", "SGDScheduleFree")
 
 # Option combinations per optimizer; "wd1", "eps1", "sw1" and "lr1" are the second group's
@@ -40,6 +41,13 @@ OPTIONS = {
         dict(momentum=0.9, weight_decay=0.05, wd1=0.0),
         dict(momentum=0.5, growth_rate=1.2, d0=1e-3, wd1=0.1),
     ],
+    "Lamb": [
+        dict(wd1=0.0),
+        dict(lr=0.01, weight_decay=0.1, trust_clip=True, max_grad_norm=None, lr1=0.002),
+        dict(caution=True, weight_decay=0.05, wd1=0.0, betas=(0.8, 0.99), max_grad_norm=0.5),
+        dict(decoupled_decay=True, corrected_weight_decay=True, weight_decay=0.1, always_adapt=True,
+             grad_averaging=False, bias_correction=False, wd1=0.02, eps1=1e-4, ca1=True),
+    ],
     "AdamWScheduleFree": [
         dict(lr=0.01, wd1=0.1),
         dict(lr=0.02, betas=(0.8, 0.99), weight_decay=0.05, warmup_steps=5, wd1=0.0),
@@ -58,7 +66,15 @@ SHAPES = [(3, 4), (), (1,), (5,), (2, 3)]  # the last starts all zeros (prodigyo
 
 
 def reference_class(name):
+    if name == "Lamb":
+        return import_reference("timm.optim.lamb", "Lamb")
     return getattr(importlib.import_module(_spec.by_name(name).reference), name)
+
+
+def count(opt):
+    """The step count the groups keep (timm's Lamb: a scalar tensor)."""
+    g = opt.param_groups[0]
+    return g["k"] if "k" in g else int(g["step"].item())
 
 
 def make_params(seed=0):
@@ -71,7 +87,7 @@ def make_params(seed=0):
 def groups_of(params, options):
     o = dict(options)
     second = {"params": params[2:], "weight_decay": o.pop("wd1", o.get("weight_decay", 0.0))}
-    for short, key in (("eps1", "eps"), ("sw1", "safeguard_warmup"), ("lr1", "lr")):
+    for short, key in (("eps1", "eps"), ("sw1", "safeguard_warmup"), ("lr1", "lr"), ("ca1", "caution")):
         if short in o:
             second[key] = o.pop(short)
     return [{"params": params[:2]}, second], o
@@ -113,6 +129,8 @@ def assert_same(ours, theirs, params_a, params_b, rtol=1e-10):
             va, vb = ga[key], gb[key]
             if isinstance(vb, float) and isinstance(va, float):
                 assert va == pytest.approx(vb, rel=rtol, abs=1e-300), key
+            elif isinstance(vb, torch.Tensor):  # timm's group["step"]
+                assert isinstance(va, torch.Tensor) and va.dtype == vb.dtype and torch.equal(va, vb), key
             else:
                 assert va == vb, key
     for a, b in zip(params_a, params_b):
@@ -136,8 +154,10 @@ def test_steps_equal_the_reference(name, options):
     assert all(torch.isfinite(p).all() for p in pa)
     # the carried values moved (the test sees a real run, not a stuck one)
     g = ours.param_groups[0]
-    assert g["k"] == 35
-    if name in SCHEDULE_FREE:
+    assert count(ours) == 35
+    if name == "Lamb":
+        pass
+    elif name in SCHEDULE_FREE:
         ours.eval()
         theirs.eval()
         assert_same(ours, theirs, pa, pb)
@@ -209,12 +229,12 @@ def bad_inputs(name):
     """(what, mutate(params, opt) -> None, exception) that a step must refuse."""
     def wrong_dtype(params, opt):
         state = opt.state[params[3]]
-        key = "z" if "z" in state else "s"
+        key = next(k for k in ("z", "s", "exp_avg") if k in state)
         state[key] = state[key].float()
 
     def not_a_tensor(params, opt):
         state = opt.state[params[0]]
-        key = "z" if "z" in state else "s"
+        key = next(k for k in ("z", "s", "exp_avg") if k in state)
         state[key] = state[key].tolist()
 
     def bad_state(params, opt):
@@ -225,7 +245,8 @@ def bad_inputs(name):
         opt.param_groups[1]["weight_decay" if name in SCHEDULE_FREE else "lr"] = -1.0
 
     def bad_carried(params, opt):
-        opt.param_groups[0]["weight_sum" if name in SCHEDULE_FREE else "d"] = float("nan")
+        key = "weight_sum" if name in SCHEDULE_FREE else "max_lr_snapshot" if name == "Lamb" else "d"
+        opt.param_groups[0][key] = float("nan")
 
     out = [("state dtype", wrong_dtype, TypeError), ("state not a tensor", not_a_tensor, TypeError),
            ("state shape", bad_state, ValueError), ("carried", bad_carried, ValueError),
@@ -243,6 +264,15 @@ def bad_inputs(name):
             opt.param_groups[1]["lr"] = 0.5
 
         out.append(("lr neither equal nor 0", lr_differs, RuntimeError))
+    if name == "Lamb":
+        def steps_differ(params, opt):
+            opt.param_groups[1]["step"] = opt.param_groups[1]["step"] + 1
+
+        def bad_clip(params, opt):
+            opt.defaults["max_grad_norm"] = -1.0
+
+        out += [("group steps differ", steps_differ, NotImplementedError),
+                ("defaults' max_grad_norm", bad_clip, ValueError)]
     if name in SCHEDULE_FREE:
         def eval_group(params, opt):
             opt.param_groups[1]["train_mode"] = False
@@ -281,7 +311,7 @@ def test_bad_load_changes_nothing(name):
     params, opt = build(getattr(gt, name), OPTIONS[name][0])
     run(params, opt, 0, 3)
     sd = copy.deepcopy(opt.state_dict())
-    sd["param_groups"][0]["weight_sum" if name in SCHEDULE_FREE else "d"] = -1.0
+    sd["param_groups"][0]["weight_sum" if name in SCHEDULE_FREE else "max_lr_snapshot" if name == "Lamb" else "d"] = -1.0
     before = snapshot(params, opt)
     with pytest.raises(ValueError, match=r"param_groups\[0\]"):
         opt.load_state_dict(sd)
@@ -298,7 +328,7 @@ def test_deepcopy_steps_as_the_original(name):
     run(params2, opt2, 4, 9)
     for a, b in zip(params, params2):
         assert torch.equal(a, b)
-    assert opt.param_groups[0]["k"] == opt2.param_groups[0]["k"] == 9
+    assert count(opt) == count(opt2) == 9
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -314,7 +344,7 @@ def test_hooks_and_closure(name):
 
     assert opt.step(closure) == 1.5
     assert calls == ["pre", "post"]
-    assert opt.param_groups[0]["k"] == 1
+    assert count(opt) == 1
 
 
 @pytest.mark.parametrize("name", SCHEDULE_FREE)

@@ -26,7 +26,7 @@ from gradstep import _core
 
 # The package optimizers with values carried in the reference's param groups whose layout
 # gradstep.torch knows (its _PACKAGE_STEPS): they have a gradstep.torch adapter.
-PACKAGE_LAYOUTS = ("Prodigy", "DAdaptAdam", "DAdaptSGD", "AdamWScheduleFree", "SGDScheduleFree")
+PACKAGE_LAYOUTS = ("Prodigy", "DAdaptAdam", "DAdaptSGD", "Lamb", "AdamWScheduleFree", "SGDScheduleFree")
 
 # Arguments every gs.X takes after its declared ones (gradstep's own, not torch's).
 SAFEGUARDS = ("skip_nonfinite", "max_grad_norm")

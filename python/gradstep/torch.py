@@ -661,7 +661,7 @@ def _reference_adapter_class(spec: _spec.OptimizerSpec, base: type) -> type:
         bound.apply_defaults()
         given = dict(bound.arguments)
         for p in refused:
-            if given[p.name] != p.default:
+            if given[p.name] is not written.get(p.name, p.default) and given[p.name] != written.get(p.name, p.default):
                 raise NotImplementedError(
                     f"gradstep.torch.{spec.name} does not support {p.name}={given[p.name]!r}: it selects "
                     f"another implementation of {spec.reference_class}, and gradstep steps CPU tensors "
@@ -688,7 +688,8 @@ def _reference_adapter_class(spec: _spec.OptimizerSpec, base: type) -> type:
     if kept:
         notes.append(f"As there, {', '.join(kept)} {'is' if len(kept) == 1 else 'are'} kept on the optimizer, "
                      "not in param_groups nor the state_dict.")
-    notes += [(f"{p.name}={not p.default!r}" if p.fields[0].type == "flag" else f"{p.name} other than {p.default!r}")
+    notes += [(f"{p.name}={not p.default!r}" if p.fields[0].type == "flag" and p.name not in written
+               else f"{p.name} other than {written.get(p.name, p.default)!r}")
               + " raises NotImplementedError (it selects another implementation, which gradstep does not run)."
               for p in refused]
     absent = [p.name for p in spec.hyper_params if p.keep == "absent"]
@@ -754,6 +755,11 @@ class _PackageStep(_GradstepStep):
     # The kernel reads the per-group options the reference reads per group (Prodigy's
     # weight_decay, eps, ...; TensorSet.step_groups), lr = 0 groups included.
     _group_options: ClassVar[bool] = False
+    # The groups' lr must be equal or 0, the step's rate the largest (the learning-rate-free
+    # references); else each group has its own and the step's is param_groups[0]'s (timm's Lamb).
+    _shared_lr: ClassVar[bool] = True
+    # The group key counting the steps (the kernel's step number is it + 1).
+    _count_key: ClassVar[str] = "k"
     # Keys the reference requires to be 1 (dadaptation's layer_scale: not declared).
     _unit_keys: ClassVar[tuple[str, ...]] = ()
     # Declared carried field -> the group key holding it (the same name unless said).
@@ -772,27 +778,37 @@ class _PackageStep(_GradstepStep):
         return {}
 
     # -- options ---------------------------------------------------------------
+    def _options(self, group: dict[str, Any], lr: float) -> Any:
+        # The group's carried values too: the options' checks may read them (Lamb's max_lr).
+        options = super()._options(group, lr)
+        self._fill_carried(options, group)
+        return options
+
     def _carried_of(self, gi: int, group: dict[str, Any], options: Any) -> Any:
         """options with the carried values group keeps, validated (naming the group)."""
-        spec = self.__gradstep_spec__
-        new = _copy_options(spec, options)
+        new = _copy_options(self.__gradstep_spec__, options)
         try:
-            for f in spec.carried:
-                key = self._carried_keys.get(f.name, f.name)
-                value = group[key] if key in group else \
-                    getattr(options, f.initial_from) if f.initial_from else f.default  # before the first step
-                if f.type == "flag":
-                    if not isinstance(value, (bool, np.bool_)):
-                        raise TypeError(f"{key} must be a bool, got {value!r}")
-                    setattr(new, f.name, bool(value))
-                else:
-                    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, torch.Tensor)):
-                        raise TypeError(f"{key} must be a number, got {value!r}")
-                    setattr(new, f.name, self._to_carried(key, _float(value)))
+            self._fill_carried(new, group)
             new.validate()
         except (TypeError, ValueError) as e:
             raise type(e)(f"{_where(gi)}: {e}") from None
         return new
+
+    def _fill_carried(self, new: Any, group: dict[str, Any]) -> None:
+        """Set new's carried fields from the group's keys (before the first step: their
+        initial values, e.g. d0's)."""
+        for f in self.__gradstep_spec__.carried:
+            key = self._carried_keys.get(f.name, f.name)
+            value = group[key] if key in group else \
+                getattr(new, f.initial_from) if f.initial_from else f.default
+            if f.type == "flag":
+                if not isinstance(value, (bool, np.bool_)):
+                    raise TypeError(f"{key} must be a bool, got {value!r}")
+                setattr(new, f.name, bool(value))
+            else:
+                if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, torch.Tensor)):
+                    raise TypeError(f"{key} must be a number, got {value!r}")
+                setattr(new, f.name, self._to_carried(key, _float(value)))
 
     @staticmethod
     def _to_carried(key: str, value: float) -> float:
@@ -809,6 +825,15 @@ class _PackageStep(_GradstepStep):
                                               f"{type(self).__name__} supports only {key}=1.0")
         if not self._global:
             return 0.0
+        for gi, group in enumerate(groups):
+            for key in self._equal_keys:
+                if gi and _plain(group.get(key)) != _plain(g0.get(key)):
+                    raise NotImplementedError(
+                        f"{_where(gi)}: {key}={_plain(group.get(key))!r} differs from param_groups[0]'s "
+                        f"{_plain(g0.get(key))!r}: gradstep.torch.{type(self).__name__} steps every group in one "
+                        f"C++ call, with param_groups[0]'s {key}")
+        if not self._shared_lr:
+            return self._group_lr(g0, 1)
         rates = [self._group_lr(g, 1) for g in groups]
         lr = max(rates)
         for gi, (group, rate) in enumerate(zip(groups, rates)):
@@ -818,12 +843,6 @@ class _PackageStep(_GradstepStep):
             if rate != lr and not self._group_options:
                 raise NotImplementedError(f"{_where(gi)}: lr=0 while another group's is {lr!r}: gradstep.torch."
                                           f"{type(self).__name__} steps every group with one set of options")
-            for key in self._equal_keys:
-                if gi and group.get(key) != g0.get(key):
-                    raise NotImplementedError(
-                        f"{_where(gi)}: {key}={group.get(key)!r} differs from param_groups[0]'s {g0.get(key)!r}: "
-                        f"gradstep.torch.{type(self).__name__} steps every group in one C++ call, with "
-                        f"param_groups[0]'s {key}")
         return lr
 
     # -- states ----------------------------------------------------------------
@@ -916,12 +935,13 @@ class _PackageStep(_GradstepStep):
             rate = lr if self._global else self._group_lr(g, 1)
             options = self._carried_of(gis[0], g, self._checked_options(gis[0], g, 1))
             options.lr = rate
-            self._check_step_options(gis[0], g, options)
+            self._check_step_options(gis[0], g, options)  # may adjust the step's options (Lamb's clip)
             params, grads, bufs, news, where, needed, group_of = self._members(gis, options)
             ts = self._tensor_set(params, bufs, needed, where) if params else None
             per_group = None
             if self._group_options and len(gis) > 1:  # each group's options, checked, with its lr
-                per_group = ([self._checked_options(gi, groups[gi], 1) for gi in gis], group_of)
+                per_group = ([self._carried_of(gi, groups[gi], self._checked_options(gi, groups[gi], 1))
+                              for gi in gis], group_of)
             if ts is not None:
                 try:
                     ts.set_options(options)
@@ -936,7 +956,7 @@ class _PackageStep(_GradstepStep):
 
     def _commit_plan(self, gis: list[int], options: Any, params: list[torch.Tensor], grads: list[torch.Tensor],
                      news: list[dict[str, Any]], ts: Any, per_group: Any) -> None:
-        k = int(_float(self.param_groups[gis[0]].get("k", 0)))
+        k = int(_float(self.param_groups[gis[0]].get(self._count_key, 0)))
         after = options
         if ts is not None:
             arrays = [_numpy(g, "grad") for g in grads]
@@ -1150,10 +1170,57 @@ class _SGDScheduleFreeStep(_ScheduleFreeStep):
     _reference_defaults = {"weight_decay": 0, "warmup_steps": 0, "weight_lr_power": 2}
 
 
+class _LambStep(_PackageStep):
+    """timm.optim.Lamb's layout: each group its own options and step count (group['step'], a
+    scalar tensor), stepped together in one C++ call for the global clip, whose max_grad_norm
+    is the optimizer's defaults' (as timm reads it)."""
+
+    _group_options = True
+    _shared_lr = False
+    _count_key = "step"
+    _equal_keys = ("step",)  # the kernel's bias correction: one step number per call
+    _carried_keys = {"max_lr": "max_lr_snapshot"}
+    _made_key = "exp_avg"
+    _reference_defaults = {"foreach": None}
+
+    @staticmethod
+    def _group_extras(given: dict[str, Any]) -> dict[str, Any]:
+        lr = _float(given["lr"])
+        if given["corrected_weight_decay"] and lr <= 0:
+            raise ValueError(f"corrected weight decay requires a positive max lr, got {lr} (construct the "
+                             "optimizer with the peak lr)")
+        return {"max_lr_snapshot": lr}
+
+    def _check_step_options(self, gi: int, group: dict[str, Any], options: Any) -> None:
+        field = self.__gradstep_spec__.field("max_grad_norm")
+        value = self.defaults.get("max_grad_norm")
+        try:
+            options.max_grad_norm = _float(field.to_option(value))
+            options.validate()
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"defaults['max_grad_norm']: {e}") from None
+
+    def _made_state(self, p: torch.Tensor, options: Any) -> dict[str, Any]:
+        t = p.detach()
+        return {"exp_avg": torch.zeros_like(t), "exp_avg_sq": torch.zeros_like(t)}
+
+    def _write_groups(self, gis: list[int], before: Any, after: Any, params: list[torch.Tensor], k: int) -> None:
+        wide = torch.get_default_dtype() == torch.float64  # timm's scalar dtype
+        for gi in gis:
+            group = self.param_groups[gi]
+            if "step" not in group:
+                group["step"] = torch.tensor(0.0, dtype=torch.float64 if wide else torch.float32)
+            group["step"].add_(1)
+
+
 _PACKAGE_STEPS: dict[str, type] = {
     "Prodigy": _ProdigyStep, "DAdaptAdam": _DAdaptAdamStep, "DAdaptSGD": _DAdaptSGDStep,
-    "AdamWScheduleFree": _AdamWScheduleFreeStep, "SGDScheduleFree": _SGDScheduleFreeStep,
+    "AdamWScheduleFree": _AdamWScheduleFreeStep, "SGDScheduleFree": _SGDScheduleFreeStep, "Lamb": _LambStep,
 }
+
+
+def _plain(x: Any) -> Any:
+    return _float(x) if isinstance(x, torch.Tensor) else x
 
 
 def _generate() -> dict[str, type]:

@@ -564,6 +564,8 @@ struct Declaration<LambOptions> {
   // u * g > 0), then with caution sum of u^2 (lamb.inl).
   static constexpr int partial_sums = 3;
   static constexpr bool per_tensor = true;
+  // Per param group (TensorSet::step_groups): every option but max_grad_norm (timm's clip is global).
+  static constexpr bool group_options = true;
   static constexpr const char* name = "Lamb";
   static constexpr const char* reference = "timm.optim";  // timm 1.0.31
   static constexpr const char* options = "LambOptions";
@@ -599,7 +601,8 @@ struct Declaration<LambOptions> {
       flag("caution", &O::caution),
       flag("decoupled_decay", &O::decoupled_decay),
       flag("corrected_weight_decay", &O::corrected_weight_decay),
-      flag("maximize", &O::maximize).keyword_only(),
+      reference_flag<O>("foreach", false),  // timm's implementation choice (its default None: gradstep.torch)
+      flag("maximize", &O::maximize).keyword_only().not_in_reference(),
       real("max_lr", &O::max_lr, Bound::nonneg).carried("lr"),
   };
   static constexpr std::array slots{Slot<O>{"exp_avg"}, Slot<O>{"exp_avg_sq"}};
