@@ -368,3 +368,29 @@ def test_schedule_free_train_eval_equal_the_references(name):
     with pytest.raises(RuntimeError, match="train mode"):
         set_grads(pa, 0)
         ours.step()
+
+
+@pytest.mark.parametrize("name", ["Prodigy", "DAdaptAdam", "DAdaptSGD", "AdamWScheduleFree", "SGDScheduleFree"])
+def test_flat_parameters_step_as_the_plain_ones(name):
+    # flatten_parameters: the members' grads are gathered at each step; the padding between
+    # members adds nothing to the sums and stays zero. (Lamb is left out: its trust ratio is
+    # per tensor, and a flat parameter is one.)
+    from gradstep.torch import flatten_parameters
+
+    options = dict(OPTIONS[name][1])
+    for short in ("wd1", "eps1", "sw1", "lr1", "ca1"):
+        options.pop(short, None)
+    plain, members = make_params(), make_params()
+    flats = flatten_parameters(members)
+    a, b = getattr(gt, name)(plain, **options), getattr(gt, name)(flats, **options)
+    for opt in (a, b):
+        if hasattr(opt, "train"):
+            opt.train()
+    for k in range(12):
+        set_grads(plain, k)
+        set_grads(members, k)
+        a.step()
+        b.step()
+    for x, y in zip(plain, members):
+        torch.testing.assert_close(x.detach(), y.detach(), rtol=1e-10, atol=1e-12)
+    assert count(a) == count(b) == 12

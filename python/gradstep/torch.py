@@ -921,9 +921,15 @@ class _PackageStep(_GradstepStep):
         if lock is None:
             lock = self.__dict__.setdefault("_step_lock", threading.RLock())
         with lock, torch.no_grad():
+            flats = [[p for p in group["params"] if isinstance(p, FlatParameter)] for group in self.param_groups]
+            for group_flats in flats:  # flatten_parameters: the members' grads into the flat grad
+                for flat in group_flats:
+                    flat._gather_grads()
             plans = self._plan()
             for plan in plans:  # every check passed: from here on, only writes
                 self._commit_plan(*plan)
+            for group, group_flats in zip(self.param_groups, flats):
+                _after_flat_step(self, group, group_flats)
         return loss
 
     def _plan(self) -> list[tuple[Any, ...]]:
