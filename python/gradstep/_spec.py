@@ -175,8 +175,7 @@ class OptimizerSpec:
         layout. Those without values carried from step to step, a Mode or a step count
         (Lion) get it from the declaration alone; those with them (Prodigy's d and
         Schedule-Free's weight_sum live in the reference's param groups) when gradstep.torch
-        also knows where the package keeps them (PACKAGE_LAYOUTS). Lamb has gs.Lamb only,
-        for now."""
+        also knows where the package keeps them (PACKAGE_LAYOUTS)."""
         if self.torch_twin:
             return False
         return (not self.carried and self.mode is None and not self.torch_step_state) or \

@@ -4,11 +4,24 @@ Each class here *is* its torch.optim twin (a subclass): same constructor,
 defaults, param groups, hooks, ``zero_grad`` and ``state_dict`` layout, so a
 checkpoint moves between ``torch.optim.Adam`` and ``gradstep.torch.Adam`` in
 both directions and torch's LR schedulers drive it. An optimizer torch.optim
-has not (Lion) is a ``torch.optim.Optimizer`` with its reference package's
+has not is a ``torch.optim.Optimizer`` with its reference package's
 constructor, param groups and ``state_dict`` layout (``lion_pytorch.Lion``),
 which it does not import. Only ``step`` differs: a param group's tensors are
 updated in place through zero-copy numpy views, one C++ call per group (per
-distinct step count, when some parameters skipped steps). CPU float32/float64
+distinct step count, when some parameters skipped steps).
+
+The package references that keep the values their step carries in every
+param group (prodigyopt.Prodigy, dadaptation.DAdaptAdam and DAdaptSGD,
+timm.optim.Lamb, schedulefree.AdamWScheduleFree and SGDScheduleFree) are
+mirrored with those keys: the carried values go from the groups into the C++
+step and back. Prodigy, D-Adaptation and Lamb reduce across all groups, in one
+C++ call whose tensors each take their group's options where the reference
+reads them per group (``TensorSet.step_groups``; the rest, and the carried
+values, from ``param_groups[0]``, as there). A group whose value of a per-group
+option the kernel does not take (Prodigy's d0, dadaptation's layer_scale)
+differs from the first group's raises NotImplementedError before any write.
+Schedule-Free steps each group alone; ``train()``/``eval()`` are its mode
+switch. These adapters step contiguous parameters only. CPU float32/float64
 dense tensors only, in any non-overlapping layout (channels_last, transposed):
 params, grads and states are stepped as 1-D views of their memory in the
 param's element order.
@@ -981,7 +994,7 @@ class _PackageStep(_GradstepStep):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         before = self.state, self.param_groups
-        torch.optim.Optimizer.load_state_dict(self, state_dict)
+        torch.optim.Optimizer.load_state_dict(self, state_dict)  # type: ignore[arg-type]
         try:
             for gi, group in enumerate(self.param_groups):
                 self._carried_of(gi, group, self._checked_options(gi, group, 1))
