@@ -731,10 +731,10 @@ def _getstate_with_kept_arguments(self: Any) -> dict[str, Any]:
 
 # ---- package references with values carried in their param groups ----------------------
 #
-# prodigyopt.Prodigy, dadaptation.DAdaptAdam/DAdaptSGD and schedulefree's
-# AdamWScheduleFree/SGDScheduleFree keep the values their step carries (d,
-# k, weight_sum, ...) in every param group, and Schedule-Free moves the params
-# between y and x in train()/eval(). Their adapters keep that layout: the
+# prodigyopt.Prodigy, dadaptation.DAdaptAdam/DAdaptSGD, timm.optim.Lamb and
+# schedulefree's AdamWScheduleFree/SGDScheduleFree keep the values their step
+# carries (d, k, step, weight_sum, ...) in every param group, and Schedule-Free
+# moves the params between y and x in train()/eval(). Their adapters keep that layout: the
 # carried values go from the groups into the options of the C++ step and back,
 # the states are the reference's buffers under its names and shapes. What the
 # declaration does not say (the groups' extra keys, the states' shapes, which
@@ -897,27 +897,25 @@ class _PackageStep(_GradstepStep):
         except (TypeError, ValueError) as e:
             raise type(e)(re.sub(r"params\[(\d+)\]", lambda m: where[int(m.group(1))], str(e))) from None
 
-    def _members(self, gis: list[int], options: Any, with_grads: bool = True) -> Any:
+    def _members(self, gis: list[int], options: Any) -> Any:
         """The params of these groups that take the step (those with a grad), checked, with their
         grads, the kernel's buffers and the state entries to add."""
         needed = self._needed_states(options)
         params, grads, bufs, news, where, group_of = [], [], [], [], [], []
         for gi in gis:
             for i, p in enumerate(self.param_groups[gi]["params"]):
-                if with_grads and p.grad is None:
+                if p.grad is None:  # skipped, as the references do
                     continue
                 w = _where(gi, i)
                 _check_param(p, w)
                 if not p.is_contiguous():
                     raise ValueError(f"{w}: gradstep.torch.{type(self).__name__} steps contiguous parameters "
                                      f"only, got strides {p.stride()}")
-                if with_grads:
-                    _check_like(p.grad, p, w, "grad")
+                _check_like(p.grad, p, w, "grad")
                 b, new = self._buffers(p, self.state.get(p, {}), needed, options, w)
                 params.append(p)
-                if with_grads:
-                    g = p.grad.detach()
-                    grads.append(g.view(-1) if g.is_contiguous() else g.contiguous().view(-1))
+                g = p.grad.detach()
+                grads.append(g.view(-1) if g.is_contiguous() else g.contiguous().view(-1))
                 bufs.append(b)
                 news.append(new)
                 where.append(w)
