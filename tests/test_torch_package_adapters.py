@@ -394,3 +394,32 @@ def test_flat_parameters_step_as_the_plain_ones(name):
     for x, y in zip(plain, members):
         torch.testing.assert_close(x.detach(), y.detach(), rtol=1e-10, atol=1e-12)
     assert count(a) == count(b) == 12
+
+
+@pytest.mark.parametrize("name", ["Prodigy", "DAdaptAdam", "Lamb"])
+def test_per_group_steps_are_the_same_bits_on_every_isa_target(name):
+    # step_groups's kernels (each tensor with its group's options) on every target.
+    import gradstep as gs
+
+    options = OPTIONS[name][-1]  # groups with different options (lr 0, caution, eps, ...)
+    before = gs.isa()
+    results = []
+    try:
+        for isa in gs.available_isas():
+            gs.set_isa(isa)
+            params, opt = build(getattr(gt, name), options)
+            params32 = [p.detach().float().requires_grad_() for p in make_params()]
+            groups32, options32 = groups_of(params32, options)
+            opt32 = getattr(gt, name)(groups32, **options32)  # float32 too
+            for k in range(6):
+                set_grads(params, k)
+                opt.step()
+                for p, q in zip(params32, params):
+                    p.grad = q.grad.float()
+                opt32.step()
+            results.append([p.detach().clone() for p in params + params32])
+    finally:
+        gs.set_isa(before)
+    assert len(results) >= 1
+    for other in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(results[0], other))
