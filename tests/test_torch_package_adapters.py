@@ -40,6 +40,7 @@ OPTIONS = {
         dict(wd1=0.3),
         dict(momentum=0.9, weight_decay=0.05, wd1=0.0),
         dict(momentum=0.5, growth_rate=1.2, d0=1e-3, wd1=0.1),
+        dict(momentum=0.9, weight_decay=0.02, lr1=0.0),
     ],
     "Lamb": [
         dict(wd1=0.0),
@@ -396,7 +397,7 @@ def test_flat_parameters_step_as_the_plain_ones(name):
     assert count(a) == count(b) == 12
 
 
-@pytest.mark.parametrize("name", ["Prodigy", "DAdaptAdam", "Lamb"])
+@pytest.mark.parametrize("name", ["Prodigy", "DAdaptAdam", "DAdaptSGD", "Lamb"])
 def test_per_group_steps_are_the_same_bits_on_every_isa_target(name):
     # step_groups's kernels (each tensor with its group's options) on every target.
     import gradstep as gs

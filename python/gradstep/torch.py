@@ -1062,7 +1062,8 @@ class _DAdaptAdamStep(_LearningRateFree):
 
 
 class _DAdaptSGDStep(_LearningRateFree):
-    # dadaptation.DAdaptSGD reads every option but lr from param_groups[0].
+    # dadaptation.DAdaptSGD reads every option but lr from param_groups[0] (its kernel too).
+    _group_options = True
     _made_key = "z"
     _keeps_d0 = False
     _reference_defaults = {"weight_decay": 0, "log_every": 0}

@@ -504,6 +504,8 @@ struct Declaration<DadaptSgdOptions> {
   using O = DadaptSgdOptions;
   static constexpr std::size_t parallel_min = 1u << 15;
   static constexpr int partial_sums = 2;  // <g, s>, ||s||^2 (or ||grad||^2 on the first step)
+  // Per param group (TensorSet::step_groups): lr only (0: left out of the sums), as dadaptation reads it.
+  static constexpr bool group_options = true;
   static constexpr const char* name = "DAdaptSGD";
   static constexpr const char* reference = "dadaptation";
   static constexpr const char* options = "DadaptSgdOptions";
