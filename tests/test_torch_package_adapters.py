@@ -174,7 +174,8 @@ def test_state_dict_moves_mid_run_both_ways(name, options, direction):
     src_cls, dst_cls = (theirs_cls, ours_cls) if direction == "reference_to_adapter" else (ours_cls, theirs_cls)
     ps, src = build(src_cls, options)
     run(ps, src, 0, 17)
-    pd, dst = build(dst_cls, options, seed=5)  # other values, overwritten by the load
+    pd, dst = build(dst_cls, options, seed=5)  # other values and states, replaced by the load
+    run(pd, dst, 0, 2)
     with torch.no_grad():
         for a, b in zip(pd, ps):
             a.copy_(b)

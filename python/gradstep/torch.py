@@ -954,7 +954,14 @@ class _PackageStep(_GradstepStep):
             options.lr = rate
             self._check_step_options(gis[0], g, options)  # may adjust the step's options (Lamb's clip)
             params, grads, bufs, news, where, needed, group_of = self._members(gis, options)
-            ts = self._tensor_set(params, bufs, needed, where) if params else None
+            # The TensorSet of the last step, while it views the same buffers (building one costs
+            # more than a small step); the cache keeps the buffers it views alive.
+            witness = [_witness(p) for p in params] + [_witness(b[n]) for b in bufs for n in needed]
+            cached = self._cache.get(("groups", tuple(gis)))  # type: ignore[arg-type]
+            if cached is not None and cached[1] == witness:
+                ts = cached[0]
+            else:
+                ts = self._tensor_set(params, bufs, needed, where) if params else None
             per_group = None
             if self._group_options and len(gis) > 1:  # each group's options, checked, with its lr
                 per_group = ([self._carried_of(gi, groups[gi], self._checked_options(gi, groups[gi], 1))
@@ -965,14 +972,14 @@ class _PackageStep(_GradstepStep):
                 except (TypeError, ValueError) as e:
                     raise type(e)(f"{_where(gis[0])}: {e}") from None
                 ts.set_lr(rate)
-            plans.append((gis, options, params, grads, news, ts, per_group))
+            plans.append((gis, options, params, grads, news, ts, per_group, witness))
         return plans
 
     def _check_step_options(self, gi: int, group: dict[str, Any], options: Any) -> None:
         pass
 
     def _commit_plan(self, gis: list[int], options: Any, params: list[torch.Tensor], grads: list[torch.Tensor],
-                     news: list[dict[str, Any]], ts: Any, per_group: Any) -> None:
+                     news: list[dict[str, Any]], ts: Any, per_group: Any, witness: list[Any]) -> None:
         k = int(_float(self.param_groups[gis[0]].get(self._count_key, 0)))
         after = options
         if ts is not None:
@@ -982,6 +989,7 @@ class _PackageStep(_GradstepStep):
             else:
                 ts.step_groups(arrays, k + 1, *per_group)
             after = ts.options
+            self._cache[("groups", tuple(gis))] = (ts, witness)  # type: ignore[index]
         for p, new in zip(params, news):
             if new:
                 self.state[p].update(new)
@@ -999,6 +1007,7 @@ class _PackageStep(_GradstepStep):
         except Exception:
             self.state, self.param_groups = before
             raise
+        self._cache.clear()  # state tensors were replaced
 
 
 class _LearningRateFree(_PackageStep):
