@@ -338,6 +338,53 @@ class PyTensorSet {
         settings_->options);
   }
 
+  // One update of a set spanning param groups whose options differ
+  // (TensorSet::step_groups; gradstep.torch's learning-rate-free adapters):
+  // the set's options are the step's (its carried values, the options the
+  // reference reads from its first group, the set's rate), `groups` one
+  // options object per group (each with its own lr), group_of[t] the group
+  // of params[t]. Returns as step().
+  py::tuple step_groups(py::handle grads, std::int64_t step, const py::sequence& groups,
+                        const std::vector<std::uint32_t>& group_of) {
+    return std::visit(
+        [&](const auto& v) -> py::tuple {
+          using O = std::decay_t<decltype(v)>;
+          if constexpr (std::is_same_v<O, std::monostate>) {
+            throw py::value_error("no options set: call set_options first");
+          } else {
+            if (step < 1) throw py::value_error("step must be >= 1 (the 1-based number of this update)");
+            if (group_of.size() != params_.size()) throw py::value_error("group_of: one group index per param");
+            std::vector<O> options;
+            for (py::handle h : groups) {
+              if (!py::isinstance<O>(h)) throw py::type_error("groups: every group's options must be the set's type");
+              options.push_back(h.cast<O>());
+            }
+            Stepping stepping(this);
+            Grads g = take_grads(grads);
+            check_held();
+            O scheduled = v;
+            scheduled.lr = settings_->rate_at(step - 1);
+            const StepControl control = settings_->control;
+            StepReport report;
+            {
+              py::gil_scoped_release release;  // reads and writes only buffers held here and by `g`
+              std::lock_guard<std::mutex> lock(mutex_);
+              set_->set_grads(g.ptrs.data());
+              report = set_->step_groups(scheduled, options.data(), options.size(), group_of.data(), step, control);
+            }
+            if (!report.skipped) {
+              settings_->last_lr = scheduled.lr;
+              O& kept = std::get<O>(settings_->options);
+              kept = with_carried(kept, report);
+            }
+            return py::make_tuple(report.found_inf, report.skipped,
+                                  report.grad_norm < 0 ? py::object(py::none()) : py::float_(report.grad_norm),
+                                  scheduled.lr);
+          }
+        },
+        settings_->options);
+  }
+
  private:
   // The states were sized for the extents these options declare.
   template <class Options>
@@ -573,6 +620,10 @@ void register_tensor_set(py::module_& m) {
   cls.def("step", &PyTensorSet::step, py::arg("grads"), py::arg("step"),
           "One update (step: 1-based) with the set's options at its rate; returns\n"
           "(found_inf, skipped, grad_norm or None, lr). Pass arguments by position.");
+  cls.def("step_groups", &PyTensorSet::step_groups, py::arg("grads"), py::arg("step"), py::arg("groups"),
+          py::arg("group_of"),
+          "One update over param groups whose options differ (Prodigy, DAdaptAdam): params[t] with\n"
+          "groups[group_of[t]] where the kernel reads per-group options, the set's options elsewhere.");
   cls.def("set_options", &PyTensorSet::set_options, py::arg("options"),
           "Validate and keep every option but lr (the set owns the rate: set_lr / set_schedule).");
   cls.def("set_lr", &PyTensorSet::set_lr, py::arg("rate"), py::arg("source") = py::none(),

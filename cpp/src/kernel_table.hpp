@@ -21,6 +21,13 @@ struct Job {
   const Chunk* chunks;
   std::int64_t step;   // 1-based number of this update
   double grad_scale;   // every gradient is multiplied by this: -1 to maximize, times a clipping factor
+  // A step over param groups whose options differ (TensorSet::step_groups):
+  // tensor t uses group_options[group_of[t]], an array of the step's Options
+  // type, where the kernel reads per-group options (group_options_of in
+  // common.inl); the carried values and the global options are the step's own.
+  // Null: every tensor uses the step's options.
+  const void* group_options = nullptr;
+  const std::uint32_t* group_of = nullptr;
 };
 
 // Per-chunk gradient statistics, combined by the driver in chunk order so the

@@ -335,7 +335,8 @@ struct PartialSums<D, std::void_t<decltype(D::partial_sums)>>
     : std::integral_constant<std::size_t, std::size_t(D::partial_sums)> {};
 
 template <class Options>
-StepReport run_step(const TensorSetImpl& s, const Options& o, std::int64_t step, const StepControl& control) {
+StepReport run_step(const TensorSetImpl& s, const Options& o, std::int64_t step, const StepControl& control,
+                    const Options* groups = nullptr, const std::uint32_t* group_of = nullptr) {
   using D = Declaration<Options>;
   StepReport report;
   std::size_t carried = 0;  // a skipped step (or a kernel that keeps one) reports them as given
@@ -343,6 +344,8 @@ StepReport run_step(const TensorSetImpl& s, const Options& o, std::int64_t step,
     if (f.kind == Kind::carried) report.carried[carried++] = f.real != nullptr ? o.*f.real : double(o.*f.flag);
   detail::Job job{};
   if (!prepare(s, o, step, control, parallel_min<Options>(), job, report)) return report;
+  job.group_options = groups;
+  job.group_of = groups != nullptr ? group_of : nullptr;
   constexpr std::size_t sums = PartialSums<D>::value;
   std::vector<double> partials(s.plan.chunks.size() * sums), per_tensor(s.tensors.size() * sums);
   const detail::Passes passes{&run_passes,
@@ -356,6 +359,12 @@ StepReport run_step(const TensorSetImpl& s, const Options& o, std::int64_t step,
   (detail::kernels().*kernel_of<Options>())(o, job, passes, report);
   return report;
 }
+
+// Whether an optimizer's kernel reads per-group options (Declaration::group_options, false if absent).
+template <class D, class = void>
+struct GroupOptions : std::false_type {};
+template <class D>
+struct GroupOptions<D, std::void_t<decltype(D::group_options)>> : std::bool_constant<D::group_options> {};
 
 // Options checks shared by every optimizer's step and mode switch.
 template <class Options>
@@ -418,6 +427,42 @@ Options run_switch(const TensorSetImpl& s, Options o, bool on) {
   }
 GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_DEFINE_STEP)
 #undef GRADSTEP_DETAIL_DEFINE_STEP
+
+namespace {
+template <class Options>
+StepReport run_step_groups(const TensorSetImpl& s, const Options& o, const Options* groups, std::size_t count,
+                           const std::uint32_t* group_of, std::int64_t step, const StepControl& control) {
+  if constexpr (!GroupOptions<Declaration<Options>>::value) {
+    throw std::logic_error(std::string(Declaration<Options>::name) +
+                           " has no per-group options: step every group with one options struct");
+  } else {
+    check_step_options(o, s.slot_mask);
+    if (count == 0 || groups == nullptr || group_of == nullptr)
+      throw std::invalid_argument("step_groups: no groups given");
+    for (std::size_t g = 0; g < count; ++g) {
+      try {
+        check_step_options(groups[g], s.slot_mask);
+      } catch (const std::invalid_argument& e) {
+        throw std::invalid_argument("group " + std::to_string(g) + ": " + e.what());
+      }
+      if (groups[g].maximize != o.maximize) throw std::invalid_argument("group " + std::to_string(g) + ": maximize differs");
+    }
+    for (std::size_t t = 0; t < s.tensors.size(); ++t)
+      if (group_of[t] >= count)
+        throw std::invalid_argument(tensor_error(t, "its group index is out of range"));
+    return run_step(s, o, step, control, groups, group_of);
+  }
+}
+}  // namespace
+
+#define GRADSTEP_DETAIL_DEFINE_STEP_GROUPS(O)                                                             \
+  StepReport TensorSet::step_groups(const O& o, const O* groups, std::size_t count,                      \
+                                    const std::uint32_t* group_of, std::int64_t k, const StepControl& c) \
+      const {                                                                                             \
+    return run_step_groups(live(impl_), o, groups, count, group_of, k, c);                               \
+  }
+GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_DEFINE_STEP_GROUPS)
+#undef GRADSTEP_DETAIL_DEFINE_STEP_GROUPS
 #define GRADSTEP_DETAIL_DEFINE_SWITCH(O)                    \
   O TensorSet::switch_mode(const O& o, bool on) const {    \
     const TensorSetImpl& s = live(impl_);                   \

@@ -24,6 +24,10 @@ from typing import Any, Optional
 
 from gradstep import _core
 
+# The package optimizers with values carried in the reference's param groups whose layout
+# gradstep.torch knows (its _PACKAGE_STEPS): they have a gradstep.torch adapter.
+PACKAGE_LAYOUTS = ("Prodigy", "DAdaptAdam", "DAdaptSGD", "Lamb", "AdamWScheduleFree", "SGDScheduleFree")
+
 # Arguments every gs.X takes after its declared ones (gradstep's own, not torch's).
 SAFEGUARDS = ("skip_nonfinite", "max_grad_norm")
 
@@ -197,12 +201,16 @@ class OptimizerSpec:
 
     @property
     def mirrored_in_torch(self) -> bool:
-        """gradstep.torch.X exists for a package's optimizer (torch.optim has no twin) when it
-        can keep that package's layout: no values carried from step to step (Prodigy's d,
-        Lamb's max_lr and Schedule-Free's weight_sum live in the reference's param groups
-        beside its own step count, and Prodigy's sums span every group), no Mode, no step
-        count. The others have gs.X only, for now."""
-        return not self.torch_twin and not self.carried and self.mode is None and not self.torch_step_state
+        """gradstep.torch.X exists for a package's optimizer (torch.optim has no twin): a
+        torch.optim.Optimizer with that package's constructor, param groups and state_dict
+        layout. Those without values carried from step to step, a Mode or a step count
+        (Lion) get it from the declaration alone; those with them (Prodigy's d and
+        Schedule-Free's weight_sum live in the reference's param groups) when gradstep.torch
+        also knows where the package keeps them (PACKAGE_LAYOUTS)."""
+        if self.torch_twin:
+            return False
+        return (not self.carried and self.mode is None and not self.torch_step_state) or \
+            self.name in PACKAGE_LAYOUTS
 
     @property
     def torch_twin(self) -> bool:

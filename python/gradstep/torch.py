@@ -4,11 +4,24 @@ Each class here *is* its torch.optim twin (a subclass): same constructor,
 defaults, param groups, hooks, ``zero_grad`` and ``state_dict`` layout, so a
 checkpoint moves between ``torch.optim.Adam`` and ``gradstep.torch.Adam`` in
 both directions and torch's LR schedulers drive it. An optimizer torch.optim
-has not (Lion) is a ``torch.optim.Optimizer`` with its reference package's
+has not is a ``torch.optim.Optimizer`` with its reference package's
 constructor, param groups and ``state_dict`` layout (``lion_pytorch.Lion``),
 which it does not import. Only ``step`` differs: a param group's tensors are
 updated in place through zero-copy numpy views, one C++ call per group (per
-distinct step count, when some parameters skipped steps). CPU float32/float64
+distinct step count, when some parameters skipped steps).
+
+The package references that keep the values their step carries in every
+param group (prodigyopt.Prodigy, dadaptation.DAdaptAdam and DAdaptSGD,
+timm.optim.Lamb, schedulefree.AdamWScheduleFree and SGDScheduleFree) are
+mirrored with those keys: the carried values go from the groups into the C++
+step and back. Prodigy, D-Adaptation and Lamb reduce across all groups, in one
+C++ call whose tensors each take their group's options where the reference
+reads them per group (``TensorSet.step_groups``; the rest, and the carried
+values, from ``param_groups[0]``, as there). A group whose value of a per-group
+option the kernel does not take (Prodigy's d0, dadaptation's layer_scale)
+differs from the first group's raises NotImplementedError before any write.
+Schedule-Free steps each group alone; ``train()``/``eval()`` are its mode
+switch. These adapters step contiguous parameters only. CPU float32/float64
 dense tensors only, in any non-overlapping layout (channels_last, transposed):
 params, grads and states are stepped as 1-D views of their memory in the
 param's element order.
@@ -205,7 +218,7 @@ class _GradstepStep:
         if start is not None:  # Lion's init_lr: the constructor's lr, as the reference keeps it
             given[start] = self.__dict__["_rate_at_start"]
         values = {f.name: bool(given[f.name]) if f.type == "flag" else _float(f.to_option(given[f.name]))
-                  for f in spec.fields if f.option and f.name in given}
+                  for f in spec.fields if f.option and f.name in given}  # to_option: None (Prodigy's beta3)
         return spec.options(lr=lr, **values)
 
     def _new_state(self, p: torch.Tensor, group: dict[str, Any], needed: list[str]) -> dict[str, Any]:
@@ -704,10 +717,12 @@ def _reference_adapter_class(spec: _spec.OptimizerSpec, base: type) -> type:
     """
     P = inspect.Parameter
     params = spec.reference_params
+    # The reference's defaults as it writes them (prodigyopt's slice_p=1, an int its step slices with).
+    written = getattr(base, "_reference_defaults", {})
     signature = inspect.Signature(
         [P("self", P.POSITIONAL_OR_KEYWORD), P("params", P.POSITIONAL_OR_KEYWORD)]
-        + [P(p.name, P.KEYWORD_ONLY if p.keyword_only else P.POSITIONAL_OR_KEYWORD, default=p.default,
-             annotation=p.annotation) for p in params],
+        + [P(p.name, P.KEYWORD_ONLY if p.keyword_only else P.POSITIONAL_OR_KEYWORD,
+             default=written.get(p.name, p.default), annotation=p.annotation) for p in params],
         return_annotation=None)
     refused = [p for p in params if p.fields[0].kind == "reference_only"]
 
@@ -716,7 +731,7 @@ def _reference_adapter_class(spec: _spec.OptimizerSpec, base: type) -> type:
         bound.apply_defaults()
         given = dict(bound.arguments)
         for p in refused:
-            if given[p.name] != p.default:
+            if given[p.name] is not written.get(p.name, p.default) and given[p.name] != written.get(p.name, p.default):
                 raise NotImplementedError(
                     f"gradstep.torch.{spec.name} does not support {p.name}={given[p.name]!r}: it selects "
                     f"another implementation of {spec.reference_class}, and gradstep steps CPU tensors "
@@ -727,6 +742,11 @@ def _reference_adapter_class(spec: _spec.OptimizerSpec, base: type) -> type:
         if spec.rate_at_start is not None:
             self._rate_at_start = _float(lr(0)) if callable(lr) else _float(lr)
         defaults = {p.name: given[p.name] for p in params if p.keep == "group"}
+        extras = getattr(self, "_group_extras", None)
+        if extras is not None:  # the carried values the reference keeps in its groups (Prodigy's d, k)
+            defaults.update(extras(given))
+        if getattr(self, "_keeps_d0", False):
+            self.d0 = given["d0"]  # as prodigyopt.Prodigy and dadaptation.DAdaptAdam keep it
         torch.optim.Optimizer.__init__(self, given["params"], defaults)
         self._init_gradstep()
 
@@ -738,7 +758,8 @@ def _reference_adapter_class(spec: _spec.OptimizerSpec, base: type) -> type:
     if kept:
         notes.append(f"As there, {', '.join(kept)} {'is' if len(kept) == 1 else 'are'} kept on the optimizer, "
                      "not in param_groups nor the state_dict.")
-    notes += [(f"{p.name}={not p.default!r}" if p.fields[0].type == "flag" else f"{p.name} other than {p.default!r}")
+    notes += [(f"{p.name}={not p.default!r}" if p.fields[0].type == "flag" and p.name not in written
+               else f"{p.name} other than {written.get(p.name, p.default)!r}")
               + " raises NotImplementedError (it selects another implementation, which gradstep does not run)."
               for p in refused]
     absent = [p.name for p in spec.hyper_params if p.keep == "absent"]
@@ -759,16 +780,537 @@ def _getstate_with_kept_arguments(self: Any) -> dict[str, Any]:
     # param_groups: the arguments kept on the optimizer go along too. (A copy of
     # lion_pytorch.Lion loses its decoupled_wd and _init_lr; its step then fails.)
     state: dict[str, Any] = torch.optim.Optimizer.__getstate__(self)
-    for name in ("_kept_arguments", "_rate_at_start"):
+    for name in ("_kept_arguments", "_rate_at_start", "d0"):
         if name in self.__dict__:
             state[name] = self.__dict__[name]
     return state
 
 
+# ---- package references with values carried in their param groups ----------------------
+#
+# prodigyopt.Prodigy, dadaptation.DAdaptAdam/DAdaptSGD, timm.optim.Lamb and
+# schedulefree's AdamWScheduleFree/SGDScheduleFree keep the values their step
+# carries (d, k, step, weight_sum, ...) in every param group, and Schedule-Free
+# moves the params between y and x in train()/eval(). Their adapters keep that layout: the
+# carried values go from the groups into the options of the C++ step and back,
+# the states are the reference's buffers under its names and shapes. What the
+# declaration does not say (the groups' extra keys, the states' shapes, which
+# options the reference reads from param_groups[0] only) is said here, per class.
+
+
+def _copy_options(spec: _spec.OptimizerSpec, options: Any) -> Any:
+    return spec.options(**{f.name: getattr(options, f.name) for f in spec.fields if f.option})
+
+
+def _check_buffer(t: Any, p: torch.Tensor, shape: tuple[int, ...], where: str, name: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{where}: state '{name}' must be a torch.Tensor, got {type(t).__name__}")
+    if t.device.type != "cpu" or t.layout != torch.strided:
+        raise TypeError(f"{where}: state '{name}' must be a dense CPU tensor")
+    if t.dtype != p.dtype:
+        raise TypeError(f"{where}: state '{name}' dtype {t.dtype} differs from the parameter's {p.dtype}")
+    if tuple(t.shape) != shape:
+        raise ValueError(f"{where}: state '{name}' shape {tuple(t.shape)} differs from {shape}, the reference's")
+    if not t.is_contiguous():
+        raise ValueError(f"{where}: state '{name}' must be contiguous")
+
+
+class _PackageStep(_GradstepStep):
+    """The step of an adapter whose reference carries values in its param groups."""
+
+    _global: ClassVar[bool] = True  # one C++ call over every group (a global d), else one per group
+    # Keys the reference reads per group but gradstep takes from param_groups[0]:
+    # a group whose value differs raises NotImplementedError, before any write.
+    _equal_keys: ClassVar[tuple[str, ...]] = ()
+    # The kernel reads the per-group options the reference reads per group (Prodigy's
+    # weight_decay, eps, ...; TensorSet.step_groups), lr = 0 groups included.
+    _group_options: ClassVar[bool] = False
+    # The groups' lr must be equal or 0, the step's rate the largest (the learning-rate-free
+    # references); else each group has its own and the step's is param_groups[0]'s (timm's Lamb).
+    _shared_lr: ClassVar[bool] = True
+    # The group key counting the steps (the kernel's step number is it + 1).
+    _count_key: ClassVar[str] = "k"
+    # Keys the reference requires to be 1 (dadaptation's layer_scale: not declared).
+    _unit_keys: ClassVar[tuple[str, ...]] = ()
+    # Declared carried field -> the group key holding it (the same name unless said).
+    _carried_keys: ClassVar[dict[str, str]] = {}
+    # The state key whose presence says the param's state was made.
+    _made_key: ClassVar[str]
+    # state names whose buffers are flat (numel,) in the reference (prodigyopt's s, p0).
+    _flat_states: ClassVar[tuple[str, ...]] = ()
+    # Defaults the reference writes as ints (prodigyopt slices with slice_p=1): the same values.
+    _reference_defaults: ClassVar[dict[str, Any]] = {}
+    # Buffers the reference keeps beside the declared states (dadaptation.DAdaptSGD's z = x0 - s).
+    _reference_states: ClassVar[tuple[str, ...]] = ()
+
+    @staticmethod
+    def _group_extras(given: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    # -- options ---------------------------------------------------------------
+    def _options(self, group: dict[str, Any], lr: float) -> Any:
+        # The group's carried values too: the options' checks may read them (Lamb's max_lr).
+        options = super()._options(group, lr)
+        self._fill_carried(options, group)
+        return options
+
+    def _carried_of(self, gi: int, group: dict[str, Any], options: Any) -> Any:
+        """options with the carried values group keeps, validated (naming the group)."""
+        new = _copy_options(self.__gradstep_spec__, options)
+        try:
+            self._fill_carried(new, group)
+            new.validate()
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{_where(gi)}: {e}") from None
+        return new
+
+    def _fill_carried(self, new: Any, group: dict[str, Any]) -> None:
+        """Set new's carried fields from the group's keys (before the first step: their
+        initial values, e.g. d0's)."""
+        for f in self.__gradstep_spec__.carried:
+            key = self._carried_keys.get(f.name, f.name)
+            value = group[key] if key in group else \
+                getattr(new, f.initial_from) if f.initial_from else f.default
+            if f.type == "flag":
+                if not isinstance(value, (bool, np.bool_)):
+                    raise TypeError(f"{key} must be a bool, got {value!r}")
+                setattr(new, f.name, bool(value))
+            else:
+                if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, torch.Tensor)):
+                    raise TypeError(f"{key} must be a number, got {value!r}")
+                setattr(new, f.name, self._to_carried(key, _float(value)))
+
+    @staticmethod
+    def _to_carried(key: str, value: float) -> float:
+        return value
+
+    def _check_groups(self) -> float:
+        """The rate of the step: the largest group's; the groups' options checked."""
+        groups = self.param_groups
+        g0 = groups[0]
+        for gi, group in enumerate(groups):
+            for key in self._unit_keys:
+                if group.get(key, 1.0) != 1.0:
+                    raise NotImplementedError(f"{_where(gi)}: {key}={group[key]!r}: gradstep.torch."
+                                              f"{type(self).__name__} supports only {key}=1.0")
+        if not self._global:
+            return 0.0
+        for gi, group in enumerate(groups):
+            for key in self._equal_keys:
+                if gi and _plain(group.get(key)) != _plain(g0.get(key)):
+                    raise NotImplementedError(
+                        f"{_where(gi)}: {key}={_plain(group.get(key))!r} differs from param_groups[0]'s "
+                        f"{_plain(g0.get(key))!r}: gradstep.torch.{type(self).__name__} steps every group in one "
+                        f"C++ call, with param_groups[0]'s {key}")
+        if not self._shared_lr:
+            return self._group_lr(g0, 1)
+        rates = [self._group_lr(g, 1) for g in groups]
+        lr = max(rates)
+        for gi, (group, rate) in enumerate(zip(groups, rates)):
+            if rate not in (lr, 0.0):
+                raise RuntimeError(f"{_where(gi)}: lr {rate!r} differs from the largest group's {lr!r}: as in "
+                                   f"{self.__gradstep_spec__.reference_class}, the groups' lr must be equal or 0")
+            if rate != lr and not self._group_options:
+                raise NotImplementedError(f"{_where(gi)}: lr=0 while another group's is {lr!r}: gradstep.torch."
+                                          f"{type(self).__name__} steps every group with one set of options")
+        return lr
+
+    # -- states ----------------------------------------------------------------
+    def _made_state(self, p: torch.Tensor, options: Any) -> dict[str, Any]:
+        """The reference's state of p before its first step."""
+        raise NotImplementedError
+
+    def _shape(self, name: str, p: torch.Tensor) -> tuple[int, ...]:
+        return (p.numel(),) if name in self._flat_states else tuple(p.shape)
+
+    def _buffers(self, p: torch.Tensor, state: dict[str, Any], needed: list[str], options: Any,
+                 where: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """(the kernel's buffers of p, 1-D, by state name; the state entries to add)."""
+        new: dict[str, Any] = {} if self._made_key in state else self._made_state(p, options)
+        bufs = {}
+        for n in needed:
+            t = new[n] if n in new else state.get(n)
+            if t is None:  # e.g. a state the options need now and did not before (beta1 > 0)
+                t = new[n] = torch.zeros(self._shape(n, p), dtype=p.dtype)
+            if n == "p0" and isinstance(t, torch.Tensor) and t.dim() == 0:
+                # prodigyopt keeps p0 as a 0-d tensor when p is all zeros at its first step:
+                # its dot product broadcasts it; the kernel reads it at full length.
+                _check_buffer(t, p, (), where, n)
+                t = torch.full(self._shape(n, p), float(t.item()), dtype=p.dtype)
+            else:
+                _check_buffer(t, p, self._shape(n, p), where, n)
+            bufs[n] = t.view(-1)
+        for n in self._reference_states:  # buffers the reference keeps and the kernel does not read
+            _check_buffer(new[n] if n in new else state.get(n), p, self._shape(n, p), where, n)
+        return bufs, new
+
+    def _tensor_set(self, params: list[torch.Tensor], bufs: list[dict[str, torch.Tensor]], needed: list[str],
+                    where: list[str]) -> Any:
+        try:
+            return _core.TensorSet([_numpy(p.detach().view(-1), f"params[{j}]") for j, p in enumerate(params)],
+                                   [[_numpy(b[n], n) for b in bufs] if n in needed else None
+                                    for n in self._state_names],
+                                   list(self._state_names))
+        except (TypeError, ValueError) as e:
+            raise type(e)(re.sub(r"params\[(\d+)\]", lambda m: where[int(m.group(1))], str(e))) from None
+
+    def _members(self, gis: list[int], options: Any) -> Any:
+        """The params of these groups that take the step (those with a grad), checked, with their
+        grads, the kernel's buffers and the state entries to add."""
+        needed = self._needed_states(options)
+        params, grads, bufs, news, where, group_of = [], [], [], [], [], []
+        for gi in gis:
+            for i, p in enumerate(self.param_groups[gi]["params"]):
+                if p.grad is None:  # skipped, as the references do
+                    continue
+                w = _where(gi, i)
+                _check_param(p, w)
+                if not p.is_contiguous():
+                    raise ValueError(f"{w}: gradstep.torch.{type(self).__name__} steps contiguous parameters "
+                                     f"only, got strides {p.stride()}")
+                _check_like(p.grad, p, w, "grad")
+                b, new = self._buffers(p, self.state.get(p, {}), needed, options, w)
+                params.append(p)
+                g = p.grad.detach()
+                grads.append(g.view(-1) if g.is_contiguous() else g.contiguous().view(-1))
+                bufs.append(b)
+                news.append(new)
+                where.append(w)
+                group_of.append(gi)
+        return params, grads, bufs, news, where, needed, group_of
+
+    # -- stepping --------------------------------------------------------------
+    def _step(self, closure: Callable[[], Any] | None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        lock = self.__dict__.get("_step_lock")
+        if lock is None:
+            lock = self.__dict__.setdefault("_step_lock", threading.RLock())
+        with lock, torch.no_grad():
+            flats = [[p for p in group["params"] if isinstance(p, FlatParameter)] for group in self.param_groups]
+            for group_flats in flats:  # flatten_parameters: the members' grads into the flat grad
+                for flat in group_flats:
+                    flat._gather_grads()
+            plans = self._plan()
+            for plan in plans:  # every check passed: from here on, only writes
+                self._commit_plan(*plan)
+            for group, group_flats in zip(self.param_groups, flats):
+                _after_flat_step(self, group, group_flats)
+        return loss
+
+    def _plan(self) -> list[tuple[Any, ...]]:
+        lr = self._check_groups()
+        groups = self.param_groups
+        plans = []
+        for gis in ([list(range(len(groups)))] if self._global else [[gi] for gi in range(len(groups))]):
+            g = groups[gis[0]]
+            rate = lr if self._global else self._group_lr(g, 1)
+            options = self._carried_of(gis[0], g, self._checked_options(gis[0], g, 1))
+            options.lr = rate
+            self._check_step_options(gis[0], g, options)  # may adjust the step's options (Lamb's clip)
+            params, grads, bufs, news, where, needed, group_of = self._members(gis, options)
+            # The TensorSet of the last step, while it views the same buffers (building one costs
+            # more than a small step); the cache keeps the buffers it views alive.
+            witness = [_witness(p) for p in params] + [_witness(b[n]) for b in bufs for n in needed]
+            cached = self._cache.get(("groups", tuple(gis)))  # type: ignore[arg-type]
+            if cached is not None and cached[1] == witness:
+                ts = cached[0]
+            else:
+                ts = self._tensor_set(params, bufs, needed, where) if params else None
+            per_group = None
+            if self._group_options and len(gis) > 1:  # each group's options, checked, with its lr
+                per_group = ([self._carried_of(gi, groups[gi], self._checked_options(gi, groups[gi], 1))
+                              for gi in gis], group_of)
+            if ts is not None:
+                try:
+                    ts.set_options(options)
+                except (TypeError, ValueError) as e:
+                    raise type(e)(f"{_where(gis[0])}: {e}") from None
+                ts.set_lr(rate)
+            plans.append((gis, options, params, grads, news, ts, per_group, witness))
+        return plans
+
+    def _check_step_options(self, gi: int, group: dict[str, Any], options: Any) -> None:
+        pass
+
+    def _commit_plan(self, gis: list[int], options: Any, params: list[torch.Tensor], grads: list[torch.Tensor],
+                     news: list[dict[str, Any]], ts: Any, per_group: Any, witness: list[Any]) -> None:
+        k = int(_float(self.param_groups[gis[0]].get(self._count_key, 0)))
+        after = options
+        if ts is not None:
+            arrays = [_numpy(g, "grad") for g in grads]
+            if per_group is None:
+                ts.step(arrays, k + 1)
+            else:
+                ts.step_groups(arrays, k + 1, *per_group)
+            after = ts.options
+            self._cache[("groups", tuple(gis))] = (ts, witness)  # type: ignore[index]
+        for p, new in zip(params, news):
+            if new:
+                self.state[p].update(new)
+        self._write_groups(gis, options, after, params, k)
+
+    def _write_groups(self, gis: list[int], before: Any, after: Any, params: list[torch.Tensor], k: int) -> None:
+        raise NotImplementedError
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        before = self.state, self.param_groups
+        torch.optim.Optimizer.load_state_dict(self, state_dict)  # type: ignore[arg-type]
+        try:
+            for gi, group in enumerate(self.param_groups):
+                self._carried_of(gi, group, self._checked_options(gi, group, 1))
+        except Exception:
+            self.state, self.param_groups = before
+            raise
+        self._cache.clear()  # state tensors were replaced
+
+
+class _LearningRateFree(_PackageStep):
+    """prodigyopt's and dadaptation's layout: one step over every group, d global."""
+
+    _made_key = "step"
+    _keeps_d0 = True
+
+    def _written(self, after: Any) -> dict[str, Any]:
+        return {self._carried_keys.get(f.name, f.name): float(getattr(after, f.name))
+                for f in self.__gradstep_spec__.carried if f.name != "k"}
+
+    def _write_groups(self, gis: list[int], before: Any, after: Any, params: list[torch.Tensor], k: int) -> None:
+        if after.k == before.k:  # the reference returned early (nothing to adapt to): d and k kept
+            return
+        values = self._written(after)
+        for gi in gis:
+            group = self.param_groups[gi]
+            group.update(values)
+            group["k"] = int(_float(group["k"])) + 1
+        for p in params:
+            self.state[p]["step"] += 1
+
+
+class _ProdigyStep(_LearningRateFree):
+    # prodigyopt reads these per group too; gradstep steps them with param_groups[0]'s
+    # (its d0 also says when d first moves; slice_p must be 1).
+    _equal_keys = ("d0", "slice_p")
+    _group_options = True
+    _flat_states = ("s", "p0")
+    _reference_defaults = {"weight_decay": 0, "slice_p": 1}
+
+    @staticmethod
+    def _group_extras(given: dict[str, Any]) -> dict[str, Any]:
+        d0 = given["d0"]
+        return {"d": d0, "d_max": d0, "d_numerator": 0.0, "k": 0}
+
+    def _made_state(self, p: torch.Tensor, options: Any) -> dict[str, Any]:
+        flat = p.detach().reshape(-1)
+        state: dict[str, Any] = {"step": 0, "s": torch.zeros_like(flat)}
+        state["p0"] = flat.clone() if bool(p.any()) else torch.tensor(0, dtype=p.dtype)
+        if options.beta1 > 0:
+            state["exp_avg"] = torch.zeros_like(p.detach())
+        state["exp_avg_sq"] = torch.zeros_like(p.detach())
+        return state
+
+
+class _DAdaptAdamStep(_LearningRateFree):
+    _group_options = True
+    _unit_keys = ("layer_scale",)
+    _reference_defaults = {"weight_decay": 0, "log_every": 0}
+
+    @staticmethod
+    def _group_extras(given: dict[str, Any]) -> dict[str, Any]:
+        return {"d": given["d0"], "k": 0, "layer_scale": 1.0, "numerator_weighted": 0.0}
+
+    def _made_state(self, p: torch.Tensor, options: Any) -> dict[str, Any]:
+        t = p.detach()
+        return {"step": 0, "s": torch.zeros_like(t), "exp_avg": torch.zeros_like(t),
+                "exp_avg_sq": torch.zeros_like(t)}
+
+
+class _DAdaptSGDStep(_LearningRateFree):
+    # dadaptation.DAdaptSGD reads every option but lr from param_groups[0] (its kernel too).
+    _group_options = True
+    _made_key = "z"
+    _keeps_d0 = False
+    _reference_defaults = {"weight_decay": 0, "log_every": 0}
+    _reference_states = ("z",)
+
+    @staticmethod
+    def _group_extras(given: dict[str, Any]) -> dict[str, Any]:
+        return {"k": 0, "numerator_weighted": 0.0, "d": given["d0"]}
+
+    def _made_state(self, p: torch.Tensor, options: Any) -> dict[str, Any]:
+        t = p.detach()
+        return {"z": t.clone(), "s": torch.zeros_like(t), "x0": t.clone()}
+
+    def _write_groups(self, gis: list[int], before: Any, after: Any, params: list[torch.Tensor], k: int) -> None:
+        if after.g0_norm == 0.0:  # lr = 0 or a zero first gradient (the reference divides by zero)
+            return
+        values = self._written(after)
+        for gi in gis:
+            self.param_groups[gi].update(values)
+            self.param_groups[gi]["k"] = k + 1  # param_groups[0]'s k, as the reference
+        for p in params:  # the reference's z = x0 - s, which the kernel does not keep
+            state = self.state[p]
+            torch.sub(state["x0"], state["s"], out=state["z"])
+
+
+class _ScheduleFreeStep(_PackageStep):
+    """schedulefree's layout: each group steps alone, with its own carried values;
+    train()/eval() move the params between y and x (the kernel's mode switch)."""
+
+    _global = False
+    _made_key = "z"
+
+    @staticmethod
+    def _group_extras(given: dict[str, Any]) -> dict[str, Any]:
+        return {"k": 0, "train_mode": False, "weight_sum": 0.0, "lr_max": -1.0, "scheduled_lr": 0.0}
+
+    @staticmethod
+    def _to_carried(key: str, value: float) -> float:
+        # schedulefree starts lr_max at -1, gradstep at 0: max(lr, .) is the same for any lr >= 0.
+        return max(value, 0.0) if key == "lr_max" else value
+
+    def _made_state(self, p: torch.Tensor, options: Any) -> dict[str, Any]:
+        t = p.detach()
+        return {n: (t.clone() if n == "z" else torch.zeros_like(t)) for n in self._state_names}
+
+    def _plan(self) -> list[tuple[Any, ...]]:
+        mode = self.__gradstep_spec__.mode
+        assert mode is not None
+        for gi, group in enumerate(self.param_groups):
+            if not group.get("train_mode"):
+                raise RuntimeError(f"{_where(gi)}: {mode.step_refused}")
+        return super()._plan()
+
+    def _write_groups(self, gis: list[int], before: Any, after: Any, params: list[torch.Tensor], k: int) -> None:
+        group = self.param_groups[gis[0]]
+        warmup = _float(group["warmup_steps"])
+        lr = self._group_lr(group, 1) * ((k + 1) / warmup if k < warmup else 1.0)
+        group["scheduled_lr"] = lr
+        if params:
+            lr_max, weight_sum = float(after.lr_max), float(after.weight_sum)
+        else:  # no param has a grad: the reference still advances the group's scalars
+            lr_max = max(lr, _float(group["lr_max"]))
+            weight_sum = _float(group["weight_sum"]) + ((k + 1) ** _float(group["r"])) * (
+                lr_max ** _float(group["weight_lr_power"]))
+        group["lr_max"], group["weight_sum"], group["k"] = lr_max, weight_sum, k + 1
+
+    def _switch(self, on: bool) -> None:
+        lock = self.__dict__.get("_step_lock")
+        if lock is None:
+            lock = self.__dict__.setdefault("_step_lock", threading.RLock())
+        with lock, torch.no_grad():
+            plans = []
+            for gi, group in enumerate(self.param_groups):
+                if bool(group.get("train_mode")) == on:
+                    continue
+                options = self._carried_of(gi, group, self._checked_options(gi, group, 1))
+                options.train_mode = not on
+                members = [(i, p) for i, p in enumerate(group["params"]) if self._made_key in self.state.get(p, {})]
+                ts = None
+                if members:
+                    needed = self._needed_states(options)
+                    params, bufs, where = [], [], []
+                    for i, p in members:
+                        w = _where(gi, i)
+                        _check_param(p, w)
+                        if not p.is_contiguous():
+                            raise ValueError(f"{w}: gradstep.torch.{type(self).__name__} steps contiguous "
+                                             f"parameters only, got strides {p.stride()}")
+                        state = self.state[p]
+                        for n in needed:
+                            if n not in state:
+                                raise ValueError(f"{w}: state '{n}' is missing")
+                        b, _ = self._buffers(p, state, needed, options, w)
+                        params.append(p)
+                        bufs.append(b)
+                        where.append(w)
+                    ts = self._tensor_set(params, bufs, needed, where)
+                    try:
+                        ts.set_options(options)
+                    except (TypeError, ValueError) as e:
+                        raise type(e)(f"{_where(gi)}: {e}") from None
+                plans.append((group, ts))
+            for group, ts in plans:
+                if ts is not None:
+                    ts.switch_mode(on)
+                group["train_mode"] = on
+
+    def train(self) -> None:
+        """Params to y, the point gradients are taken at (as the reference's train())."""
+        self._switch(True)
+
+    def eval(self) -> None:
+        """Params to x, the average to evaluate and save (as the reference's eval())."""
+        self._switch(False)
+
+
+class _AdamWScheduleFreeStep(_ScheduleFreeStep):
+    _reference_defaults = {"weight_decay": 0, "warmup_steps": 0}
+
+
+class _SGDScheduleFreeStep(_ScheduleFreeStep):
+    _reference_defaults = {"weight_decay": 0, "warmup_steps": 0, "weight_lr_power": 2}
+
+
+class _LambStep(_PackageStep):
+    """timm.optim.Lamb's layout: each group its own options and step count (group['step'], a
+    scalar tensor), stepped together in one C++ call for the global clip, whose max_grad_norm
+    is the optimizer's defaults' (as timm reads it)."""
+
+    _group_options = True
+    _shared_lr = False
+    _count_key = "step"
+    _equal_keys = ("step",)  # the kernel's bias correction: one step number per call
+    _carried_keys = {"max_lr": "max_lr_snapshot"}
+    _made_key = "exp_avg"
+    _reference_defaults = {"foreach": None}
+
+    @staticmethod
+    def _group_extras(given: dict[str, Any]) -> dict[str, Any]:
+        lr = _float(given["lr"])
+        if given["corrected_weight_decay"] and lr <= 0:
+            raise ValueError(f"corrected weight decay requires a positive max lr, got {lr} (construct the "
+                             "optimizer with the peak lr)")
+        return {"max_lr_snapshot": lr}
+
+    def _check_step_options(self, gi: int, group: dict[str, Any], options: Any) -> None:
+        field = self.__gradstep_spec__.field("max_grad_norm")
+        value = self.defaults.get("max_grad_norm")
+        try:
+            options.max_grad_norm = _float(field.to_option(value))
+            options.validate()
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"defaults['max_grad_norm']: {e}") from None
+
+    def _made_state(self, p: torch.Tensor, options: Any) -> dict[str, Any]:
+        t = p.detach()
+        return {"exp_avg": torch.zeros_like(t), "exp_avg_sq": torch.zeros_like(t)}
+
+    def _write_groups(self, gis: list[int], before: Any, after: Any, params: list[torch.Tensor], k: int) -> None:
+        wide = torch.get_default_dtype() == torch.float64  # timm's scalar dtype
+        for gi in gis:
+            group = self.param_groups[gi]
+            if "step" not in group:
+                group["step"] = torch.tensor(0.0, dtype=torch.float64 if wide else torch.float32)
+            group["step"].add_(1)
+
+
+_PACKAGE_STEPS: dict[str, type] = {
+    "Prodigy": _ProdigyStep, "DAdaptAdam": _DAdaptAdamStep, "DAdaptSGD": _DAdaptSGDStep,
+    "AdamWScheduleFree": _AdamWScheduleFreeStep, "SGDScheduleFree": _SGDScheduleFreeStep, "Lamb": _LambStep,
+}
+
+
+def _plain(x: Any) -> Any:
+    return _float(x) if isinstance(x, torch.Tensor) else x
+
+
 def _generate() -> dict[str, type]:
     classes: dict[str, type] = {}
     for spec in _spec.optimizers():  # a variant (AdamW) subclasses its base's adapter, as torch's does
-        base = classes[spec.base] if spec.base else _GradstepStep
+        base = classes[spec.base] if spec.base else _PACKAGE_STEPS.get(spec.name, _GradstepStep)
         if spec.mirrored_in_torch:
             classes[spec.name] = _reference_adapter_class(spec, base)
         elif spec.torch_twin and isinstance(getattr(torch.optim, spec.name, None), type):

@@ -205,6 +205,67 @@ int main() {
     check(gradstep::slot_size(gradstep::state_extents(prodigy).slot[0], v) == 3,
           "Prodigy's s with slice_p = 5: every fifth of 12 elements");
   }
+  {  // step_groups: per-group options where the kernel reads them (Prodigy's weight_decay).
+    auto prodigy_set = [](std::vector<double>& p, std::vector<double>& g, std::vector<std::vector<double>>& st,
+                          gradstep::TensorView* t) {
+      for (int k = 0; k < 2; ++k) {
+        t[k].param = p.data() + 8 * k;
+        t[k].grad = g.data() + 8 * k;
+        for (int s = 0; s < 4; ++s) t[k].state[s] = st[s].data() + 8 * k;
+        t[k].size = 8;
+        t[k].dtype = gradstep::DType::f64;
+      }
+    };
+    auto fresh = [](std::vector<double>& p, std::vector<double>& g, std::vector<std::vector<double>>& st) {
+      p.assign(16, 0.0);
+      g.assign(16, 0.0);
+      st.assign(4, std::vector<double>(16, 0.0));
+      for (std::size_t i = 0; i < 16; ++i) {
+        p[i] = st[1][i] = std::sin(double(i) + 1.0);  // p0 starts as p
+        g[i] = std::cos(2.0 * double(i));
+      }
+    };
+    std::vector<double> p1, g1, p2, g2;
+    std::vector<std::vector<double>> s1, s2;
+    fresh(p1, g1, s1);
+    fresh(p2, g2, s2);
+    gradstep::TensorView t1[2], t2[2];
+    prodigy_set(p1, g1, s1, t1);
+    prodigy_set(p2, g2, s2, t2);
+    gradstep::ProdigyOptions o;
+    o.weight_decay = 0.1;
+    gradstep::TensorSet a(t1, 2, gradstep::state_mask(o)), b(t2, 2, gradstep::state_mask(o));
+    const gradstep::ProdigyOptions same[1] = {o};
+    const std::uint32_t zeros[2] = {0, 0}, split[2] = {0, 1};
+    const gradstep::StepReport ra = a.step(o, 1), rb = b.step_groups(o, same, 1, zeros, 1);
+    check(p1 == p2 && s1 == s2 && ra.carried[0] == rb.carried[0], "step_groups with one group is step()");
+    gradstep::ProdigyOptions other = o;
+    other.weight_decay = 0.0;
+    const gradstep::ProdigyOptions two[2] = {o, other};
+    fresh(p2, g2, s2);
+    const std::uint32_t bad[2] = {0, 2};
+    check(throws_invalid([&] { b.step_groups(o, two, 2, bad, 1); }, "group index"), "group index out of range");
+    gradstep::ProdigyOptions negative = other;
+    negative.weight_decay = -1.0;
+    const gradstep::ProdigyOptions wrong[2] = {o, negative};
+    check(throws_invalid([&] { b.step_groups(o, wrong, 2, split, 1); }, "group 1: weight_decay"),
+          "a group's bad option named");
+    check(p2[0] == std::sin(1.0) && s2[2][0] == 0.0, "nothing written on error");
+    b.step_groups(o, two, 2, split, 1);  // p1: the step with weight_decay 0.1 for both
+    bool second_differs = false;
+    for (std::size_t i = 8; i < 16; ++i) second_differs = second_differs || p1[i] != p2[i];
+    check(second_differs, "the second group steps with its own weight_decay");
+    bool refused = false;
+    Adam1 adam1(4);
+    auto adam_t = adam1.view();
+    gradstep::TensorSet adam_set(&adam_t, 1, gradstep::state_mask(adam));
+    try {
+      adam_set.step_groups(adam, &adam, 1, zeros, 1);
+    } catch (const std::logic_error& e) {
+      refused = std::strstr(e.what(), "no per-group options") != nullptr;
+    }
+    check(refused, "an optimizer without per-group options refuses step_groups");
+  }
   gradstep_test::run_thread_tests();
   gradstep_test::run_plan_tests();
   std::printf("%d passed, %d failed\n", gradstep_test::passed, gradstep_test::failed);

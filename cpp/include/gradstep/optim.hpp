@@ -395,6 +395,8 @@ struct Declaration<ProdigyOptions> {
   using O = ProdigyOptions;
   static constexpr std::size_t parallel_min = 1u << 14;
   static constexpr int partial_sums = 2;  // <g, p0 - p>, ||s||_1
+  // Per param group (TensorSet::step_groups): weight_decay, eps, safeguard_warmup, lr (0: left out of the sums).
+  static constexpr bool group_options = true;
   static constexpr const char* name = "Prodigy";
   static constexpr const char* reference = "prodigyopt";
   static constexpr const char* options = "ProdigyOptions";
@@ -433,7 +435,7 @@ struct Declaration<ProdigyOptions> {
       real("growth_rate", &O::growth_rate, Bound::positive_or_inf),
       flag("fsdp_in_use", &O::fsdp_in_use),
       real("slice_p", &O::slice_p, Bound::count),
-      flag("maximize", &O::maximize).keyword_only(),
+      flag("maximize", &O::maximize).keyword_only().not_in_reference(),
       real("d", &O::d, Bound::positive).carried("d0"),
       real("d_max", &O::d_max, Bound::positive).carried("d0"),
       real("d_numerator", &O::d_numerator, Bound::finite).carried(),
@@ -465,6 +467,8 @@ struct Declaration<DadaptAdamOptions> {
   using O = DadaptAdamOptions;
   static constexpr std::size_t parallel_min = 1u << 14;
   static constexpr int partial_sums = 2;  // <g, s / (sqrt(v) + eps)>, ||s||_1
+  // Per param group (TensorSet::step_groups): weight_decay, eps, lr (0: left out of the sums).
+  static constexpr bool group_options = true;
   static constexpr const char* name = "DAdaptAdam";
   static constexpr const char* reference = "dadaptation";
   static constexpr const char* options = "DadaptAdamOptions";
@@ -496,10 +500,10 @@ struct Declaration<DadaptAdamOptions> {
       real("log_every", &O::log_every, Bound::count),
       flag("decouple", &O::decouple),
       flag("use_bias_correction", &O::use_bias_correction),
-      real("d0", &O::d0, Bound::positive),
+      real("d0", &O::d0, Bound::positive).on_optimizer(),
       real("growth_rate", &O::growth_rate, Bound::positive_or_inf),
       flag("fsdp_in_use", &O::fsdp_in_use),
-      flag("maximize", &O::maximize).keyword_only(),
+      flag("maximize", &O::maximize).keyword_only().not_in_reference(),
       real("d", &O::d, Bound::positive).carried("d0"),
       real("numerator_weighted", &O::numerator_weighted, Bound::finite).carried(),
       real("k", &O::k, Bound::count).carried(),
@@ -523,6 +527,8 @@ struct Declaration<DadaptSgdOptions> {
   using O = DadaptSgdOptions;
   static constexpr std::size_t parallel_min = 1u << 15;
   static constexpr int partial_sums = 2;  // <g, s>, ||s||^2 (or ||grad||^2 on the first step)
+  // Per param group (TensorSet::step_groups): lr only (0: left out of the sums), as dadaptation reads it.
+  static constexpr bool group_options = true;
   static constexpr const char* name = "DAdaptSGD";
   static constexpr const char* reference = "dadaptation";
   static constexpr const char* options = "DadaptSgdOptions";
@@ -547,10 +553,10 @@ struct Declaration<DadaptSgdOptions> {
       real("momentum", &O::momentum, Bound::unit_open),
       real("weight_decay", &O::weight_decay, Bound::nonneg),
       real("log_every", &O::log_every, Bound::count),
-      real("d0", &O::d0, Bound::positive),
+      real("d0", &O::d0, Bound::positive).on_optimizer(),
       real("growth_rate", &O::growth_rate, Bound::positive_or_inf),
       flag("fsdp_in_use", &O::fsdp_in_use),
-      flag("maximize", &O::maximize).keyword_only(),
+      flag("maximize", &O::maximize).keyword_only().not_in_reference(),
       real("d", &O::d, Bound::positive).carried("d0"),
       real("numerator_weighted", &O::numerator_weighted, Bound::finite).carried(),
       real("g0_norm", &O::g0_norm, Bound::nonneg).carried(),
@@ -583,6 +589,8 @@ struct Declaration<LambOptions> {
   // u * g > 0), then with caution sum of u^2 (lamb.inl).
   static constexpr int partial_sums = 3;
   static constexpr bool per_tensor = true;
+  // Per param group (TensorSet::step_groups): every option but max_grad_norm (timm's clip is global).
+  static constexpr bool group_options = true;
   static constexpr const char* name = "Lamb";
   static constexpr const char* reference = "timm.optim";  // timm 1.0.31
   static constexpr const char* options = "LambOptions";
@@ -618,7 +626,8 @@ struct Declaration<LambOptions> {
       flag("caution", &O::caution),
       flag("decoupled_decay", &O::decoupled_decay),
       flag("corrected_weight_decay", &O::corrected_weight_decay),
-      flag("maximize", &O::maximize).keyword_only(),
+      reference_flag<O>("foreach", false),  // timm's implementation choice (its default None: gradstep.torch)
+      flag("maximize", &O::maximize).keyword_only().not_in_reference(),
       real("max_lr", &O::max_lr, Bound::nonneg).carried("lr"),
   };
   static constexpr std::array slots{Slot<O>{"exp_avg"}, Slot<O>{"exp_avg_sq"}};
@@ -674,7 +683,8 @@ struct Declaration<AdamwScheduleFreeOptions> {
       real("warmup_steps", &O::warmup_steps, Bound::nonneg),
       real("r", &O::r, Bound::nonneg),
       real("weight_lr_power", &O::weight_lr_power, Bound::nonneg),
-      flag("maximize", &O::maximize).keyword_only(),
+      reference_flag<O>("foreach", true),  // schedulefree's implementation choice (torch._foreach_*)
+      flag("maximize", &O::maximize).keyword_only().not_in_reference(),
       real("lr_max", &O::lr_max, Bound::nonneg).carried(),
       real("weight_sum", &O::weight_sum, Bound::nonneg).carried(),
       flag("train_mode", &O::train_mode).carried(),
@@ -723,7 +733,8 @@ struct Declaration<SgdScheduleFreeOptions> {
       real("warmup_steps", &O::warmup_steps, Bound::nonneg),
       real("r", &O::r, Bound::nonneg),
       real("weight_lr_power", &O::weight_lr_power, Bound::nonneg),
-      flag("maximize", &O::maximize).keyword_only(),
+      reference_flag<O>("foreach", true),  // schedulefree's implementation choice (torch._foreach_*)
+      flag("maximize", &O::maximize).keyword_only().not_in_reference(),
       real("lr_max", &O::lr_max, Bound::nonneg).carried(),
       real("weight_sum", &O::weight_sum, Bound::nonneg).carried(),
       flag("train_mode", &O::train_mode).carried(),
@@ -968,6 +979,20 @@ class TensorSet {
 #define GRADSTEP_DETAIL_STEP(O) StepReport step(const O&, std::int64_t step, const StepControl& control = {}) const;
   GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_STEP)
 #undef GRADSTEP_DETAIL_STEP
+
+  // One update over param groups whose options differ, for an optimizer whose
+  // declaration says `group_options = true` (its kernel reads the per-group
+  // options it reduces across groups with, as the reference: Prodigy's
+  // weight_decay, eps, ...): tensor t steps with groups[group_of[t]] where the
+  // kernel reads per-group options, and with `o` (the carried values, the
+  // options the reference reads from its first group, the step's rate)
+  // elsewhere. Every options struct is validated first; std::logic_error for
+  // an optimizer whose kernel has no per-group options.
+#define GRADSTEP_DETAIL_STEP_GROUPS(O)                                                                       \
+  StepReport step_groups(const O& o, const O* groups, std::size_t group_count, const std::uint32_t* group_of, \
+                         std::int64_t step, const StepControl& control = {}) const;
+  GRADSTEP_OPTIMIZERS(GRADSTEP_DETAIL_STEP_GROUPS)
+#undef GRADSTEP_DETAIL_STEP_GROUPS
 
   // For an optimizer with a Mode (declaration.hpp): the options in mode `on`
   // (true: the Mode's `on` state), after the kernel's pass that moves every

@@ -45,6 +45,14 @@ inline void for_each_chunk(const detail::Job& job, std::size_t first, std::size_
                                                std::size_t) { body(type, t, b, e); });
 }
 
+// The options tensor t of the job steps with: its param group's in a step over
+// groups whose options differ (Job::group_options), else the step's own.
+template <class O>
+inline const O& group_options_of(const O& o, const detail::Job& job, const TensorView& t) {
+  if (job.group_options == nullptr) return o;
+  return static_cast<const O*>(job.group_options)[job.group_of[&t - job.tensors]];
+}
+
 // Typed views of a tensor's buffers.
 template <class T>
 inline T* param_of(const TensorView& t) { return static_cast<T*>(t.param); }

@@ -4,7 +4,10 @@
 // order of operations (element updates in the element type, as torch's
 // in-place ops; scalars in double, as its Python floats). Two passes, as
 // prodigy.inl: averages, s and the two sums (fixed order), then d, then the
-// params.
+// params. A step over param groups whose options differ
+// (TensorSet::step_groups) takes weight_decay, eps and lr from each tensor's
+// group, as dadaptation reads them per group (a group at lr 0 is left out of
+// the sums and its averages, and still moved); the rest from the step's options.
 
 struct DadaptAdamStep {
   double scale, weight_decay, eps, beta1, beta2, sqrt_beta2;
@@ -52,8 +55,6 @@ void step(const DadaptAdamOptions& o, const detail::Job& job, const detail::Pass
   const double k = o.k, d = o.d;
   const double dlr = d * o.lr * lr_free_bias_correction(o.use_bias_correction, o.beta1, o.beta2, k);
   const double sqrt_beta2 = __builtin_pow(o.beta2, 0.5);  // Python's beta2**0.5
-  const bool l2 = o.weight_decay != 0.0 && !o.decouple;
-  const bool decoupled = o.weight_decay != 0.0 && o.decouple;
   DadaptAdamStep c{};
   c.scale = job.grad_scale;
   c.weight_decay = o.weight_decay;
@@ -66,7 +67,18 @@ void step(const DadaptAdamOptions& o, const detail::Job& job, const detail::Pass
   double sums[2];
   reducing_pass<2>(job, passes, sums, [&](auto* type, const TensorView& t, std::size_t b, std::size_t e, double* out) {
     using T = std::remove_pointer_t<decltype(type)>;
-    with_flag(l2, [&](auto l2f) { dadapt_adam_accumulate<T, l2f.value>(t, b, e, c, out); });
+    const DadaptAdamOptions& g = group_options_of(o, job, t);
+    DadaptAdamStep cg = c;
+    if (&g != &o) {
+      if (g.lr == 0.0) {  // dadaptation skips the group's sums and averages
+        out[0] = out[1] = 0.0;
+        return;
+      }
+      cg.weight_decay = g.weight_decay;
+      cg.eps = g.eps;
+    }
+    const bool l2g = g.weight_decay != 0.0 && !o.decouple;
+    with_flag(l2g, [&](auto l2f) { dadapt_adam_accumulate<T, l2f.value>(t, b, e, cg, out); });
   });
   const double numerator_weighted = sqrt_beta2 * o.numerator_weighted + (1.0 - sqrt_beta2) * (dlr * sums[0]);
   const double sk_l1 = sums[1];
@@ -78,7 +90,14 @@ void step(const DadaptAdamOptions& o, const detail::Job& job, const detail::Pass
   for_all_chunks(passes, [&](std::size_t first, std::size_t last) {
     for_each_chunk(job, first, last, [&](auto* type, const TensorView& t, std::size_t b, std::size_t e) {
       using T = std::remove_pointer_t<decltype(type)>;
-      with_flag(decoupled, [&](auto df) { dadapt_adam_update<T, df.value>(t, b, e, c); });
+      const DadaptAdamOptions& g = group_options_of(o, job, t);
+      DadaptAdamStep cg = c;
+      if (&g != &o) {
+        cg.eps = g.eps;
+        cg.param_scale = -g.weight_decay * dlr;
+      }
+      const bool decoupled = g.weight_decay != 0.0 && o.decouple;
+      with_flag(decoupled, [&](auto df) { dadapt_adam_update<T, df.value>(t, b, e, cg); });
     });
   });
   // Declaration order: d, numerator_weighted, k.

@@ -4,7 +4,10 @@
 // of operations (element updates in the element type, scalars in double).
 // The first step measures the gradient's norm first (a pass of its own);
 // then every step updates s with the two sums (fixed order), then d, then the
-// params from x0 - s (the reference's z, not stored: it is derived).
+// params from x0 - s (the reference's z, not stored: it is derived). In a
+// step over param groups (TensorSet::step_groups) only lr is the group's, as
+// dadaptation reads it: a group at lr 0 is left out of the sums and s, and
+// still moved; every other option is the step's (its param_groups[0]).
 
 template <class T>
 void dadapt_sgd_grad_norm(const TensorView& t, std::size_t begin, std::size_t end, double scale, double* out) {
@@ -50,6 +53,10 @@ void step(const DadaptSgdOptions& o, const detail::Job& job, const detail::Passe
   double g0_norm = o.g0_norm;  // 0: not measured yet (the first step)
   if (g0_norm == 0.0) {
     reducing_pass<2>(job, passes, sums, [&](auto* type, const TensorView& t, std::size_t b, std::size_t e, double* out) {
+      if (group_options_of(o, job, t).lr == 0.0) {
+        out[0] = out[1] = 0.0;
+        return;
+      }
       dadapt_sgd_grad_norm<std::remove_pointer_t<decltype(type)>>(t, b, e, job.grad_scale, out);
     });
     g0_norm = __builtin_sqrt(sums[0]);
@@ -59,6 +66,10 @@ void step(const DadaptSgdOptions& o, const detail::Job& job, const detail::Passe
   const double dlr = d * o.lr / g0_norm;
   reducing_pass<2>(job, passes, sums, [&](auto* type, const TensorView& t, std::size_t b, std::size_t e, double* out) {
     using T = std::remove_pointer_t<decltype(type)>;
+    if (group_options_of(o, job, t).lr == 0.0) {
+      out[0] = out[1] = 0.0;
+      return;
+    }
     with_flag(o.weight_decay != 0.0, [&](auto df) {
       dadapt_sgd_accumulate<T, df.value>(t, b, e, job.grad_scale, o.weight_decay, dlr, out);
     });

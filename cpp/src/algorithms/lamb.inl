@@ -22,6 +22,11 @@
 // update_scale * p, and ||u|| = update_scale * ||r||. As in adam.inl, a
 // float32 param's decoupled decay and update are done in double and rounded
 // once.
+//
+// A step over param groups whose options differ (TensorSet::step_groups)
+// takes every option but max_grad_norm from each tensor's group, as timm
+// steps each group with its own (the clip is global, from the step's
+// options); the passes run when any group needs them.
 
 // The per-step constants, in double.
 struct LambStep {
@@ -35,6 +40,33 @@ struct LambStep {
 };
 
 enum LambPass : int { kMoments, kNorm, kApply, kFused };  // kFused: moments and apply, no sums
+
+// The constants of a step with options o (the clipping factor aside: grad_scale is the sign).
+inline LambStep lamb_constants(const LambOptions& o, double step, double grad_scale) {
+  const double bc1 = o.bias_correction ? 1.0 - __builtin_pow(o.beta1, step) : 1.0;
+  const double bc2_sqrt = o.bias_correction ? __builtin_sqrt(1.0 - __builtin_pow(o.beta2, step)) : 1.0;
+  const double beta3 = o.grad_averaging ? 1.0 - o.beta1 : 1.0;
+  LambStep c{lerp_weight(beta3), o.beta1, beta3, o.eps * bc2_sqrt, bc2_sqrt / bc1, 0.0, 1.0, grad_scale};
+  c.wd_scaled = o.weight_decay / c.update_scale;
+  if (o.decoupled_decay && o.weight_decay != 0.0) {
+    const double decay_rate = o.corrected_weight_decay ? o.lr * o.lr / o.max_lr : o.lr;
+    c.param_scale = 1.0 - decay_rate * o.weight_decay;
+  }
+  return c;
+}
+
+// The options and constants of tensor t: its group's in a step over groups, else the step's.
+struct LambTensor {
+  const LambOptions& o;
+  LambStep c;
+};
+inline LambTensor lamb_tensor(const LambOptions& o, const LambStep& c, const detail::Job& job, const TensorView& t) {
+  const LambOptions& g = group_options_of(o, job, t);
+  if (&g == &o) return {o, c};
+  LambStep cg = lamb_constants(g, double(job.step), 1.0);
+  cg.grad_scale = c.grad_scale;  // the sign and the global clip
+  return {g, cg};
+}
 
 // The elements [begin, end) of one tensor in one pass. sums: the chunk's
 // partials (moments: p^2 and u^2 or the caution count; norm: u^2 in sums[0]).
@@ -100,18 +132,19 @@ template <int kPass, class Scales>
 void lamb_pass(const LambOptions& o, const LambStep& c, const detail::Job& job, const detail::Passes& passes,
                std::size_t first, std::size_t last, Scales&& scales_of) {
   constexpr std::size_t K = Declaration<LambOptions>::partial_sums;
-  const bool l2 = !o.decoupled_decay && o.weight_decay != 0.0;
   for_each_indexed_chunk(job, first, last, [&](auto* type, const TensorView& t, std::size_t b, std::size_t e,
                                                std::size_t chunk) {
     using T = std::remove_pointer_t<decltype(type)>;
+    const LambTensor x = lamb_tensor(o, c, job, t);
+    const bool l2 = !x.o.decoupled_decay && x.o.weight_decay != 0.0;
     double caution_scale = 1.0, step_size = 0.0;
     scales_of(job.chunks[chunk].tensor, t.size, caution_scale, step_size);
     double* sums = passes.partials + chunk * K + (kPass == kNorm ? 2 : 0);
-    with_flag(c.beta3 == 1.0 - c.beta1, [&](auto lerp_f) {
-      with_flag(o.caution, [&](auto caution_f) {
+    with_flag(x.c.beta3 == 1.0 - x.c.beta1, [&](auto lerp_f) {
+      with_flag(x.o.caution, [&](auto caution_f) {
         with_flag(l2, [&](auto l2_f) {
-          lamb_range<T, kPass, lerp_f.value, caution_f.value, l2_f.value>(t, b, e, o, c, caution_scale, step_size,
-                                                                           sums);
+          lamb_range<T, kPass, lerp_f.value, caution_f.value, l2_f.value>(t, b, e, x.o, x.c, caution_scale,
+                                                                           step_size, sums);
         });
       });
     });
@@ -120,16 +153,7 @@ void lamb_pass(const LambOptions& o, const LambStep& c, const detail::Job& job, 
 
 void step(const LambOptions& o, const detail::Job& job, const detail::Passes& passes, StepReport& report) {
   constexpr int K = Declaration<LambOptions>::partial_sums;
-  const double step = double(job.step);
-  const double bc1 = o.bias_correction ? 1.0 - __builtin_pow(o.beta1, step) : 1.0;
-  const double bc2_sqrt = o.bias_correction ? __builtin_sqrt(1.0 - __builtin_pow(o.beta2, step)) : 1.0;
-  const double beta3 = o.grad_averaging ? 1.0 - o.beta1 : 1.0;
-  LambStep c{lerp_weight(beta3), o.beta1, beta3, o.eps * bc2_sqrt, bc2_sqrt / bc1, 0.0, 1.0, job.grad_scale};
-  c.wd_scaled = o.weight_decay / c.update_scale;
-  if (o.decoupled_decay && o.weight_decay != 0.0) {
-    const double decay_rate = o.corrected_weight_decay ? o.lr * o.lr / o.max_lr : o.lr;
-    c.param_scale = 1.0 - decay_rate * o.weight_decay;
-  }
+  LambStep c = lamb_constants(o, double(job.step), job.grad_scale);
   double total[K];
 
   if (o.max_grad_norm > 0.0) {
@@ -150,11 +174,21 @@ void step(const LambOptions& o, const detail::Job& job, const detail::Passes& pa
     c.grad_scale /= clip;
   }
 
-  const bool trust = o.weight_decay != 0.0 || o.always_adapt;
-  const auto no_scales = [&](std::size_t, std::size_t, double&, double& step_size) {
-    step_size = -o.lr * c.update_scale;
+  // Which passes run: those any tensor's options need.
+  bool any_trust = false, any_caution = false, any_caution_trust = false;
+  for (std::size_t t = 0; t < passes.tensor_count; ++t) {
+    const LambOptions& g = group_options_of(o, job, job.tensors[t]);
+    const bool trust = g.weight_decay != 0.0 || g.always_adapt;
+    any_trust = any_trust || trust;
+    any_caution = any_caution || g.caution;
+    any_caution_trust = any_caution_trust || (g.caution && trust);
+    if (job.group_options == nullptr) break;  // one set of options
+  }
+  const auto no_scales = [&](std::size_t tensor, std::size_t, double&, double& step_size) {
+    const LambTensor x = lamb_tensor(o, c, job, job.tensors[tensor]);
+    step_size = -x.o.lr * x.c.update_scale;
   };
-  if (!trust && !o.caution) {
+  if (!any_trust && !any_caution) {
     for_all_chunks(passes, [&](std::size_t first, std::size_t last) {
       lamb_pass<kFused>(o, c, job, passes, first, last, no_scales);
     });
@@ -168,7 +202,9 @@ void step(const LambOptions& o, const detail::Job& job, const detail::Passes& pa
   // (The norm pass reads only the caution scale; its step size is not yet known.)
   const auto scales = [&](std::size_t tensor, std::size_t size, double& caution_scale, double& step_size) {
     const double* sums = passes.per_tensor + tensor * K;
-    if (o.caution) {
+    const LambTensor x = lamb_tensor(o, c, job, job.tensors[tensor]);
+    const bool trust = x.o.weight_decay != 0.0 || x.o.always_adapt;
+    if (x.o.caution) {
       double mean = sums[1] / double(size);
       if (mean < 1e-3) mean = 1e-3;
       caution_scale = 1.0 / mean;
@@ -177,13 +213,13 @@ void step(const LambOptions& o, const detail::Job& job, const detail::Passes& pa
     if (trust) {
       // timm: where(||p|| > 0, where(||u|| > 0, ||p|| / ||u||, 1), 1), clamped to <= 1 with trust_clip.
       const double p_norm = __builtin_sqrt(sums[0]);
-      const double u_norm = c.update_scale * __builtin_sqrt(o.caution ? sums[2] : sums[1]);
+      const double u_norm = x.c.update_scale * __builtin_sqrt(x.o.caution ? sums[2] : sums[1]);
       if (p_norm > 0.0 && u_norm > 0.0) ratio = p_norm / u_norm;
-      if (o.trust_clip && ratio > 1.0) ratio = 1.0;
+      if (x.o.trust_clip && ratio > 1.0) ratio = 1.0;
     }
-    step_size = -o.lr * c.update_scale * ratio;
+    step_size = -x.o.lr * x.c.update_scale * ratio;
   };
-  if (o.caution && trust) {
+  if (any_caution_trust) {
     for_all_chunks(passes, [&](std::size_t first, std::size_t last) {
       lamb_pass<kNorm>(o, c, job, passes, first, last, scales);
     });

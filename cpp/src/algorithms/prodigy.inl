@@ -8,6 +8,10 @@
 // reduces <g, p0 - p> and ||s||_1 over every tensor (lane_sums, added up in
 // chunk order: the same bits on every ISA target and thread count); then d
 // is updated from the sums; the second pass moves the params with the new d.
+// A step over param groups whose options differ (TensorSet::step_groups)
+// takes weight_decay, eps, safeguard_warmup and lr from each tensor's group,
+// as prodigyopt reads them per group (a group at lr 0 is left out of the
+// sums and its averages, and still moved); the rest from the step's options.
 
 struct ProdigyStep {
   double scale, weight_decay, beta1, beta2, beta3;
@@ -84,8 +88,6 @@ void step(const ProdigyOptions& o, const detail::Job& job, const detail::Passes&
   const double k = o.k, d = o.d;
   const double dlr = d * o.lr * lr_free_bias_correction(o.use_bias_correction, o.beta1, o.beta2, k);
   const double beta3 = o.beta3 != o.beta3 ? __builtin_sqrt(o.beta2) : o.beta3;  // NaN: unset
-  const bool l2 = o.weight_decay != 0.0 && !o.decouple;
-  const bool decoupled = o.weight_decay != 0.0 && o.decouple;
   const bool momentum = o.beta1 > 0.0;
   ProdigyStep c{};
   c.scale = job.grad_scale;
@@ -100,8 +102,19 @@ void step(const ProdigyOptions& o, const detail::Job& job, const detail::Passes&
   double sums[2];
   reducing_pass<2>(job, passes, sums, [&](auto* type, const TensorView& t, std::size_t b, std::size_t e, double* out) {
     using T = std::remove_pointer_t<decltype(type)>;
-    with_flag(l2, [&](auto l2f) {
-      with_flag(momentum, [&](auto mf) { prodigy_accumulate<T, l2f.value, mf.value>(t, b, e, c, slice, out); });
+    const ProdigyOptions& g = group_options_of(o, job, t);
+    ProdigyStep cg = c;
+    if (&g != &o) {
+      if (g.lr == 0.0) {  // prodigyopt skips the group's sums and averages
+        out[0] = out[1] = 0.0;
+        return;
+      }
+      cg.weight_decay = g.weight_decay;
+      cg.s_coeff = g.safeguard_warmup ? (d / o.d0) * d : (d / o.d0) * dlr;
+    }
+    const bool l2g = g.weight_decay != 0.0 && !o.decouple;
+    with_flag(l2g, [&](auto l2f) {
+      with_flag(momentum, [&](auto mf) { prodigy_accumulate<T, l2f.value, mf.value>(t, b, e, cg, slice, out); });
     });
   });
   const double d_denom = sums[1];
@@ -120,9 +133,17 @@ void step(const ProdigyOptions& o, const detail::Job& job, const detail::Passes&
   for_all_chunks(passes, [&](std::size_t first, std::size_t last) {
     for_each_chunk(job, first, last, [&](auto* type, const TensorView& t, std::size_t b, std::size_t e) {
       using T = std::remove_pointer_t<decltype(type)>;
-      with_flag(l2, [&](auto l2f) {
+      const ProdigyOptions& g = group_options_of(o, job, t);
+      ProdigyStep cg = c;
+      if (&g != &o) {
+        cg.weight_decay = g.weight_decay;
+        cg.param_scale = -g.weight_decay * dlr;
+        cg.eps_d = d_new * g.eps;
+      }
+      const bool l2g = g.weight_decay != 0.0 && !o.decouple, decoupled = g.weight_decay != 0.0 && o.decouple;
+      with_flag(l2g, [&](auto l2f) {
         with_flag(momentum, [&](auto mf) {
-          with_flag(decoupled, [&](auto df) { prodigy_update<T, l2f.value, mf.value, df.value>(t, b, e, c); });
+          with_flag(decoupled, [&](auto df) { prodigy_update<T, l2f.value, mf.value, df.value>(t, b, e, cg); });
         });
       });
     });
