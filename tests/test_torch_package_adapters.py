@@ -29,6 +29,8 @@ OPTIONS = {
         dict(betas=(0.0, 0.99), weight_decay=0.1, safeguard_warmup=True, d_coef=2.0, growth_rate=1.05, wd1=0.02),
         dict(beta3=0.95, weight_decay=0.02, d0=1e-4, eps=1e-6, sw1=True, wd1=0.3),
         dict(weight_decay=0.05, lr1=0.0),
+        dict(slice_p=3, weight_decay=0.05, wd1=0.0),  # s and p0 of every third element
+        dict(slice_p=11, betas=(0.0, 0.99), lr1=0.0),
     ],
     "DAdaptAdam": [
         dict(wd1=0.1),
@@ -195,6 +197,10 @@ def test_prodigy_keeps_and_accepts_a_0d_p0():
     assert opt.state[params[-1]]["p0"].shape == ()  # all zeros at the first step, as prodigyopt
     assert opt.state[params[0]]["p0"].shape == (12,)
     assert opt.state[params[1]]["s"].shape == (1,)  # a 0-d param: flat buffers of one element
+    params, opt = build(gt.Prodigy, {"slice_p": 5})
+    set_grads(params, 0)
+    opt.step()
+    assert opt.state[params[0]]["p0"].shape == (3,) and opt.state[params[0]]["s"].shape == (3,)  # 12 -> [::5]
 
 
 @pytest.mark.parametrize("name", NAMES)

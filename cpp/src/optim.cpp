@@ -143,6 +143,9 @@ SlotExtents declared_state_extents(const Options& o) {
     if (s.extent == Extent::strided) {
       const double v = o.*s.stride;
       out.slot[k].stride = v >= 1.0 && v < 9.0e15 && v == std::floor(v) ? std::size_t(v) : 0;
+      // Every element (Prodigy's default slice_p = 1) is the param's size: a set built
+      // without extents (the default, all full) steps it, as before slots had extents.
+      if (out.slot[k].stride == 1) out.slot[k].extent = Extent::full;
     }
     ++k;
   }
@@ -436,12 +439,12 @@ StepReport run_step_groups(const TensorSetImpl& s, const Options& o, const Optio
     throw std::logic_error(std::string(Declaration<Options>::name) +
                            " has no per-group options: step every group with one options struct");
   } else {
-    check_step_options(o, s.slot_mask);
+    check_step_options(o, s);
     if (count == 0 || groups == nullptr || group_of == nullptr)
       throw std::invalid_argument("step_groups: no groups given");
     for (std::size_t g = 0; g < count; ++g) {
       try {
-        check_step_options(groups[g], s.slot_mask);
+        check_step_options(groups[g], s);
       } catch (const std::invalid_argument& e) {
         throw std::invalid_argument("group " + std::to_string(g) + ": " + e.what());
       }

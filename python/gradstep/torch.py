@@ -945,12 +945,12 @@ class _PackageStep(_GradstepStep):
         return bufs, new
 
     def _tensor_set(self, params: list[torch.Tensor], bufs: list[dict[str, torch.Tensor]], needed: list[str],
-                    where: list[str]) -> Any:
-        try:
+                    where: list[str], options: Any) -> Any:
+        try:  # the states sized by the extents the options declare (Prodigy's slice_p)
             return _core.TensorSet([_numpy(p.detach().view(-1), f"params[{j}]") for j, p in enumerate(params)],
                                    [[_numpy(b[n], n) for b in bufs] if n in needed else None
                                     for n in self._state_names],
-                                   list(self._state_names))
+                                   list(self._state_names), options)
         except (TypeError, ValueError) as e:
             raise type(e)(re.sub(r"params\[(\d+)\]", lambda m: where[int(m.group(1))], str(e))) from None
 
@@ -1018,7 +1018,7 @@ class _PackageStep(_GradstepStep):
             if cached is not None and cached[1] == witness:
                 ts = cached[0]
             else:
-                ts = self._tensor_set(params, bufs, needed, where) if params else None
+                ts = self._tensor_set(params, bufs, needed, where, options) if params else None
             per_group = None
             if self._group_options and len(gis) > 1:  # each group's options, checked, with its lr
                 per_group = ([self._carried_of(gi, groups[gi], self._checked_options(gi, groups[gi], 1))
@@ -1091,7 +1091,7 @@ class _LearningRateFree(_PackageStep):
 
 class _ProdigyStep(_LearningRateFree):
     # prodigyopt reads these per group too; gradstep steps them with param_groups[0]'s
-    # (its d0 also says when d first moves; slice_p must be 1).
+    # (its d0 also says when d first moves).
     _equal_keys = ("d0", "slice_p")
     _group_options = True
     _flat_states = ("s", "p0")
@@ -1102,8 +1102,17 @@ class _ProdigyStep(_LearningRateFree):
         d0 = given["d0"]
         return {"d": d0, "d_max": d0, "d_numerator": 0.0, "k": 0}
 
+    def _shape(self, name: str, p: torch.Tensor) -> tuple[int, ...]:
+        # s and p0: p.flatten()[::slice_p], as prodigyopt keeps them (slice_p equal in every group)
+        if name in self._flat_states:
+            return ((p.numel() + self._slice() - 1) // self._slice(),)
+        return tuple(p.shape)
+
+    def _slice(self) -> int:
+        return int(_float(self.param_groups[0].get("slice_p", 1)))
+
     def _made_state(self, p: torch.Tensor, options: Any) -> dict[str, Any]:
-        flat = p.detach().reshape(-1)
+        flat = p.detach().reshape(-1)[::int(options.slice_p)]
         state: dict[str, Any] = {"step": 0, "s": torch.zeros_like(flat)}
         state["p0"] = flat.clone() if bool(p.any()) else torch.tensor(0, dtype=p.dtype)
         if options.beta1 > 0:
@@ -1226,7 +1235,7 @@ class _ScheduleFreeStep(_PackageStep):
                         params.append(p)
                         bufs.append(b)
                         where.append(w)
-                    ts = self._tensor_set(params, bufs, needed, where)
+                    ts = self._tensor_set(params, bufs, needed, where, options)
                     try:
                         ts.set_options(options)
                     except (TypeError, ValueError) as e:
