@@ -238,10 +238,15 @@ def corrupt(ps, opt, how):
         opt.state[bad]["exp_avg"] = torch.zeros(9, dtype=bad.dtype)
     elif how == "state dtype":
         opt.state[bad]["exp_avg_sq"] = opt.state[bad]["exp_avg_sq"].float()
+    elif how == "grad aliasing its param":  # refused by the C++ set: group 0 must not step either
+        bad.grad = bad.detach()
+    elif how == "state aliased as grad":
+        bad.grad = opt.state[bad]["exp_avg"]
 
 
 BAD_INPUTS = ["sparse grad", "float16 grad", "grad shape", "float16 param", "negative lr",
-              "bad betas", "capturable", "state shape", "state dtype"]
+              "bad betas", "capturable", "state shape", "state dtype", "grad aliasing its param",
+              "state aliased as grad"]
 
 
 @pytest.mark.parametrize("warm", [False, True], ids=["fresh", "warm"])

@@ -256,7 +256,11 @@ def bad_inputs(name):
         key = "weight_sum" if name in SCHEDULE_FREE else "max_lr_snapshot" if name == "Lamb" else "d"
         opt.param_groups[0][key] = float("nan")
 
-    out = [("state dtype", wrong_dtype, TypeError), ("state not a tensor", not_a_tensor, TypeError),
+    def grad_is_its_param(params, opt):  # in the last group: the first group must not step either
+        params[-1].grad = params[-1].detach()
+
+    out = [("grad aliasing its param", grad_is_its_param, ValueError),
+           ("state dtype", wrong_dtype, TypeError), ("state not a tensor", not_a_tensor, TypeError),
            ("state shape", bad_state, ValueError), ("carried", bad_carried, ValueError),
            ("group option", bad_group, (ValueError, RuntimeError))]
     if name in ("Prodigy", "DAdaptAdam"):

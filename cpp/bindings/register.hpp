@@ -21,4 +21,10 @@ const char* extent_name(Extent e);
 // pointers, kept alive by `keep` (PyTensorSet::step_checked).
 void step_checked(pybind11::handle tensor_set, std::vector<const void*> ptrs, pybind11::object keep,
                   pybind11::handle options, double rate, std::int64_t step);
+
+// Whether step_checked would accept these grad pointers: none overlaps a
+// buffer the set writes (TensorSet::set_grads' check). The steady path asks
+// before stepping any batch, so a grad aliasing a param or state sends the
+// step to the plan, which refuses it before any write.
+bool grads_acceptable(pybind11::handle tensor_set, const std::vector<const void*>& ptrs);
 }  // namespace gradstep::bindings

@@ -344,6 +344,19 @@ class PyTensorSet {
   // reference reads from its first group, the set's rate), `groups` one
   // options object per group (each with its own lr), group_of[t] the group
   // of params[t]. Returns as step().
+  // The checks step() makes of grads (their count, dtypes and layouts, no
+  // overlap with a buffer the step writes), without stepping: a caller that
+  // steps several sets (gradstep.torch: one per param group or batch) checks
+  // every set's grads before it steps any, so bad grads in the last set
+  // leave the first ones unchanged too.
+  void check_grads(py::handle grads) {
+    Stepping stepping(this);
+    Grads g = take_grads(grads);
+    check_held();
+    std::lock_guard<std::mutex> lock(mutex_);
+    set_->set_grads(g.ptrs.data());
+  }
+
   py::tuple step_groups(py::handle grads, std::int64_t step, const py::sequence& groups,
                         const std::vector<std::uint32_t>& group_of) {
     return std::visit(
@@ -443,6 +456,17 @@ class PyTensorSet {
   // these buffers itself (TorchGroup) and so skips take_grads and
   // check_held. `options` and `rate` replace the set's (the torch group's
   // hyperparameters, evaluated for this step).
+  bool grads_acceptable(const std::vector<const void*>& ptrs) {
+    if (ptrs.size() != params_.size()) return false;
+    std::lock_guard<std::mutex> lock(mutex_);
+    try {
+      set_->set_grads(ptrs.data());  // the step sets them again
+    } catch (const std::invalid_argument&) {
+      return false;
+    }
+    return true;
+  }
+
   void step_checked(std::vector<const void*> ptrs, py::object keep, py::handle options, double rate,
                     std::int64_t step) {
     if (step < 1) throw py::value_error("step must be >= 1 (the 1-based number of this update)");
@@ -596,6 +620,10 @@ void step_checked(py::handle tensor_set, std::vector<const void*> ptrs, py::obje
   tensor_set.cast<PyTensorSet&>().step_checked(std::move(ptrs), std::move(keep), options, rate, step);
 }
 
+bool grads_acceptable(py::handle tensor_set, const std::vector<const void*>& ptrs) {
+  return tensor_set.cast<PyTensorSet&>().grads_acceptable(ptrs);
+}
+
 void register_tensor_set(py::module_& m) {
   m.def(
       "view_array",
@@ -620,6 +648,8 @@ void register_tensor_set(py::module_& m) {
   cls.def("step", &PyTensorSet::step, py::arg("grads"), py::arg("step"),
           "One update (step: 1-based) with the set's options at its rate; returns\n"
           "(found_inf, skipped, grad_norm or None, lr). Pass arguments by position.");
+  cls.def("check_grads", &PyTensorSet::check_grads, py::arg("grads"),
+          "Check grads as step() would, without stepping (gradstep.torch checks every group's first).");
   cls.def("step_groups", &PyTensorSet::step_groups, py::arg("grads"), py::arg("step"), py::arg("groups"),
           py::arg("group_of"),
           "One update over param groups whose options differ (Prodigy, DAdaptAdam): params[t] with\n"

@@ -331,6 +331,7 @@ class TorchGroup {
         if (!unchanged(m)) return false;
         if (has_step_ && read_step(m) != static_cast<double>(batch.k - 1)) return false;
       }
+      if (!grads_acceptable(batch.tensor_set, ptrs[b])) return false;  // e.g. a grad aliasing a param
     }
     // Params without a grad in the recorded step must still have none (torch skips them).
     for (std::size_t i = 0; i < params_.size(); ++i)

@@ -144,7 +144,8 @@ def _numpy(t: torch.Tensor, what: str) -> np.ndarray:
 
 def _renamed(e: Exception, gi: int, indices: tuple[int, ...]) -> str:
     """A TensorSet error names params by batch position: name them by group."""
-    return re.sub(r"params\[(\d+)\]", lambda m: _where(gi, indices[int(m.group(1))]), str(e))
+    return re.sub(r"params\[(\d+)\]|tensor (\d+)", lambda m: _where(gi, indices[int(m.group(1) or m.group(2))]),
+                  str(e))
 
 
 class _Steady:
@@ -574,6 +575,10 @@ class _GradstepStep:
                         list(self._state_names), batch.options, [tuple(p.shape) for p in batch.params])
                 except (TypeError, ValueError) as e:
                     raise type(e)(_renamed(e, gi, batch.key[1])) from None
+            try:  # as the step will: a bad grad here must stop the other groups' steps too
+                batch.tensor_set.check_grads([_numpy(g, "grad") for g in batch.grads])
+            except (TypeError, ValueError) as e:
+                raise type(e)(_renamed(e, gi, batch.key[1])) from None
             batches.append(batch)
         return batches
 
@@ -1029,6 +1034,10 @@ class _PackageStep(_GradstepStep):
                 except (TypeError, ValueError) as e:
                     raise type(e)(f"{_where(gis[0])}: {e}") from None
                 ts.set_lr(rate)
+                try:  # as the step will: a bad grad in a later group must stop the earlier ones' steps
+                    ts.check_grads([_numpy(g, "grad") for g in grads])
+                except (TypeError, ValueError) as e:
+                    raise type(e)(re.sub(r"tensor (\d+)", lambda m: where[int(m.group(1))], str(e))) from None
             plans.append((gis, options, params, grads, news, ts, per_group, witness))
         return plans
 
