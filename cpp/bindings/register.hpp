@@ -22,6 +22,13 @@ const char* extent_name(Extent e);
 void step_checked(pybind11::handle tensor_set, std::vector<const void*> ptrs, pybind11::object keep,
                   pybind11::handle options, double rate, std::int64_t step);
 
+// One step_groups of a _core.TensorSet whose grads the caller checked (as
+// step_checked): `groups` one options object per param group, group_of[t]
+// the group of params[t] (gradstep.torch's package adapters' steady path).
+void step_groups_checked(pybind11::handle tensor_set, std::vector<const void*> ptrs, pybind11::object keep,
+                         pybind11::handle options, double rate, std::int64_t step, const pybind11::sequence& groups,
+                         const std::vector<std::uint32_t>& group_of);
+
 // Whether step_checked would accept these grad pointers: none overlaps a
 // buffer the set writes (TensorSet::set_grads' check). The steady path asks
 // before stepping any batch, so a grad aliasing a param or state sends the

@@ -488,6 +488,51 @@ class PyTensorSet {
         settings_->options);
   }
 
+  // step_groups with grads the caller has checked and keeps alive (as
+  // step_checked): the set's options, replaced by `options` at `rate`.
+  void step_groups_checked(std::vector<const void*> ptrs, py::object keep, py::handle options, double rate,
+                           std::int64_t step, const py::sequence& groups, const std::vector<std::uint32_t>& group_of) {
+    if (step < 1) throw py::value_error("step must be >= 1 (the 1-based number of this update)");
+    if (ptrs.size() != params_.size()) throw py::value_error("step_groups_checked: one grad per param");
+    if (group_of.size() != params_.size()) throw py::value_error("group_of: one group index per param");
+    if (!options.is(last_options_)) {
+      set_options(options);
+      last_options_ = py::reinterpret_borrow<py::object>(options);
+    }
+    set_lr(rate, py::none());
+    std::visit(
+        [&](const auto& v) {
+          using O = std::decay_t<decltype(v)>;
+          if constexpr (!std::is_same_v<O, std::monostate>) {
+            std::vector<O> per_group;
+            for (py::handle h : groups) {
+              if (!py::isinstance<O>(h)) throw py::type_error("groups: every group's options must be the set's type");
+              per_group.push_back(h.cast<O>());
+            }
+            for (std::uint32_t gi : group_of)
+              if (gi >= per_group.size()) throw py::value_error("group_of: a group index out of range");
+            Stepping stepping(this);
+            O scheduled = v;
+            scheduled.lr = settings_->rate_at(step - 1);
+            const StepControl control = settings_->control;
+            StepReport report;
+            {
+              py::gil_scoped_release release;  // reads and writes only buffers held here and by `keep`
+              std::lock_guard<std::mutex> lock(mutex_);
+              set_->set_grads(ptrs.data());
+              report = set_->step_groups(scheduled, per_group.data(), per_group.size(), group_of.data(), step,
+                                         control);
+            }
+            if (!report.skipped) {
+              settings_->last_lr = scheduled.lr;
+              O& kept = std::get<O>(settings_->options);
+              kept = with_carried(kept, report);
+            }
+          }
+        },
+        settings_->options);
+  }
+
   // The pass of the optimizer's Mode (Schedule-Free's train() / eval()):
   // every param moved into mode `on` unless it is there already; the kept
   // options record the mode from then on.
@@ -618,6 +663,13 @@ class PyTensorSet {
 void step_checked(py::handle tensor_set, std::vector<const void*> ptrs, py::object keep, py::handle options,
                   double rate, std::int64_t step) {
   tensor_set.cast<PyTensorSet&>().step_checked(std::move(ptrs), std::move(keep), options, rate, step);
+}
+
+void step_groups_checked(py::handle tensor_set, std::vector<const void*> ptrs, py::object keep, py::handle options,
+                         double rate, std::int64_t step, const py::sequence& groups,
+                         const std::vector<std::uint32_t>& group_of) {
+  tensor_set.cast<PyTensorSet&>().step_groups_checked(std::move(ptrs), std::move(keep), options, rate, step, groups,
+                                                      group_of);
 }
 
 bool grads_acceptable(py::handle tensor_set, const std::vector<const void*>& ptrs) {

@@ -126,7 +126,8 @@ struct Member {
   Watched param;
   py::object size;   // param.shape: what the grad's shape must equal
   py::object inner;  // state[param] (the dict object), or null for a stateless optimizer
-  std::vector<Watched> states;  // inner[name] for each needed state name
+  std::vector<py::object> names;  // the state names watched (interned str)
+  std::vector<Watched> states;    // inner[name] for each of names
   // torch's state["step"]: a 0-d float32/float64 tensor, and its storage,
   // kept so the memory at step_ptr stays valid whatever happens to it.
   py::object step_tensor, step_storage;
@@ -152,11 +153,15 @@ class TorchGroup {
   // (torch's names); has_step: torch keeps state["step"]; param_types: the exact classes a
   // param may have. Raises ValueError if the group cannot take the steady path (a tensor
   // that is not contiguous, an unexpected type, ...): then the Python plan keeps running.
+  // sizes, if not None: per param of the group, None or the (name, numel) of each state
+  // buffer that member has (states not the param's size: Adafactor's row_var; Prodigy's
+  // s; names absent for a param without that buffer), in place of names at the param's numel.
   TorchGroup(py::handle torch, const py::sequence& params, const py::dict& state, const py::list& batches,
-             const std::vector<std::string>& names, bool has_step, const py::tuple& param_types)
+             const std::vector<std::string>& names, bool has_step, const py::tuple& param_types,
+             const py::object& sizes)
       : api_(torch), has_step_(has_step) {
     try {
-      build(params, state, batches, names, param_types);
+      build(params, state, batches, names, param_types, sizes);
     } catch (NotSteady&) {
       throw py::value_error("the group's tensors cannot be stepped on the steady path");
     }
@@ -223,11 +228,29 @@ class TorchGroup {
     }
   }
 
+  // For a record of one batch whose set spans param groups (gradstep.torch's
+  // package adapters): the step check() took the grads for, at `rate`, with
+  // the set's `options`, and, if groups is not None, step_groups' per-group
+  // options. No step counters are written (has_step is false for these).
+  void step_set(py::handle options, double rate, std::int64_t k, const py::object& groups,
+                const std::vector<std::uint32_t>& group_of) {
+    if (pending_ptrs_.size() != 1 || batches_.size() != 1)
+      throw std::logic_error("TorchGroup.step_set without a successful check() of one batch");
+    std::vector<const void*> ptrs = std::move(pending_ptrs_[0]);
+    py::object keep = std::move(pending_keep_);
+    pending_ptrs_.clear();
+    if (groups.is_none())
+      step_checked(batches_[0].tensor_set, std::move(ptrs), keep, options, rate, k);
+    else
+      step_groups_checked(batches_[0].tensor_set, std::move(ptrs), keep, options, rate, k,
+                          py::reinterpret_borrow<py::sequence>(groups), group_of);
+  }
+
   bool valid() const { return valid_; }
 
  private:
   void build(const py::sequence& params, const py::dict& state, const py::list& batches,
-             const std::vector<std::string>& names, const py::tuple& param_types) {
+             const std::vector<std::string>& names, const py::tuple& param_types, const py::object& sizes) {
     const std::size_t n = params.size();
     for (std::size_t i = 0; i < n; ++i) params_.push_back(params[i]);
     for (const std::string& name : names) names_.push_back(py::reinterpret_borrow<py::object>(intern(name.c_str())));
@@ -242,7 +265,20 @@ class TorchGroup {
         if (i >= n || member_of_[i] >= 0) throw py::value_error("batches: bad param index");
         member_of_[i] = static_cast<std::ptrdiff_t>(members_.size());
         b.members.push_back(members_.size());
-        members_.push_back(member(params_[i], state, param_types));
+        if (sizes.is_none()) {
+          members_.push_back(member(params_[i], state, param_types, names_, nullptr));
+        } else {
+          py::object own = py::reinterpret_borrow<py::sequence>(sizes)[i];
+          if (own.is_none()) throw NotSteady{};
+          std::vector<py::object> own_names;
+          std::vector<std::size_t> numels;
+          for (py::handle pair : own) {
+            py::tuple t = py::reinterpret_borrow<py::tuple>(pair);
+            own_names.push_back(py::reinterpret_borrow<py::object>(intern(t[0].cast<std::string>().c_str())));
+            numels.push_back(t[1].cast<std::size_t>());
+          }
+          members_.push_back(member(params_[i], state, param_types, own_names, &numels));
+        }
       }
       batches_.push_back(std::move(b));
     }
@@ -250,14 +286,16 @@ class TorchGroup {
       if (has_step_ && next_k(b) != b.k) throw NotSteady{};
   }
 
-  Member member(py::handle p, const py::dict& state, const py::tuple& param_types) {
+  Member member(py::handle p, const py::dict& state, const py::tuple& param_types,
+                const std::vector<py::object>& names, const std::vector<std::size_t>* numels) {
     bool known = false;
     for (py::handle type : param_types) known = known || Py_TYPE(p.ptr()) == reinterpret_cast<PyTypeObject*>(type.ptr());
     if (!known) throw NotSteady{};
     Member m;
     m.param = Watched::of(api_, p);
     m.size = attr(p.ptr(), api_.shape);
-    if (names_.empty() && !has_step_) return m;
+    m.names = names;
+    if (names.empty() && !has_step_) return m;
     PyObject* inner = PyDict_GetItemWithError(state.ptr(), p.ptr());
     if (inner == nullptr || !PyDict_CheckExact(inner)) {
       PyErr_Clear();
@@ -265,14 +303,15 @@ class TorchGroup {
     }
     m.inner = py::reinterpret_borrow<py::object>(inner);
     inner_of_[p.ptr()] = inner;
-    for (const py::object& name : names_) {
-      PyObject* t = PyDict_GetItemWithError(inner, name.ptr());
+    for (std::size_t s = 0; s < names.size(); ++s) {
+      PyObject* t = PyDict_GetItemWithError(inner, names[s].ptr());
       if (t == nullptr || Py_TYPE(t) != api_.tensor_type) {
         PyErr_Clear();
         throw NotSteady{};
       }
       m.states.push_back(Watched::of(api_, t));
-      if (!m.states.back().dtype.is(m.param.dtype) || m.states.back().numel != m.param.numel) throw NotSteady{};
+      const std::size_t expected = numels ? (*numels)[s] : m.param.numel;
+      if (!m.states.back().dtype.is(m.param.dtype) || m.states.back().numel != expected) throw NotSteady{};
     }
     if (has_step_) {
       PyObject* t = PyDict_GetItemWithError(inner, api_.step);
@@ -363,9 +402,9 @@ class TorchGroup {
     if (!m.param.same(api_)) return false;
     if (!m.inner) return true;
     PyObject* inner = m.inner.ptr();  // still state[param]: same_state_dicts
-    for (std::size_t s = 0; s < names_.size(); ++s) {
+    for (std::size_t s = 0; s < m.names.size(); ++s) {
       // The names are interned str with their hash cached: no Python code runs.
-      if (PyDict_GetItemWithError(inner, names_[s].ptr()) != m.states[s].tensor.ptr()) {
+      if (PyDict_GetItemWithError(inner, m.names[s].ptr()) != m.states[s].tensor.ptr()) {
         PyErr_Clear();
         return false;
       }
@@ -420,15 +459,17 @@ void register_torch(py::module_& m) {
                          "gradstep.torch's record of a param group's last step: checks that nothing but the "
                          "grads' values changed, then steps it (see register_torch.cpp).")
       .def(py::init<py::handle, const py::sequence&, const py::dict&, const py::list&,
-                    const std::vector<std::string>&, bool, const py::tuple&>(),
+                    const std::vector<std::string>&, bool, const py::tuple&, const py::object&>(),
            py::arg("torch"), py::arg("params"), py::arg("state"), py::arg("batches"), py::arg("names"),
-           py::arg("has_step"), py::arg("param_types"))
+           py::arg("has_step"), py::arg("param_types"), py::arg("sizes") = py::none())
       .def_property_readonly("steps", &TorchGroup::steps,
                              "Each batch's k (1-based) of its next update; None once the record is void.")
       .def_property_readonly("valid", &TorchGroup::valid)
       .def("run", &TorchGroup::run, "check() and, if it holds, step(): for a group stepped alone.")
       .def("check", &TorchGroup::check, "Whether the group is as recorded (takes its grads if so).")
-      .def("step", &TorchGroup::step, "Step the grads check() took with options per batch.");
+      .def("step", &TorchGroup::step, "Step the grads check() took with options per batch.")
+      .def("step_set", &TorchGroup::step_set, py::arg("options"), py::arg("rate"), py::arg("k"), py::arg("groups"),
+           py::arg("group_of"), "Step the one batch's set with the grads check() took (package adapters).");
 }
 
 }  // namespace gradstep::bindings

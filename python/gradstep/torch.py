@@ -465,10 +465,20 @@ class _GradstepStep:
         options = self._checked_options(gi, group, 1)
         names = self._needed_states(options)
         k_next = [b.k + 1 if self._has_step else (2 if names else 1) for b in batches]
+        sizes: list[Any] | None = None
+        if any(st.extent != "full" for st in self.__gradstep_spec__.states):
+            # States of another extent than the param's (Adafactor's row_var): each member's
+            # buffers and their sizes, from the declaration's shapes (none where p has no buffer).
+            sizes = [None] * len(group["params"])
+            for b in batches:
+                for i, p in zip(b.key[1], b.params):
+                    sized = self._sized_shapes(p)
+                    sizes[i] = [(n, p.numel()) if n not in sized else (n, sized[n].numel())
+                                for n in names if n not in sized or sized[n] is not None]
         try:
             recorded = _core._TorchGroup(torch, group["params"], self.state,
                                          [(b.tensor_set, list(b.key[1]), k) for b, k in zip(batches, k_next)],
-                                         names, self._has_step, _PARAM_TYPES)
+                                         names, self._has_step, _PARAM_TYPES, sizes)
         except ValueError:
             return None
         return _Steady(recorded, names, options, flats)
@@ -820,6 +830,18 @@ def _check_buffer(t: Any, p: torch.Tensor, shape: tuple[int, ...], where: str, n
         raise ValueError(f"{where}: state '{name}' must be contiguous")
 
 
+_PLAIN_TYPES = (bool, int, float, str, type(None))
+
+
+class _PackageSteady:
+    """A package adapter's record for the steady step (_PackageStep._package_record)."""
+
+    __slots__ = ("snapshot", "units", "flats")
+
+    def __init__(self, snapshot: Any, units: list[Any], flats: list[list[FlatParameter]]) -> None:
+        self.snapshot, self.units, self.flats = snapshot, units, flats
+
+
 class _PackageStep(_GradstepStep):
     """The step of an adapter whose reference carries values in its param groups."""
 
@@ -994,6 +1016,9 @@ class _PackageStep(_GradstepStep):
         if lock is None:
             lock = self.__dict__.setdefault("_step_lock", threading.RLock())
         with lock, torch.no_grad():
+            if self._package_steady_step():
+                return loss
+            self.__dict__["_package_steady"] = None
             flats = [[p for p in group["params"] if isinstance(p, FlatParameter)] for group in self.param_groups]
             for group_flats in flats:  # flatten_parameters: the members' grads into the flat grad
                 for flat in group_flats:
@@ -1003,7 +1028,123 @@ class _PackageStep(_GradstepStep):
                 self._commit_plan(*plan)
             for group, group_flats in zip(self.param_groups, flats):
                 _after_flat_step(self, group, group_flats)
+            self.__dict__["_package_steady"] = self._package_record(plans, flats)
         return loss
+
+    # -- the steady step ---------------------------------------------------------
+    # After a planned step, what it checked is recorded: a snapshot of every value the
+    # plan reads from the groups (the carried ones, d, k, step, ... as written back), the
+    # optimizer's defaults and kept arguments, and a TorchGroup per C++ set over its params,
+    # grads and state buffers. A later step whose snapshot is equal, and whose tensors
+    # TorchGroup finds as recorded, skips the per-param plan: its options are built from
+    # the groups as the plan builds them, every set is checked before any is stepped,
+    # then the groups are written as after a planned step.
+    def _snapshot(self) -> tuple[Any, list[Any]] | None:
+        refs: list[Any] = []
+        out: list[Any] = []
+        for source in [*self.param_groups, self.defaults, self.__dict__.get("_kept_arguments", {})]:
+            items: list[Any] = []
+            for key, v in source.items():
+                if key == "params":
+                    continue
+                t = type(v)
+                if t in _PLAIN_TYPES or (t is tuple and all(type(x) in _PLAIN_TYPES for x in v)):
+                    items.append((key, t, v))
+                elif t is torch.Tensor and v.dim() == 0 and v.layout == torch.strided and v.device.type == "cpu":
+                    refs.append(v)
+                    items.append((key, id(v), v.dtype, v.item()))
+                else:  # a callable lr, another object: the plan reads it every step
+                    return None
+            out.append(items)
+        return out, refs
+
+    def _package_record(self, plans: list[tuple[Any, ...]], flats: list[list[FlatParameter]]) -> Any:
+        snapshot = self._snapshot()
+        if snapshot is None:
+            return None
+        groups = self.param_groups
+        units = []
+        for gis, options, params, grads, news, ts, per_group, witness in plans:
+            if ts is None or any(g.grad is None for g in params):
+                return None
+            all_params = [p for gi in gis for p in groups[gi]["params"]]
+            position = {id(p): j for j, p in enumerate(all_params)}
+            names = self._needed_states(options)
+            watched = [*names, *(n for n in self._reference_states if n not in names)]
+            sizes: list[Any] = [None] * len(all_params)
+            dicts = []
+            for j, p in enumerate(params):
+                state = self.state.get(p)
+                if type(state) is not dict or any(
+                        not isinstance(state.get(n), torch.Tensor)
+                        or state[n].data_ptr() != witness[len(params) + j * len(names) + s][0]
+                        for s, n in enumerate(names)):
+                    return None  # the set steps a buffer that is not the state's (prodigyopt's 0-d p0)
+                if type(state.get(self._made_key)) is not int and self._made_key not in watched:
+                    return None
+                sizes[position[id(p)]] = [(n, int(np.prod(self._shape(n, p)))) for n in watched]
+                dicts.append(state)
+            try:
+                recorded = _core._TorchGroup(torch, all_params, self.state, [(ts, [position[id(p)] for p in params], 1)],
+                                             names, False, _PARAM_TYPES, sizes)
+            except ValueError:
+                return None
+            group_of = [] if per_group is None else list(per_group[1])
+            units.append((gis, recorded, params, dicts, group_of, self._made_key not in watched, ts))
+        return _PackageSteady(snapshot, units, flats)
+
+    def _package_steady_step(self) -> bool:
+        record = self.__dict__.get("_package_steady")
+        if record is None:
+            return False
+        groups = self.param_groups
+        if len(groups) != len(record.flats):
+            return False
+        snapshot = self._snapshot()
+        if snapshot is None or snapshot[0] != record.snapshot[0]:
+            return False
+        for group_flats in record.flats:
+            for flat in group_flats:
+                flat._gather_grads()
+        try:  # as the plan (it raised nothing with these values): the options, each set's
+            lr = self._check_groups()
+            steps = []
+            for gis, *_, ts in record.units:
+                g = groups[gis[0]]
+                rate = lr if self._global else self._group_lr(g, 1)
+                options = self._carried_of(gis[0], g, self._checked_options(gis[0], g, 1))
+                options.lr = rate
+                self._check_step_options(gis[0], g, options)
+                per_group = None
+                if self._group_options and len(gis) > 1:
+                    per_group = [self._carried_of(gi, groups[gi], self._checked_options(gi, groups[gi], 1))
+                                 for gi in gis]
+                ts.set_options(options)
+                ts.set_lr(rate)
+                steps.append((options, rate, per_group, ts))
+        except Exception:
+            return False  # the plan runs, and raises what it finds
+        state = self.state
+        made = self._made_key
+        for (gis, recorded, params, dicts, group_of, int_made, _) in record.units:
+            params_list = groups[gis[0]]["params"] if len(gis) == 1 else [p for gi in gis for p in groups[gi]["params"]]
+            if not recorded.check(params_list, state):
+                return False
+            if int_made and not all(type(d.get(made)) is int for d in dicts):
+                return False  # prodigyopt's state["step"], the plan's sign the state was made
+        # Every check passed: from here on, only writes.
+        for (gis, recorded, params, dicts, group_of, _, _), (options, rate, per_group, ts) in zip(record.units, steps):
+            k = int(_float(groups[gis[0]].get(self._count_key, 0)))
+            recorded.step_set(options, rate, k + 1, per_group, group_of)
+            self._write_groups(gis, options, ts.options, params, k, dicts)
+        for group, group_flats in zip(groups, record.flats):
+            _after_flat_step(self, group, group_flats)
+        snapshot = self._snapshot()
+        if snapshot is None:
+            self.__dict__["_package_steady"] = None
+        else:
+            record.snapshot = snapshot
+        return True
 
     def _plan(self) -> list[tuple[Any, ...]]:
         lr = self._check_groups()
@@ -1061,7 +1202,8 @@ class _PackageStep(_GradstepStep):
                 self.state[p].update(new)
         self._write_groups(gis, options, after, params, k)
 
-    def _write_groups(self, gis: list[int], before: Any, after: Any, params: list[torch.Tensor], k: int) -> None:
+    def _write_groups(self, gis: list[int], before: Any, after: Any, params: list[torch.Tensor], k: int,
+                      dicts: list[dict[str, Any]] | None = None) -> None:
         raise NotImplementedError
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -1074,6 +1216,7 @@ class _PackageStep(_GradstepStep):
             self.state, self.param_groups = before
             raise
         self._cache.clear()  # state tensors were replaced
+        self.__dict__["_package_steady"] = None
 
 
 class _LearningRateFree(_PackageStep):
@@ -1086,7 +1229,8 @@ class _LearningRateFree(_PackageStep):
         return {self._carried_keys.get(f.name, f.name): float(getattr(after, f.name))
                 for f in self.__gradstep_spec__.carried if f.name != "k"}
 
-    def _write_groups(self, gis: list[int], before: Any, after: Any, params: list[torch.Tensor], k: int) -> None:
+    def _write_groups(self, gis: list[int], before: Any, after: Any, params: list[torch.Tensor], k: int,
+                      dicts: list[dict[str, Any]] | None = None) -> None:
         if after.k == before.k:  # the reference returned early (nothing to adapt to): d and k kept
             return
         values = self._written(after)
@@ -1094,8 +1238,8 @@ class _LearningRateFree(_PackageStep):
             group = self.param_groups[gi]
             group.update(values)
             group["k"] = int(_float(group["k"])) + 1
-        for p in params:
-            self.state[p]["step"] += 1
+        for state in dicts if dicts is not None else (self.state[p] for p in params):
+            state["step"] += 1
 
 
 class _ProdigyStep(_LearningRateFree):
@@ -1161,15 +1305,16 @@ class _DAdaptSGDStep(_LearningRateFree):
         t = p.detach()
         return {"z": t.clone(), "s": torch.zeros_like(t), "x0": t.clone()}
 
-    def _write_groups(self, gis: list[int], before: Any, after: Any, params: list[torch.Tensor], k: int) -> None:
+    def _write_groups(self, gis: list[int], before: Any, after: Any, params: list[torch.Tensor], k: int,
+                      dicts: list[dict[str, Any]] | None = None) -> None:
         if after.g0_norm == 0.0:  # lr = 0 or a zero first gradient (the reference divides by zero)
             return
         values = self._written(after)
         for gi in gis:
             self.param_groups[gi].update(values)
             self.param_groups[gi]["k"] = k + 1  # param_groups[0]'s k, as the reference
-        for p in params:  # the reference's z = x0 - s, which the kernel does not keep
-            state = self.state[p]
+        # the reference's z = x0 - s, which the kernel does not keep
+        for state in dicts if dicts is not None else (self.state[p] for p in params):
             torch.sub(state["x0"], state["s"], out=state["z"])
 
 
@@ -1201,7 +1346,8 @@ class _ScheduleFreeStep(_PackageStep):
                 raise RuntimeError(f"{_where(gi)}: {mode.step_refused}")
         return super()._plan()
 
-    def _write_groups(self, gis: list[int], before: Any, after: Any, params: list[torch.Tensor], k: int) -> None:
+    def _write_groups(self, gis: list[int], before: Any, after: Any, params: list[torch.Tensor], k: int,
+                      dicts: list[dict[str, Any]] | None = None) -> None:
         group = self.param_groups[gis[0]]
         warmup = _float(group["warmup_steps"])
         lr = self._group_lr(group, 1) * ((k + 1) / warmup if k < warmup else 1.0)
@@ -1306,7 +1452,8 @@ class _LambStep(_PackageStep):
         t = p.detach()
         return {"exp_avg": torch.zeros_like(t), "exp_avg_sq": torch.zeros_like(t)}
 
-    def _write_groups(self, gis: list[int], before: Any, after: Any, params: list[torch.Tensor], k: int) -> None:
+    def _write_groups(self, gis: list[int], before: Any, after: Any, params: list[torch.Tensor], k: int,
+                      dicts: list[dict[str, Any]] | None = None) -> None:
         wide = torch.get_default_dtype() == torch.float64  # timm's scalar dtype
         for gi in gis:
             group = self.param_groups[gi]
