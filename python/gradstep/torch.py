@@ -34,6 +34,7 @@ SGD or Lion: at 0 on its first step, at 1 after).
 from __future__ import annotations
 
 import inspect
+import itertools
 import re
 import textwrap
 import threading
@@ -1130,8 +1131,9 @@ class _PackageStep(_GradstepStep):
             params_list = groups[gis[0]]["params"] if len(gis) == 1 else [p for gi in gis for p in groups[gi]["params"]]
             if not recorded.check(params_list, state):
                 return False
-            if int_made and not all(type(d.get(made)) is int for d in dicts):
-                return False  # prodigyopt's state["step"], the plan's sign the state was made
+            # prodigyopt's state["step"], the plan's sign the state was made (C calls only)
+            if int_made and set(map(type, map(dict.get, dicts, itertools.repeat(made)))) != {int}:
+                return False
         # Every check passed: from here on, only writes.
         for (gis, recorded, params, dicts, group_of, _, _), (options, rate, per_group, ts) in zip(record.units, steps):
             k = int(_float(groups[gis[0]].get(self._count_key, 0)))
