@@ -205,10 +205,10 @@ CARRIED = {
     "param .data a transposed view": (("Adafactor",), lambda ps, opt: setattr(ps[0], "data", ps[0].data.t())),
     "param t_() in place": (("Adafactor",), lambda ps, opt: _no_grad(ps[0].t_)),  # square: torch's shapes hold
 }
-# Changes the steady path itself takes into account (values in place; the twins' hyperparameters).
+# Changes the steady path itself takes into account (values in place, lr; the twins' hyperparameters).
 # prodigyopt's and dadaptation's state["step"] is only counted (the step writes it, never reads it).
 SEEN_ON_THE_STEADY_PATH = ("param values changed in place", "state zeroed in place", "eval and train",
-                           "state step changed")
+                           "state step changed", "lr changed")
 STRIDED = ("param .data a transposed view", "param t_() in place")  # planned every time after
 
 
@@ -247,7 +247,7 @@ def test_a_change_between_steps_is_seen_as_the_reference_sees_it(name, change):
     for _ in range(3):
         pair.step()
     seen_on_steady = change in SEEN_ON_THE_STEADY_PATH or (
-        name == "Adafactor" and change in ("lr changed", "weight_decay changed"))  # the twins' hyperparameters
+        name == "Adafactor" and change == "weight_decay changed")  # the twins' hyperparameters
     if not seen_on_steady:
         assert pair.planned > planned  # the change was seen...
     if change not in STRIDED:
@@ -365,6 +365,37 @@ def test_a_group_value_the_kernel_cannot_take_is_refused_after_steady_steps(name
         pair.opt.step()
     for p, b in zip(pair.ours, before[0]):
         assert torch.equal(p.detach(), b)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_lr_scheduler_keeps_the_steady_path(name):
+    pair = Pair(name)
+    scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda k: 1.0 / (1 + k)) for o in (pair.oracle, pair.opt)]
+    for _ in range(5):
+        pair.step()
+        for s in scheds:
+            s.step()
+    assert pair.planned == 1
+
+
+@pytest.mark.parametrize("name", PACKAGE)
+def test_unequal_lr_after_steady_steps_raises_as_the_plan_does(name):
+    pair = Pair(name)
+    for _ in range(3):
+        pair.step()
+    pair.opt.param_groups[1]["lr"] = pair.opt.param_groups[0]["lr"] * 0.5
+    pair.grads()
+    before = pair.snapshot()
+    if name in LEARNING_RATE_FREE:  # the references' groups' lr must be equal or 0
+        with pytest.raises(RuntimeError, match="lr"):
+            pair.opt.step()
+        pair.assert_unchanged(before)
+    else:  # each group its own lr: as the reference
+        pair.oracle.param_groups[1]["lr"] = pair.opt.param_groups[1]["lr"]
+        pair.oracle.step()
+        pair.opt.step()
+        pair.compare()
+        assert pair.planned == 1
 
 
 @pytest.mark.parametrize("name", PACKAGE)

@@ -1039,7 +1039,9 @@ class _PackageStep(_GradstepStep):
     # grads and state buffers. A later step whose snapshot is equal, and whose tensors
     # TorchGroup finds as recorded, skips the per-param plan: its options are built from
     # the groups as the plan builds them, every set is checked before any is stepped,
-    # then the groups are written as after a planned step.
+    # then the groups are written as after a planned step. A number lr is left out of
+    # the snapshot (an LR scheduler changes it every step): the steady step reads and
+    # checks it as the plan does (_check_groups, _checked_options).
     def _snapshot(self) -> tuple[Any, list[Any]] | None:
         refs: list[Any] = []
         out: list[Any] = []
@@ -1049,6 +1051,8 @@ class _PackageStep(_GradstepStep):
                 if key == "params":
                     continue
                 t = type(v)
+                if key == "lr" and (t is float or t is int):
+                    continue
                 if t in _PLAIN_TYPES or (t is tuple and all(type(x) in _PLAIN_TYPES for x in v)):
                     items.append((key, t, v))
                 elif t is torch.Tensor and v.dim() == 0 and v.layout == torch.strided and v.device.type == "cpu":
@@ -1072,6 +1076,8 @@ class _PackageStep(_GradstepStep):
             position = {id(p): j for j, p in enumerate(all_params)}
             names = self._needed_states(options)
             watched = [*names, *(n for n in self._reference_states if n not in names)]
+            if not watched:  # (TorchGroup checks the state dicts through their buffers)
+                return None
             sizes: list[Any] = [None] * len(all_params)
             dicts = []
             for j, p in enumerate(params):
