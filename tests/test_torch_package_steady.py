@@ -429,3 +429,30 @@ def test_steps_from_several_threads_are_each_applied_once(name):
         pair.oracle.step()
     pair.compare()
     assert pair.planned == 1
+
+
+def test_prodigy_with_sliced_states_takes_the_steady_path_and_checks_their_sizes():
+    pair = Pair("Prodigy", slice_p=3)  # s and p0 of every third element
+    for _ in range(5):
+        pair.step()
+    assert pair.planned == 1
+    assert pair.opt.state[pair.ours[0]]["s"].shape == (9,)
+    pair.grads()
+    pair.opt.state[pair.ours[0]]["s"] = torch.zeros(25, dtype=torch.float64)  # the param's size: not prodigyopt's
+    before = pair.snapshot()
+    with pytest.raises(ValueError, match="'s'"):
+        pair.opt.step()
+    pair.assert_unchanged(before)
+
+
+def test_prodigy_with_an_all_zero_param_is_planned_and_right():
+    # prodigyopt keeps p0 0-d for a param that is all zeros at its first step: the set
+    # steps a full-length copy, so the step is planned every time (the copy made anew).
+    pair = Pair("Prodigy")
+    with torch.no_grad():
+        for p in (pair.theirs[3], pair.ours[3]):
+            p.zero_()
+    for _ in range(4):
+        pair.step()
+    assert pair.opt.state[pair.ours[3]]["p0"].shape == ()
+    assert pair.planned == 4
