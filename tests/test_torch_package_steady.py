@@ -445,14 +445,24 @@ def test_prodigy_with_sliced_states_takes_the_steady_path_and_checks_their_sizes
     pair.assert_unchanged(before)
 
 
-def test_prodigy_with_an_all_zero_param_is_planned_and_right():
+@pytest.mark.parametrize("change", ["none", "p0 filled in place", "p0 replaced", "p0 made full"])
+def test_prodigy_with_an_all_zero_param_takes_the_steady_path(change):
     # prodigyopt keeps p0 0-d for a param that is all zeros at its first step: the set
-    # steps a full-length copy, so the step is planned every time (the copy made anew).
+    # steps a full-length copy of its value, which the steady path checks is still p0's.
     pair = Pair("Prodigy")
     with torch.no_grad():
         for p in (pair.theirs[3], pair.ours[3]):
             p.zero_()
-    for _ in range(4):
+    for _ in range(3):
         pair.step()
     assert pair.opt.state[pair.ours[3]]["p0"].shape == ()
-    assert pair.planned == 4
+    assert pair.planned == 1
+    if change == "p0 filled in place":
+        pair.both(lambda ps, opt: opt.state[ps[3]]["p0"].fill_(0.25))
+    elif change == "p0 replaced":
+        pair.both(lambda ps, opt: opt.state[ps[3]].__setitem__("p0", torch.tensor(-0.5, dtype=torch.float64)))
+    elif change == "p0 made full":
+        pair.both(lambda ps, opt: opt.state[ps[3]].__setitem__("p0", torch.full((6,), 0.5, dtype=torch.float64)))
+    for _ in range(3):
+        pair.step()
+    assert pair.planned == (1 if change == "none" else 2)

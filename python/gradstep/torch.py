@@ -1080,16 +1080,27 @@ class _PackageStep(_GradstepStep):
                 return None
             sizes: list[Any] = [None] * len(all_params)
             dicts = []
+            scalars = []  # prodigyopt's 0-d p0s, with their values: the set steps a full copy of each
             for j, p in enumerate(params):
                 state = self.state.get(p)
-                if type(state) is not dict or any(
-                        not isinstance(state.get(n), torch.Tensor)
-                        or state[n].data_ptr() != witness[len(params) + j * len(names) + s][0]
-                        for s, n in enumerate(names)):
-                    return None  # the set steps a buffer that is not the state's (prodigyopt's 0-d p0)
+                if type(state) is not dict:
+                    return None
+                own = []
+                for s, n in enumerate(names):
+                    t = state.get(n)
+                    if not isinstance(t, torch.Tensor):
+                        return None
+                    if t.data_ptr() == witness[len(params) + j * len(names) + s][0]:
+                        own.append((n, int(np.prod(self._shape(n, p)))))
+                    elif n == "p0" and type(t) is torch.Tensor and t.dim() == 0 and t.dtype == p.dtype:
+                        own.append((n, 1))
+                        scalars.append((t, t.item()))
+                    else:  # the set steps a buffer that is not the state's
+                        return None
                 if type(state.get(self._made_key)) is not int and self._made_key not in watched:
                     return None
-                sizes[position[id(p)]] = [(n, int(np.prod(self._shape(n, p)))) for n in watched]
+                own += [(n, int(np.prod(self._shape(n, p)))) for n in watched if n not in names]
+                sizes[position[id(p)]] = own
                 dicts.append(state)
             try:
                 recorded = _core._TorchGroup(torch, all_params, self.state, [(ts, [position[id(p)] for p in params], 1)],
@@ -1097,7 +1108,7 @@ class _PackageStep(_GradstepStep):
             except ValueError:
                 return None
             group_of = [] if per_group is None else list(per_group[1])
-            units.append((gis, recorded, params, dicts, group_of, self._made_key not in watched, ts))
+            units.append((gis, recorded, params, dicts, group_of, self._made_key not in watched, ts, scalars))
         return _PackageSteady(snapshot, units, flats)
 
     def _package_steady_step(self) -> bool:
@@ -1116,7 +1127,10 @@ class _PackageStep(_GradstepStep):
         try:  # as the plan (it raised nothing with these values): the options, each set's
             lr = self._check_groups()
             steps = []
-            for gis, *_, ts in record.units:
+            for gis, *_, ts, scalars in record.units:
+                for t, value in scalars:  # still the value the set's copy holds (TorchGroup: the same tensor)
+                    if t.item() != value:
+                        return False
                 g = groups[gis[0]]
                 rate = lr if self._global else self._group_lr(g, 1)
                 options = self._carried_of(gis[0], g, self._checked_options(gis[0], g, 1))
@@ -1133,7 +1147,7 @@ class _PackageStep(_GradstepStep):
             return False  # the plan runs, and raises what it finds
         state = self.state
         made = self._made_key
-        for (gis, recorded, params, dicts, group_of, int_made, _) in record.units:
+        for (gis, recorded, params, dicts, group_of, int_made, _, _) in record.units:
             params_list = groups[gis[0]]["params"] if len(gis) == 1 else [p for gi in gis for p in groups[gi]["params"]]
             if not recorded.check(params_list, state):
                 return False
@@ -1141,7 +1155,7 @@ class _PackageStep(_GradstepStep):
             if int_made and set(map(type, map(dict.get, dicts, itertools.repeat(made)))) != {int}:
                 return False
         # Every check passed: from here on, only writes.
-        for (gis, recorded, params, dicts, group_of, _, _), (options, rate, per_group, ts) in zip(record.units, steps):
+        for (gis, recorded, params, dicts, group_of, _, _, _), (options, rate, per_group, ts) in zip(record.units, steps):
             k = int(_float(groups[gis[0]].get(self._count_key, 0)))
             recorded.step_set(options, rate, k + 1, per_group, group_of)
             self._write_groups(gis, options, ts.options, params, k, dicts)
