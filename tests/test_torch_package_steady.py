@@ -14,11 +14,11 @@ import importlib
 from collections import defaultdict
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-import gradstep.torch as gt  # noqa: E402
-from gradstep import _spec  # noqa: E402
-from gradstep.bench.spec import import_reference  # noqa: E402  (timm's Lamb without torchvision)
+import gradstep.torch as gt
+from gradstep import _spec
+from gradstep.bench.spec import import_reference  # (timm's Lamb without torchvision)
 
 PACKAGE = ["Prodigy", "DAdaptAdam", "DAdaptSGD", "Lamb", "AdamWScheduleFree", "SGDScheduleFree"]
 NAMES = [*PACKAGE, "Adafactor"]
@@ -315,12 +315,11 @@ BAD = {
 }
 
 
-@pytest.mark.parametrize("bad", list(BAD))
-@pytest.mark.parametrize("name", NAMES)
+# Adafactor steps a strided param (as a contiguous copy: the STRIDED cases), so that change is no bad input there.
+@pytest.mark.parametrize("name,bad", [(name, bad) for name in NAMES for bad in BAD
+                                      if not (bad == "param made strided" and name == "Adafactor")])
 def test_bad_input_after_steady_steps_raises_and_changes_nothing(name, bad):
     error, make = BAD[bad]
-    if bad == "param made strided" and name == "Adafactor":
-        pytest.skip("Adafactor steps strided params (test_torch_package_steady's STRIDED cases)")
     if bad == "state resized" and name == "Adafactor":
         make = lambda pair: pair.opt.state[pair.ours[0]].__setitem__(  # noqa: E731
             "row_var", torch.zeros(4, dtype=torch.float64))
