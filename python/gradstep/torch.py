@@ -383,10 +383,13 @@ class _GradstepStep:
         if lock is None:
             lock = self.__dict__.setdefault("_step_lock", threading.RLock())
         with lock:
-            if not self._steady_step():
-                with torch.no_grad():
-                    self._planned_step()
+            self._locked_step()
         return loss
+
+    def _locked_step(self) -> None:
+        if not self._steady_step():
+            with torch.no_grad():
+                self._planned_step()
 
     def _steady_step(self) -> bool:
         """The step when nothing but the grads' values changed since the last one:
@@ -1008,17 +1011,10 @@ class _PackageStep(_GradstepStep):
         return params, grads, bufs, news, where, needed, group_of
 
     # -- stepping --------------------------------------------------------------
-    def _step(self, closure: Callable[[], Any] | None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        lock = self.__dict__.get("_step_lock")
-        if lock is None:
-            lock = self.__dict__.setdefault("_step_lock", threading.RLock())
-        with lock, torch.no_grad():
+    def _locked_step(self) -> None:  # (_GradstepStep._step: the closure run, the lock held)
+        with torch.no_grad():
             if self._package_steady_step():
-                return loss
+                return
             self.__dict__["_package_steady"] = None
             flats = [[p for p in group["params"] if isinstance(p, FlatParameter)] for group in self.param_groups]
             for group_flats in flats:  # flatten_parameters: the members' grads into the flat grad
@@ -1030,7 +1026,6 @@ class _PackageStep(_GradstepStep):
             for group, group_flats in zip(self.param_groups, flats):
                 _after_flat_step(self, group, group_flats)
             self.__dict__["_package_steady"] = self._package_record(plans, flats)
-        return loss
 
     # -- the steady step ---------------------------------------------------------
     # After a planned step, what it checked is recorded: a snapshot of every value the
