@@ -132,13 +132,24 @@ bool is_torch_tensor(py::handle obj) {
 // would misread (neg, conj and zero bits, requires_grad), is several times
 // cheaper than DLPack, and makes the storage not resizable, so a resize_
 // raises instead of freeing the memory under the view.
+// t.numpy(), also for bfloat16, which torch cannot hand to numpy: its bits
+// viewed as int16 (the same memory), then as ml_dtypes.bfloat16.
+py::array numpy_of(const py::object& t) {
+  // torch is imported (t is a tensor); its dtypes live as long as it does.
+  static const py::handle bfloat16 = py::object(py::module_::import("torch").attr("bfloat16")).release();
+  if (!py::object(t.attr("dtype")).is(bfloat16)) return t.attr("numpy")();
+  static const py::handle int16 = py::object(py::module_::import("torch").attr("int16")).release();
+  py::array bits = t.attr("view")(int16).attr("numpy")();
+  return bits.attr("view")(py::module_::import("ml_dtypes").attr("bfloat16"));
+}
+
 py::array view_tensor(py::handle obj, const std::string& what, Use use) {
   py::object t = py::reinterpret_borrow<py::object>(obj);
   if (use == Use::written) {
     t = resolve_torch_bits(t, what, use);  // raises for every bit
     py::array a;
     try {
-      a = t.attr("detach")().attr("numpy")();
+      a = numpy_of(t.attr("detach")());
     } catch (py::error_already_set& e) {
       no_view(what, e);
     }
@@ -147,14 +158,14 @@ py::array view_tensor(py::handle obj, const std::string& what, Use use) {
     return a;
   }
   try {
-    return t.attr("numpy")();
+    return numpy_of(t);
   } catch (py::error_already_set& e) {
     if (!e.matches(PyExc_RuntimeError) && !e.matches(PyExc_TypeError)) throw;
   }
   // Only read: a copy with the right values (resolved bits) is as good.
   t = resolve_torch_bits(t, what, use);
   try {
-    return t.attr("numpy")();
+    return numpy_of(t);
   } catch (py::error_already_set& e) {
     no_view(what, e);
   }
@@ -200,15 +211,22 @@ py::array view_array(py::handle obj, const std::string& what, Use use) {
                        (use == Use::written ? " (a copy of it would be updated, not it)" : ""));
 }
 
+std::optional<DType> dtype_of(const py::dtype& d) {
+  if (d.equal(py::dtype::of<float>())) return DType::f32;
+  if (d.equal(py::dtype::of<double>())) return DType::f64;
+  if (d.equal(py::dtype("float16"))) return DType::f16;
+  // ml_dtypes.bfloat16 (JAX's, numpy's usual bfloat16): a dtype registered
+  // at run time, so known by its name and size.
+  if (d.itemsize() == 2 && std::string(py::str(d.attr("name"))) == "bfloat16") return DType::bf16;
+  return std::nullopt;
+}
+
 DType check_buffer(const py::array& a, const std::string& what, bool written) {
-  DType dtype;
-  if (a.dtype().equal(py::dtype::of<float>()))
-    dtype = DType::f32;
-  else if (a.dtype().equal(py::dtype::of<double>()))
-    dtype = DType::f64;
-  else
-    throw py::type_error(what + ": dtype must be float32 or float64 (native byte order), got " +
-                         std::string(py::str(a.dtype())));
+  const std::optional<DType> known = dtype_of(a.dtype());
+  if (!known)
+    throw py::type_error(what + ": dtype must be float32, float64, float16 or bfloat16 (ml_dtypes; native "
+                         "byte order), got " + std::string(py::str(a.dtype())));
+  const DType dtype = *known;
   const int flags = a.flags();
   if (!(flags & py::array::c_style))
     throw py::value_error(what + ": must be C-contiguous (a strided view would be updated in a copy)");
@@ -223,6 +241,11 @@ void check_same_layout(const py::array& a, const py::array& like, const std::str
   if (!a.dtype().equal(like.dtype()))
     throw py::type_error(what + ": dtype " + std::string(py::str(a.dtype())) + " differs from " +
                          like_what + "'s " + std::string(py::str(like.dtype())));
+  check_same_shape(a, like, what, like_what);
+}
+
+void check_same_shape(const py::array& a, const py::array& like, const std::string& what,
+                      const std::string& like_what) {
   bool same = a.ndim() == like.ndim();
   for (py::ssize_t i = 0; same && i < a.ndim(); ++i) same = a.shape(i) == like.shape(i);
   if (!same)

@@ -3,6 +3,7 @@
 
 #include <pybind11/numpy.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,9 +26,15 @@ pybind11::array view_array(pybind11::handle obj, const std::string& what, Use us
 
 // Checks that `a` is a float32/float64, native-endian, aligned, C-contiguous
 // array (writeable if `written`), and returns its dtype.
+// The gradstep dtype of a numpy dtype, if it is one (float32, float64,
+// float16, ml_dtypes.bfloat16).
+std::optional<DType> dtype_of(const pybind11::dtype& d);
 DType check_buffer(const pybind11::array& a, const std::string& what, bool written);
 
 // Checks that `a` has the dtype and shape of `like`.
+// a's shape is like's (ValueError naming both otherwise).
+void check_same_shape(const pybind11::array& a, const pybind11::array& like, const std::string& what,
+                      const std::string& like_what);
 void check_same_layout(const pybind11::array& a, const pybind11::array& like, const std::string& what,
                        const std::string& like_what);
 

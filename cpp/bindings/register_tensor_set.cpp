@@ -172,9 +172,15 @@ class PyTensorSet {
   // steps only optimizers whose states all are). shapes: the params' shapes
   // when the params given are flat views of them (gradstep.torch), for the
   // matrix shape (batch, rows, cols) of each; None: each param's own shape.
+  // grad_dtypes: per param, the dtype its grads will have when not its own
+  // (None: the param's; a f32, bf16 or f16 param takes f32, bf16 or f16
+  // grads). masters: per param None, or a float32 array of its shape, the
+  // master copy of a bf16/f16 param. Full-size states of a bf16/f16 param
+  // are float32 or its own dtype (one for all of them).
   PyTensorSet(const py::sequence& params, const std::vector<std::optional<py::sequence>>& states,
               const std::vector<std::string>& state_names, py::handle declared_by,
-              const std::optional<std::vector<std::vector<py::ssize_t>>>& shapes) {
+              const std::optional<std::vector<std::vector<py::ssize_t>>>& shapes,
+              const std::optional<py::sequence>& grad_dtypes, const std::optional<py::sequence>& masters) {
     const SlotExtents extents = extents_of(declared_by, AllOptions{});
     if (states.size() > static_cast<std::size_t>(kMaxStates) || state_names.size() != states.size())
       throw py::value_error("states: at most " + std::to_string(kMaxStates) + " state lists, each with a name");
@@ -208,9 +214,41 @@ class PyTensorSet {
         views[i].batch = views[i].size / (views[i].rows * views[i].cols);
       }
       shapes_.push_back(std::move(shape));
-      layouts_.push_back(layout_of(p));
+      Layout grad_layout = layout_of(p);
+      grad_dtypes_.push_back(p.dtype());
+      if (grad_dtypes && grad_dtypes->size() != n)
+        throw py::value_error("grad_dtypes: got " + std::to_string(grad_dtypes->size()) + " for " +
+                              std::to_string(n) + " params");
+      if (grad_dtypes && !(*grad_dtypes)[i].is_none()) {
+        const std::string gwhat = indexed("grad_dtypes", i);
+        py::dtype gd = py::dtype::from_args((*grad_dtypes)[i]);
+        const std::optional<DType> known = dtype_of(gd);
+        if (!known)
+          throw py::type_error(gwhat + ": must be float32, float64, float16 or bfloat16, got " +
+                               std::string(py::str(gd)));
+        views[i].grad_dtype = *known;
+        grad_layout.type_num = py::detail::array_descriptor_proxy(gd.ptr())->type_num;
+        grad_dtypes_.back() = gd;
+      }
+      layouts_.push_back(std::move(grad_layout));
       params_.push_back(p);
       hold(obj, std::move(p), what);
+    }
+    if (masters) {
+      if (masters->size() != n)
+        throw py::value_error("masters: got " + std::to_string(masters->size()) + " for " + std::to_string(n) +
+                              " params");
+      for (std::size_t i = 0; i < n; ++i) {
+        py::object obj = (*masters)[i];
+        if (obj.is_none()) continue;
+        const std::string what = indexed("masters", i);
+        py::array a = view_array(obj, what, Use::written);
+        if (check_buffer(a, what, true) != DType::f32)
+          throw py::type_error(what + ": a master copy must be float32, got " + std::string(py::str(a.dtype())));
+        check_same_shape(a, params_[i], what, indexed("params", i));
+        views[i].master = static_cast<float*>(a.mutable_data());
+        hold(obj, std::move(a), what);
+      }
     }
     for (std::size_t s = 0; s < states.size(); ++s) {
       if (!states[s]) continue;
@@ -223,15 +261,30 @@ class PyTensorSet {
         const std::string what = "state '" + state_names[s] + "'" + "[" + std::to_string(i) + "]";
         py::object obj = list[i];
         py::array a = view_array(obj, what, Use::written);
-        check_buffer(a, what, true);
+        const DType dtype = check_buffer(a, what, true);
+        const bool half_param = views[i].dtype == DType::bf16 || views[i].dtype == DType::f16;
         if (extents.slot[s].extent == Extent::full) {
-          check_same_layout(a, params_[i], what, indexed("params", i));
+          if (half_param && dtype == DType::f32) {
+            check_same_shape(a, params_[i], what, indexed("params", i));
+          } else {
+            check_same_layout(a, params_[i], what, indexed("params", i));
+          }
+          // One dtype for a param's full-size states.
+          if (views[i].state_dtype == DType::same)
+            views[i].state_dtype = dtype;
+          else if (views[i].state_dtype != dtype)
+            throw py::type_error(what + ": dtype " + std::string(py::str(a.dtype())) + " differs from the " +
+                                 "other states of " + indexed("params", i));
         } else {
           // Another extent than the param's: its element count is what matters.
           const std::size_t expected = slot_size(extents.slot[s], views[i]);
-          if (!a.dtype().equal(params_[i].dtype()))
+          const bool f32 = a.dtype().equal(py::dtype::of<float>());
+          if (half_param ? !f32 : !a.dtype().equal(params_[i].dtype()))
             throw py::type_error(what + ": dtype " + std::string(py::str(a.dtype())) + " differs from " +
-                                 indexed("params", i) + "'s " + std::string(py::str(params_[i].dtype())));
+                                 (half_param ? std::string("float32 (the dtype of a state of another extent "
+                                                           "than its bfloat16/float16 param's)")
+                                             : indexed("params", i) + "'s " +
+                                                   std::string(py::str(params_[i].dtype()))));
           if (static_cast<std::size_t>(a.size()) != expected)
             throw py::value_error(what + ": " + std::to_string(a.size()) + " elements, expected " +
                                   std::to_string(expected) + " (extent '" + extent_name(extents.slot[s].extent) +
@@ -241,7 +294,11 @@ class PyTensorSet {
         hold(obj, std::move(a), what);
       }
     }
-    set_ = std::make_unique<TensorSet>(views.data(), n, mask, extents);
+    try {
+      set_ = std::make_unique<TensorSet>(views.data(), n, mask, extents);
+    } catch (const std::invalid_argument& e) {
+      throw py::value_error(e.what());
+    }
     mask_ = mask;
     extents_ = extents;
   }
@@ -292,7 +349,14 @@ class PyTensorSet {
   void set_safeguards(bool skip_nonfinite, double max_grad_norm) {
     if (!(max_grad_norm >= 0.0) || std::isinf(max_grad_norm))
       throw py::value_error("max_grad_norm must be a finite number >= 0 (0 = no clipping)");
-    settings_->control = StepControl{skip_nonfinite, max_grad_norm};
+    settings_->control.skip_nonfinite = skip_nonfinite;
+    settings_->control.max_grad_norm = max_grad_norm;
+  }
+  void set_rounding(const std::string& mode, std::uint64_t seed) {
+    if (mode != "nearest" && mode != "stochastic")
+      throw py::value_error("rounding must be 'nearest' or 'stochastic', got '" + mode + "'");
+    settings_->control.rounding = mode == "nearest" ? Rounding::nearest : Rounding::stochastic;
+    settings_->control.seed = seed;
   }
   // This set steps with other's settings from now on (the same object: a
   // change through either is seen by both).
@@ -605,7 +669,14 @@ class PyTensorSet {
         py::handle obj = items[i];
         py::array a = view_array(obj, indexed("grads", i), Use::read);
         check_buffer(a, indexed("grads", i), false);
-        check_same_layout(a, params_[i], indexed("grads", i), indexed("params", i));
+        if (!a.dtype().equal(grad_dtypes_[i])) {
+          const bool own = grad_dtypes_[i].equal(params_[i].dtype());
+          throw py::type_error(indexed("grads", i) + ": dtype " + std::string(py::str(a.dtype())) +
+                               " differs from " +
+                               (own ? indexed("params", i) + "'s " : std::string("the grads' dtype it was built for, ")) +
+                               std::string(py::str(grad_dtypes_[i])));
+        }
+        check_same_shape(a, params_[i], indexed("grads", i), indexed("params", i));
         data = a.data();
         if (!obj.is(a)) out.views.push_back(std::move(a));
       }
@@ -645,7 +716,8 @@ class PyTensorSet {
   }
 
   std::vector<py::array> params_;
-  std::vector<Layout> layouts_;
+  std::vector<Layout> layouts_;       // what each param's grad must look like
+  std::vector<py::dtype> grad_dtypes_;
   std::vector<HeldBuffer> held_;  // params, then states
   std::vector<std::string> names_;
   std::vector<std::size_t> tensor_held_;  // indices into held_ backed by a torch tensor
@@ -689,11 +761,14 @@ void register_tensor_set(py::module_& m) {
   py::class_<PyTensorSet> cls(m, "TensorSet");
   cls.def(py::init<const py::sequence&, const std::vector<std::optional<py::sequence>>&,
                    const std::vector<std::string>&, py::handle,
-                   const std::optional<std::vector<std::vector<py::ssize_t>>>&>(),
+                   const std::optional<std::vector<std::vector<py::ssize_t>>>&, const std::optional<py::sequence>&,
+                   const std::optional<py::sequence>&>(),
           py::arg("params"), py::arg("states"), py::arg("state_names"), py::arg("declared_by") = py::none(),
-          py::arg("shapes") = py::none(),
+          py::arg("shapes") = py::none(), py::arg("grad_dtypes") = py::none(), py::arg("masters") = py::none(),
           "declared_by: options whose declaration sizes the states (slot extents; None: each the\n"
-          "param's size). shapes: the params' shapes when flat views of them are given.")
+          "param's size). shapes: the params' shapes when flat views of them are given.\n"
+          "grad_dtypes: per param, its grads' dtype when not its own (None). masters: per param,\n"
+          "None or the float32 master copy of a bfloat16/float16 param.")
       .def("__len__", &PyTensorSet::size);
   // Positional arguments only on the hot path: pybind11's keyword matching
   // costs more than the whole kernel for a small tensor.
@@ -716,6 +791,13 @@ void register_tensor_set(py::module_& m) {
           "ReduceLROnPlateau's scaling: the rate used is plateau_rate(base, scale, min_lr).");
   cls.def("set_safeguards", &PyTensorSet::set_safeguards, py::arg("skip_nonfinite"), py::arg("max_grad_norm"),
           "skip_nonfinite and max_grad_norm (0 = no clipping) of every step.");
+  cls.def("set_rounding", &PyTensorSet::set_rounding, py::arg("mode"), py::arg("seed"),
+          "How bfloat16/float16 params are stored: 'nearest' or 'stochastic' (bits keyed by\n"
+          "(seed, step, tensor, element)).");
+  cls.def_property_readonly("rounding", [](const PyTensorSet& s) {
+    return s.settings().control.rounding == Rounding::nearest ? "nearest" : "stochastic";
+  });
+  cls.def_property_readonly("seed", [](const PyTensorSet& s) { return s.settings().control.seed; });
   cls.def("share_settings", &PyTensorSet::share_settings, py::arg("other"),
           "Step with other's options, rate and safeguards (the same settings, shared).");
   cls.def(

@@ -28,7 +28,17 @@ struct Job {
   // Null: every tensor uses the step's options.
   const void* group_options = nullptr;
   const std::uint32_t* group_of = nullptr;
+  // bf16/f16 params: how results are rounded back (StepControl).
+  Rounding rounding = Rounding::nearest;
+  std::uint64_t seed = 0;
+  std::size_t tensor_count = 0;
 };
+
+// Float32 scratch of at least `floats` elements, 64-byte aligned, owned by
+// the calling thread and reused by its next call (the staging of bf16/f16
+// chunks; kept out of the per-target code, which may not instantiate
+// library templates).
+float* stage_scratch(std::size_t floats);
 
 // Per-chunk gradient statistics, combined by the driver in chunk order so the
 // result does not depend on how chunks were spread over threads.

@@ -22,6 +22,7 @@
 
 namespace gradstep::GRADSTEP_TARGET {
 namespace {
+#include "algorithms/half.inl"
 #include "algorithms/common.inl"
 #include "algorithms/sgd.inl"
 #include "algorithms/adagrad.inl"

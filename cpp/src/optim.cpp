@@ -40,7 +40,23 @@ constexpr std::size_t parallel_min() {
 }
 constexpr std::size_t kParallelMinStream = parallel_min<SgdOptions>();
 
-std::size_t bytes_of(const TensorView& v) { return v.size * (v.dtype == DType::f32 ? 4 : 8); }
+std::size_t item_size(DType d) { return d == DType::f64 ? 8 : d == DType::f32 ? 4 : 2; }
+bool is_half(DType d) { return d == DType::bf16 || d == DType::f16; }
+// A grad's bytes (its dtype may differ from the param's).
+std::size_t grad_bytes(const TensorView& v) { return v.size * item_size(v.grad_dtype); }
+
+// The dtype rules of TensorView, with `same` resolved: nullptr if v obeys them.
+const char* dtype_error(TensorView& v) {
+  if (v.dtype != DType::f32 && v.dtype != DType::f64 && !is_half(v.dtype)) return "unknown dtype";
+  if (v.grad_dtype == DType::same) v.grad_dtype = v.dtype;
+  if (v.state_dtype == DType::same) v.state_dtype = v.dtype;
+  if (v.grad_dtype != v.dtype && !(v.dtype != DType::f64 && (v.grad_dtype == DType::f32 || is_half(v.grad_dtype))))
+    return "grad dtype: a f64 param takes f64 grads; a f32, bf16 or f16 param takes f32, bf16 or f16 grads";
+  if (v.state_dtype != v.dtype && !(is_half(v.dtype) && v.state_dtype == DType::f32))
+    return "state dtype: the param's dtype, or f32 for a bf16 or f16 param";
+  if (v.master != nullptr && !is_half(v.dtype)) return "a master copy is for bf16 or f16 params only";
+  return nullptr;
+}
 
 std::string tensor_error(std::size_t t, const char* what) {
   return "tensor " + std::to_string(t) + ": " + what;
@@ -189,25 +205,31 @@ TensorSet::TensorSet(const TensorView* tensors, std::size_t count, unsigned slot
   };
   std::vector<Owned> owned;
   for (std::size_t t = 0; t < count; ++t) {
-    const TensorView& v = s.tensors[t];
-    if (v.dtype != DType::f32 && v.dtype != DType::f64)
-      throw std::invalid_argument(tensor_error(t, "unknown dtype"));
+    TensorView& v = s.tensors[t];
+    if (const char* e = dtype_error(v)) throw std::invalid_argument(tensor_error(t, e));
     if (v.rows == 0 ? (v.batch != 0 || v.cols != 0)
                     : (v.batch == 0 || v.cols == 0 || v.size % v.batch != 0 || (v.size / v.batch) % v.rows != 0 ||
                        v.size / v.batch / v.rows != v.cols))
       throw std::invalid_argument(tensor_error(t, "matrix shape (batch, rows, cols) does not hold size elements"));
     if (v.size == 0) continue;
-    const std::size_t item = v.dtype == DType::f32 ? 4 : 8;
-    auto add = [&](const void* p, std::size_t elements, const char* what) {
+    auto add = [&](const void* p, std::size_t elements, DType dtype, const char* what) {
       if (p == nullptr) throw std::invalid_argument(tensor_error(t, what));
       const char* c = static_cast<const char*>(p);
-      owned.push_back({{c, c + elements * item}, t});
+      owned.push_back({{c, c + elements * item_size(dtype)}, t});
     };
-    add(v.param, v.size, "param is null");
+    add(v.param, v.size, v.dtype, "param is null");
+    if (v.master != nullptr) add(v.master, v.size, DType::f32, "master is null");
     for (int k = 0; k < kMaxStates; ++k) {
       if (!(slot_mask & (1u << k))) continue;
+      const bool full = extents.slot[k].extent == Extent::full;
+      // A state of another extent is not staged chunk by chunk (kernels
+      // read rows and columns across chunks): float32 for half params.
+      if (!full && is_half(v.state_dtype))
+        throw std::invalid_argument(tensor_error(t, "state dtype: a state of another extent than the "
+                                                    "param's (rows, columns, strided) must be f32"));
+      const DType state = full ? v.state_dtype : is_half(v.dtype) ? DType::f32 : v.dtype;
       const std::size_t n = slot_size(extents.slot[k], v);  // each state by its own size
-      if (n != 0) add(v.state[k], n, "a state buffer the optimizer needs is null");
+      if (n != 0) add(v.state[k], n, state, "a state buffer the optimizer needs is null");
     }
   }
   std::sort(owned.begin(), owned.end(),
@@ -256,7 +278,7 @@ void TensorSet::set_grads(const void* const* grads) {
     if (s.tensors[t].size == 0 || grads[t] == s.tensors[t].grad) continue;  // checked when set
     const char* lo = static_cast<const char*>(grads[t]);
     if (lo == nullptr) throw std::invalid_argument(tensor_error(t, "grad is null"));
-    const char* hi = lo + bytes_of(s.tensors[t]);
+    const char* hi = lo + grad_bytes(s.tensors[t]);
     // The last written span starting before hi is the only one that can overlap.
     auto it = std::lower_bound(s.written.begin(), s.written.end(), hi,
                                [](const Span& w, const char* p) { return w.lo < p; });
@@ -296,7 +318,12 @@ bool prepare(const TensorSetImpl& s, const Options& o, std::int64_t step, const 
   if (!(control.max_grad_norm >= 0.0) || std::isinf(control.max_grad_norm))
     fail("max_grad_norm", "a finite number >= 0 (0 = no clipping)", control.max_grad_norm);
   if (!s.have_grads) throw std::invalid_argument("no gradients set: call set_grads first");
+  if (control.rounding != Rounding::nearest && control.rounding != Rounding::stochastic)
+    throw std::invalid_argument("rounding must be nearest or stochastic");
   job = detail::Job{s.tensors.data(), s.plan.chunks.data(), step, grad_sign(o)};
+  job.rounding = control.rounding;
+  job.seed = control.seed;
+  job.tensor_count = s.tensors.size();
   if (control.skip_nonfinite || control.max_grad_norm > 0.0) {
     // A pass over the gradients alone, before anything is written, so that a
     // non-finite step can leave every buffer as it was.
@@ -412,7 +439,9 @@ Options run_switch(const TensorSetImpl& s, Options o, bool on) {
     constexpr Mode<Options> mode = Declaration<Options>::mode;
     if (o.*mode.flag == on) return o;
     // Only params and states are touched: no grads, no step number.
-    const detail::Job job{s.tensors.data(), s.plan.chunks.data(), 0, 1.0};
+    // Half params are rounded to nearest here (a switch has no StepControl).
+    detail::Job job{s.tensors.data(), s.plan.chunks.data(), 0, 1.0};
+    job.tensor_count = s.tensors.size();
     const detail::Passes passes{&run_passes,      &s.plan, parallel_min<Options>(), s.plan.chunks.size(),
                                 s.tensors.size(), nullptr, 0};
     (detail::kernels().*switch_of<Options>())(o, on, job, passes);

@@ -41,6 +41,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <mutex>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -318,6 +319,25 @@ void set_num_threads(int n) {
   threads_slot().store(n);
 }
 int num_threads() { return threads_slot().load(); }
+
+float* detail::stage_scratch(std::size_t floats) {
+  struct Scratch {
+    float* data = nullptr;
+    std::size_t size = 0;
+    ~Scratch() { std::free(data); }
+  };
+  thread_local Scratch scratch;
+  if (scratch.size < floats) {
+    // Whole cache lines, so the kernels' loops over it start aligned.
+    const std::size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+    void* fresh = std::aligned_alloc(64, bytes);
+    if (fresh == nullptr) throw std::bad_alloc();
+    std::free(scratch.data);
+    scratch.data = static_cast<float*>(fresh);
+    scratch.size = bytes / sizeof(float);
+  }
+  return scratch.data;
+}
 
 detail::WorkPlan::WorkPlan(const TensorView* tensors, std::size_t count) {
   for (std::size_t t = 0; t < count; ++t) {

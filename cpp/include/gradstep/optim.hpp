@@ -12,7 +12,17 @@
 
 namespace gradstep {
 
-enum class DType : std::uint8_t { f32, f64 };
+// Element types. bf16 and f16 are storage only: a kernel computes their
+// elements in float32 (each chunk widened, updated and rounded back; see
+// TensorView). `same` is for TensorView's grad_dtype and state_dtype only:
+// the param's dtype.
+enum class DType : std::uint8_t { f32, f64, bf16, f16, same };
+
+// How a step stores a float32 result into a bf16 or f16 param: to nearest
+// (ties to even, the IEEE conversion, torch's .to()), or stochastically, to
+// one of the two neighbours with the probability of its nearness, from 32
+// random bits keyed by (seed, step, tensor, element) (StepControl).
+enum class Rounding : std::uint8_t { nearest, stochastic };
 
 namespace detail {
 struct TensorSetImpl;  // TensorSet's state; defined where TensorSet is implemented
@@ -22,16 +32,26 @@ struct TensorSetImpl;  // TensorSet's state; defined where TensorSet is implemen
 constexpr int kMaxStates = 4;
 
 // One parameter tensor: its buffer, its gradient and up to kMaxStates state
-// buffers of the same dtype. Which state slot holds what is fixed per
-// optimizer (its Declaration's slots); unused slots are nullptr. A state
-// holds the param's size, or what its slot's declared Extent gives for this
-// param (Adafactor's row_var: one element per row of its matrix).
+// buffers. Which state slot holds what is fixed per optimizer (its
+// Declaration's slots); unused slots are nullptr. A state holds the param's
+// size, or what its slot's declared Extent gives for this param (Adafactor's
+// row_var: one element per row of its matrix).
+//
+// Dtypes: a f32 or f64 param has grads and states of its own dtype. A bf16
+// or f16 param (`dtype`) is computed in float32: its grad may be bf16, f16
+// or f32 (`grad_dtype`), its states f32 or its own dtype (`state_dtype`; a
+// state of another extent than the param's is always f32), and `master`,
+// when set, is a float32 copy of it (size elements) that the step updates
+// and the param is rounded from. A f32 param may take bf16 or f16 grads.
 struct TensorView {
   void* param = nullptr;
   const void* grad = nullptr;
   void* state[kMaxStates] = {};
   std::size_t size = 0;
   DType dtype = DType::f32;
+  DType grad_dtype = DType::same;
+  DType state_dtype = DType::same;
+  float* master = nullptr;
   // The param as a batch of matrices, row-major: its last two dims (rows,
   // cols) and the product of the others (batch, 1 for a 2-d param), with
   // batch * rows * cols == size. All 0: not a matrix (a 0-d or 1-d param,
@@ -906,6 +926,12 @@ struct StepControl {
   // > 0: scale every gradient by min(1, max_grad_norm / (norm + 1e-6)), where
   // norm is the L2 norm over all gradients (torch.nn.utils.clip_grad_norm_).
   double max_grad_norm = 0.0;
+  // How bf16/f16 params are stored (nearest for f32/f64 params, always) and
+  // the seed of stochastic rounding's random bits: element i of tensor t in
+  // step k rounds with bits keyed by (seed, k, t, i), so the same on every
+  // ISA target and thread count, and a resumed run rounds as the original.
+  Rounding rounding = Rounding::nearest;
+  std::uint64_t seed = 0;
 };
 
 // Most fields of Kind::carried any declaration has.

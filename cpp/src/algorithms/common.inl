@@ -24,14 +24,156 @@ inline T maximum_nan(T a, T b) {
   return (a > b || a != a) ? a : b;
 }
 
+// ---- bf16 and f16 storage: chunks computed in float32 ------------------------
+//
+// A tensor with a bf16/f16 param, grad or state (or a float32 master copy)
+// is updated one chunk at a time through float32 scratch: its half buffers
+// are widened (exactly), the optimizer's float32 code runs on the scratch as
+// on any float32 tensor, and what it changed is rounded back: the param to
+// nearest or stochastically (Job::rounding), from the master when there is
+// one (which gets the float32 result itself), the states to nearest. So
+// every optimizer, every pass of it, gets the half dtypes from this one
+// place, with float32's bits on every target; the element arithmetic is the
+// float32 kernel's.
+//
+// A buffer is written back only if its chunk changed (a pass that only reads
+// the param, as a reduction does, writes nothing): compared as bits with
+// what it was widened from, so the check is exact for NaN and -0 too.
+//
+// The kernel sees a view whose staged pointers are offset by -begin, so its
+// indices [begin, end) land in the scratch: the element index stays the
+// tensor's, which strided and row/column slots, and the rounding key, need.
+// (The offset pointer is never dereferenced outside the scratch.)
+
+inline bool is_half(DType d) { return d == DType::bf16 || d == DType::f16; }
+
+// Whether the chunks of t go through float32 scratch.
+inline bool staged(const TensorView& t) {
+  return is_half(t.dtype) || is_half(t.grad_dtype) || is_half(t.state_dtype) || t.master != nullptr;
+}
+
+inline void widen(DType d, const void* from, std::size_t n, float* to) {
+  const auto* h = static_cast<const std::uint16_t*>(from);
+  if (d == DType::bf16)
+    for (std::size_t i = 0; i < n; ++i) to[i] = bf16_to_float(h[i]);
+  else if (d == DType::f16)
+    for (std::size_t i = 0; i < n; ++i) to[i] = f16_to_float(h[i]);
+  else
+    for (std::size_t i = 0; i < n; ++i) to[i] = static_cast<const float*>(from)[i];
+}
+
+// Whether x[0, n) differs, as bits, from the buffer it was widened from.
+inline bool changed(DType d, const void* from, std::size_t n, const float* x) {
+  const auto* h = static_cast<const std::uint16_t*>(from);
+  std::uint32_t diff = 0;
+  if (d == DType::bf16)
+    for (std::size_t i = 0; i < n; ++i) diff |= bits_of(x[i]) ^ bits_of(bf16_to_float(h[i]));
+  else if (d == DType::f16)
+    for (std::size_t i = 0; i < n; ++i) diff |= bits_of(x[i]) ^ bits_of(f16_to_float(h[i]));
+  else
+    for (std::size_t i = 0; i < n; ++i) diff |= bits_of(x[i]) ^ bits_of(static_cast<const float*>(from)[i]);
+  return diff != 0;
+}
+
+inline void narrow_nearest(DType d, const float* x, std::size_t n, void* to) {
+  auto* h = static_cast<std::uint16_t*>(to);
+  if (d == DType::bf16)
+    for (std::size_t i = 0; i < n; ++i) h[i] = float_to_bf16(x[i]);
+  else if (d == DType::f16)
+    for (std::size_t i = 0; i < n; ++i) h[i] = float_to_f16(x[i]);
+  else
+    for (std::size_t i = 0; i < n; ++i) static_cast<float*>(to)[i] = x[i];
+}
+
+// Elements [begin, begin + n) of a tensor keyed by key, rounded stochastically.
+inline void narrow_stochastic(DType d, const float* x, std::size_t n, std::uint64_t key, std::size_t begin,
+                              void* to) {
+  auto* h = static_cast<std::uint16_t*>(to);
+  if (d == DType::bf16)
+    for (std::size_t i = 0; i < n; ++i) h[i] = float_to_bf16_stochastic(x[i], random_bits(key, begin + i));
+  else
+    for (std::size_t i = 0; i < n; ++i) h[i] = float_to_f16_stochastic(x[i], random_bits(key, begin + i));
+}
+
+inline std::size_t element_size(DType d) { return d == DType::f64 ? 8 : is_half(d) ? 2 : 4; }
+
+template <class T>
+inline T* offset(T* p, DType d, std::size_t begin) {
+  using Byte = std::conditional_t<std::is_const_v<T>, const char, char>;
+  return reinterpret_cast<T*>(reinterpret_cast<Byte*>(p) + begin * element_size(d));
+}
+
+// The tensor (its index in the job) whose chunk is being staged on this
+// thread, for group_options_of: the kernel is handed a copy of its view.
+constexpr std::size_t kNotStaged = ~std::size_t(0);
+thread_local std::size_t staged_tensor = kNotStaged;
+
+// body(float*, view, begin, end, chunk) on chunk c of tensor t, staged.
+template <class Body>
+inline void staged_chunk(const detail::Job& job, const TensorView& t, std::size_t c, std::size_t b, std::size_t e,
+                         Body&& body) {
+  const std::size_t n = e - b;
+  const std::size_t tensor = job.chunks[c].tensor;
+  TensorView v = t;
+  v.dtype = v.grad_dtype = v.state_dtype = DType::f32;
+  v.master = nullptr;
+  // Scratch: the param, the grad if not float32, each full-size half state.
+  int full_half[kMaxStates];
+  int halves = 0;
+  if (is_half(t.state_dtype))
+    for (int k = 0; k < kMaxStates; ++k)
+      if (t.state[k] != nullptr) full_half[halves++] = k;
+  const bool grad_staged = t.grad != nullptr && t.grad_dtype != DType::f32;
+  const bool param_staged = is_half(t.dtype) || t.master != nullptr;
+  float* scratch = detail::stage_scratch(n * std::size_t(2 + halves));
+  float* p = scratch;
+  float* g = scratch + n;
+  const DType param_source = t.master != nullptr ? DType::f32 : t.dtype;
+  const void* param_from = t.master != nullptr ? static_cast<const void*>(t.master + b) : offset(t.param, t.dtype, b);
+  if (param_staged) {
+    widen(param_source, param_from, n, p);
+    v.param = p - b;
+  }
+  if (grad_staged) {
+    widen(t.grad_dtype, offset(t.grad, t.grad_dtype, b), n, g);
+    v.grad = g - b;
+  }
+  for (int j = 0; j < halves; ++j) {
+    float* s = scratch + n * std::size_t(2 + j);
+    widen(t.state_dtype, offset(t.state[full_half[j]], t.state_dtype, b), n, s);
+    v.state[full_half[j]] = s - b;
+  }
+  staged_tensor = tensor;
+  body(static_cast<float*>(nullptr), static_cast<const TensorView&>(v), b, e, c);
+  staged_tensor = kNotStaged;
+  if (param_staged && changed(param_source, param_from, n, p)) {
+    if (t.master != nullptr) narrow_nearest(DType::f32, p, n, t.master + b);
+    if (is_half(t.dtype)) {
+      void* to = offset(t.param, t.dtype, b);
+      if (job.rounding == Rounding::stochastic)
+        narrow_stochastic(t.dtype, p, n, rounding_key(job.seed, std::uint64_t(job.step), tensor), b, to);
+      else
+        narrow_nearest(t.dtype, p, n, to);
+    }
+  }
+  for (int j = 0; j < halves; ++j) {
+    const float* s = scratch + n * std::size_t(2 + j);
+    void* to = offset(t.state[full_half[j]], t.state_dtype, b);
+    if (changed(t.state_dtype, to, n, s)) narrow_nearest(t.state_dtype, s, n, to);
+  }
+}
+
 // Call body(type, tensor, begin, end, chunk) for each chunk, where type is a
-// null pointer of the element type.
+// null pointer of the element type the kernel computes in: float for f32
+// and for bf16/f16 storage (staged_chunk), double for f64.
 template <class Body>
 inline void for_each_indexed_chunk(const detail::Job& job, std::size_t first, std::size_t last, Body&& body) {
   for (std::size_t c = first; c < last; ++c) {
     const detail::Chunk& ch = job.chunks[c];
     const TensorView& t = job.tensors[ch.tensor];
-    if (t.dtype == DType::f32)
+    if (staged(t))
+      staged_chunk(job, t, c, ch.begin, ch.end, body);
+    else if (t.dtype == DType::f32)
       body(static_cast<float*>(nullptr), t, ch.begin, ch.end, c);
     else
       body(static_cast<double*>(nullptr), t, ch.begin, ch.end, c);
@@ -50,7 +192,9 @@ inline void for_each_chunk(const detail::Job& job, std::size_t first, std::size_
 template <class O>
 inline const O& group_options_of(const O& o, const detail::Job& job, const TensorView& t) {
   if (job.group_options == nullptr) return o;
-  return static_cast<const O*>(job.group_options)[job.group_of[&t - job.tensors]];
+  // A staged chunk's view is a copy, outside job.tensors.
+  const std::size_t i = staged_tensor != kNotStaged ? staged_tensor : std::size_t(&t - job.tensors);
+  return static_cast<const O*>(job.group_options)[job.group_of[i]];
 }
 
 // Typed views of a tensor's buffers.
