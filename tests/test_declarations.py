@@ -46,7 +46,8 @@ def test_gs_torch_adapter_and_torch_agree_on_names_and_defaults(spec):
     ours = inspect.signature(getattr(gs, spec.name)).parameters
     adapter = inspect.signature(getattr(gt, spec.name)).parameters
     theirs = inspect.signature(getattr(torch.optim, spec.name)).parameters
-    mine = {k: p.default for k, p in ours.items() if k not in ("params", *_spec.SAFEGUARDS)}
+    gradstep_own = ("params", *_spec.SAFEGUARDS, *(name for name, _, _ in _spec.PRECISION))
+    mine = {k: p.default for k, p in ours.items() if k not in gradstep_own}
     assert mine == want
     assert list(mine) == list(want)  # and in the declared order
     for sig in (adapter, theirs):
@@ -84,7 +85,7 @@ def test_gs_adapter_and_a_package_reference_agree_on_names_and_defaults(spec):
     want = declared(spec)
     ours = inspect.signature(getattr(gs, spec.name)).parameters
     # (the safeguards it does not declare itself: Lamb's max_grad_norm is timm's argument)
-    assert {k: p.default for k, p in ours.items() if k not in ("params", *spec.safeguards)} == want
+    assert {k: p.default for k, p in ours.items() if k not in ("params", *spec.safeguards, *(n for n, _, _ in _spec.PRECISION))} == want
     absent = {p.name for p in spec.params if p.keep == "absent"}
     assert {k: theirs[k].default for k in want if k not in absent} == \
         {k: v for k, v in want.items() if k not in absent}

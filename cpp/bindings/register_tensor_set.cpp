@@ -294,6 +294,10 @@ class PyTensorSet {
         hold(obj, std::move(a), what);
       }
     }
+    // A half param without full-size states: those of other extents are float32.
+    for (TensorView& v : views)
+      if (v.state_dtype == DType::same && (v.dtype == DType::bf16 || v.dtype == DType::f16))
+        v.state_dtype = DType::f32;
     try {
       set_ = std::make_unique<TensorSet>(views.data(), n, mask, extents);
     } catch (const std::invalid_argument& e) {

@@ -220,7 +220,12 @@ TensorSet::TensorSet(const TensorView* tensors, std::size_t count, unsigned slot
     add(v.param, v.size, v.dtype, "param is null");
     if (v.master != nullptr) add(v.master, v.size, DType::f32, "master is null");
     for (int k = 0; k < kMaxStates; ++k) {
-      if (!(slot_mask & (1u << k))) continue;
+      if (!(slot_mask & (1u << k))) {
+        // Not the set's: no step reads it (check_options), and the staging of
+        // half states must not take it for one.
+        v.state[k] = nullptr;
+        continue;
+      }
       const bool full = extents.slot[k].extent == Extent::full;
       // A state of another extent is not staged chunk by chunk (kernels
       // read rows and columns across chunks): float32 for half params.

@@ -51,8 +51,18 @@ _META = "__meta__.npy"
 _STATE_MEMBER = re.compile(r"state/([A-Za-z_][A-Za-z0-9_]{0,63})/(0|[1-9][0-9]{0,8})\.npy")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _MAX_NPY_HEADER = 65536
-# dtype.str of the state buffers a checkpoint may hold (little-endian floats).
-_STATE_DTYPES = frozenset({"<f2", "<f4", "<f8"})
+# dtype.str of the state buffers a checkpoint may hold (little-endian floats),
+# and "bfloat16" (ml_dtypes'; its dtype.str, '<V2', says nothing), which is
+# stored as its bits, little-endian uint16.
+_STATE_DTYPES = frozenset({"<f2", "<f4", "<f8", "bfloat16"})
+_STORED_AS = {"bfloat16": "<u2"}
+
+
+def _dtype_name(dtype: np.dtype) -> str:
+    """How the manifest names a state dtype."""
+    from gradstep.precision import BFLOAT16
+
+    return "bfloat16" if dtype == BFLOAT16 else dtype.str
 _MAX_NDIM = 32
 # A temp file whose creator died is removed after this long even when its pid
 # cannot be checked (legacy names without a pid).
@@ -109,9 +119,12 @@ def save(optimizer: Any, path: PathLike) -> None:
         for name, buffers in sd["state"].items()
         for i, a in enumerate(buffers)
     }
+    names = {key: _dtype_name(a.dtype) for key, a in arrays.items()}
     for key, a in arrays.items():
-        if a.dtype.str not in _STATE_DTYPES:
-            raise TypeError(f"{key}: dtype {a.dtype} cannot be checkpointed (float16/32/64 only)")
+        if names[key] not in _STATE_DTYPES:
+            raise TypeError(f"{key}: dtype {a.dtype} cannot be checkpointed (float16/32/64 and bfloat16 only)")
+        if names[key] in _STORED_AS:
+            arrays[key] = a.view(_STORED_AS[names[key]])
     extra = {k: v for k, v in sd.items() if k != "state"}
     # JSON has no infinity: an unbounded hyperparameter (growth_rate=inf) is stored as "inf".
     extra["hyperparameters"] = {k: _INF if isinstance(v, float) and v == math.inf else v
@@ -121,7 +134,7 @@ def save(optimizer: Any, path: PathLike) -> None:
         "version": VERSION,
         "state_dict": _jsonable(extra),
         "state_counts": {name: len(buffers) for name, buffers in sd["state"].items()},
-        "arrays": {key: {"dtype": a.dtype.str, "shape": list(a.shape)} for key, a in arrays.items()},
+        "arrays": {key: {"dtype": names[key], "shape": list(a.shape)} for key, a in arrays.items()},
     }
     try:
         json.dumps(meta, allow_nan=False)
@@ -429,7 +442,7 @@ class _Reader:
         out = {}
         for key in self.keys:
             dtype, shape = self.manifest[key] if self.manifest is not None else (None, None)
-            out[key] = self.read_member(f"{key}.npy", dtype, shape)
+            out[key] = self.read_member(f"{key}.npy", _STORED_AS.get(dtype, dtype), shape)
         return out
 
     def state_dict(self, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -438,6 +451,11 @@ class _Reader:
         if stored != _digest(meta, arrays):
             raise self.error("checksum mismatch (the file was modified or damaged)")
         sd = dict(meta["state_dict"])
+        if self.manifest is not None:  # the bits of bfloat16 states, viewed as what they are
+            from gradstep.precision import HALF_DTYPES
+
+            arrays = {key: a.view(HALF_DTYPES[self.manifest[key][0]]) if self.manifest[key][0] in _STORED_AS else a
+                      for key, a in arrays.items()}
         sd["state"] = {name: [arrays[f"state/{name}/{i}"] for i in range(n)]
                        for name, n in meta["state_counts"].items()}
         return sd
@@ -481,6 +499,15 @@ def _hyperparameters(reader: _Reader, cls: Any) -> dict[str, Any]:
     # The class's declared parameters (gradstep._spec), then the safeguards.
     kinds: dict[str, Any] = {p.name: p for p in cls.__gradstep_spec__.hyper_params}
     kinds.update(skip_nonfinite="flag", max_grad_norm="real or None")
+    # The storage-precision arguments; files written before them have none (the defaults).
+    precision = {"state_dtype": (None, "float32", "param"), "master_weights": (False, True),
+                 "rounding": ("nearest", "stochastic"), "grad_dtype": (None, "float32", "float16", "bfloat16"),
+                 "dtype": (None, "bfloat16", "float16")}
+    for key, allowed in precision.items():
+        value = hyper.setdefault(key, allowed[0])
+        if not any(value is a or (type(value) is type(a) and value == a) for a in allowed):
+            raise reader.error(f"hyperparameter {key!r} must be one of {list(allowed)}, got {_short(value)}")
+    kinds.update({key: "precision" for key in precision})
     missing = sorted(set(kinds) - set(hyper))
     if missing:
         raise reader.error(f"missing hyperparameters {missing} for {cls.__name__}")
@@ -488,6 +515,8 @@ def _hyperparameters(reader: _Reader, cls: Any) -> dict[str, Any]:
         if key not in kinds:
             raise reader.error(f"unknown hyperparameter {key[:100]!r} for {cls.__name__}")
         kind = kinds[key]
+        if kind == "precision":
+            continue  # checked above
         if kind == "flag":
             ok = isinstance(value, bool)
         elif kind == "real or None":
@@ -508,6 +537,17 @@ def _hyperparameters(reader: _Reader, cls: Any) -> dict[str, Any]:
     return hyper
 
 
+def _stand_in(hyper: dict[str, Any]) -> np.ndarray:
+    """A one-element param the precision hyperparameters admit."""
+    from gradstep.precision import BFLOAT16
+
+    if hyper["dtype"] is not None:
+        return np.zeros(1, np.uint16)  # raw bits of the dtype named
+    if hyper["master_weights"]:
+        return np.zeros(1, BFLOAT16)
+    return np.zeros(1, np.float32 if hyper["state_dtype"] == "float32" or hyper["grad_dtype"] else np.float64)
+
+
 def _validated(reader: _Reader) -> tuple[Any, dict[str, Any], Any]:
     """The optimizer class, hyperparameters and lr (a number or a Schedule) of the file, all checked."""
     import gradstep
@@ -523,7 +563,7 @@ def _validated(reader: _Reader) -> tuple[Any, dict[str, Any], Any]:
     try:  # the hyperparameters alone, on a stand-in param: their errors are the file's
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            cls([np.zeros(1)], lr=lr, **hyper)
+            cls([_stand_in(hyper)], lr=lr, **hyper)
     except (TypeError, ValueError) as e:
         raise reader.error(f"bad hyperparameters for {cls.__name__}: {e}") from None
     return cls, hyper, lr
@@ -571,8 +611,9 @@ def _check_fits(reader: _Reader, optimizer: Any) -> None:
     for name, buffers in mine.items():
         for i, b in enumerate(buffers):
             dtype, shape = reader.manifest[f"state/{name}/{i}"]
-            if dtype != b.dtype.str or shape != b.shape:
+            if dtype != _dtype_name(b.dtype) or shape != b.shape:
+                shown = dtype if dtype in _STORED_AS else np.dtype(dtype)
                 raise reader.error(
-                    f"does not fit the params given: state '{name}'[{i}] is {np.dtype(dtype)}{list(shape)} "
+                    f"does not fit the params given: state '{name}'[{i}] is {shown}{list(shape)} "
                     f"in the file, {b.dtype}{list(b.shape)} here"
                 )

@@ -28,11 +28,15 @@ from typing import Any, ClassVar, NamedTuple, Optional, Union
 import numpy as np
 
 from gradstep import _core, _spec
+from gradstep import precision as _precision
 from gradstep.flat import FlatBuffers
 from gradstep.ranges import check_learning_rate
 from gradstep.schedules import Schedule, from_dict
 
 _LAST_STEP = 2**63 - 1
+# The state holding the float32 master copies (master_weights=True).
+MASTER = "master_param"
+_PRECISION_DEFAULTS = {name: default for name, default, _ in _spec.PRECISION if name != "seed"}
 
 
 _REENTERED = ("this optimizer was called from inside its own step (a callback of that step "
@@ -158,8 +162,14 @@ class Optimizer:
     __gradstep_spec__: ClassVar[_spec.OptimizerSpec]
 
     def __init__(self, params: Params, lr: LearningRate, *, skip_nonfinite: bool = False,
-                 max_grad_norm: float | None = None, **hyperparameters: Any) -> None:
+                 max_grad_norm: float | None = None, state_dtype: Optional[str] = None,
+                 master_weights: bool = False, rounding: str = "nearest", seed: int = 0,
+                 grad_dtype: Any = None, dtype: Optional[str] = None, **hyperparameters: Any) -> None:
         spec = self.__gradstep_spec__
+        # Storage precision (gradstep.precision), checked with everything else first.
+        self._precision = _precision.checked(state_dtype, master_weights, rounding, seed)
+        self._raw_dtype = _precision.checked_dtype(dtype)
+        self._grad_dtype = _precision.checked_grad_dtype(grad_dtype)
         if "max_grad_norm" not in spec.safeguards:  # an option of the optimizer's own (Lamb)
             hyperparameters["max_grad_norm"], max_grad_norm = max_grad_norm, None
         skip_nonfinite = bool(skip_nonfinite)
@@ -201,15 +211,18 @@ class Optimizer:
         used = [name for slot, name in enumerate(self._state_names) if mask & (1 << slot)]
         self._flat = params if isinstance(params, FlatBuffers) else None
         if not isinstance(params, FlatBuffers):
-            given = list(params)
+            given = [_precision.raw_view(p, self._raw_dtype, f"params[{i}]") for i, p in enumerate(params)]
             if not given:
                 raise ValueError("optimizer got an empty parameter list")
             self.params: list[np.ndarray] = [
                 _core.view_array(p, f"params[{i}]") for i, p in enumerate(given)
             ]
+            self._precision.check_params([p.dtype for p in self.params])
             self.state: dict[str, list[np.ndarray]] = {
                 name: [self._new_state(name, p, options) for p in self.params] for name in used
             }
+            if self._precision.master_weights:
+                self.state[MASTER] = [p.astype(np.float32) for p in self.params]
             # The set gets the objects given, not only their numpy views: it
             # holds them, so their memory cannot dangle, and checks at each
             # step that their storage was not swapped or resized.
@@ -221,6 +234,9 @@ class Optimizer:
             flat = params
             if len(flat) == 0:
                 raise ValueError("optimizer got an empty parameter list")
+            if _precision.is_half(flat.dtype) or self._precision.master_weights or self._grad_dtype is not None:
+                raise ValueError("flat buffers (gs.flatten) are float32 or float64 here: pass bfloat16/float16 "
+                                 "params (master_weights, grad_dtype) as a list of arrays")
             self.params = flat.params
             # States not of the params' shape (Adafactor's row_var, Prodigy's s with slice_p > 1)
             # are kept per tensor, and the set steps the per-tensor views.
@@ -254,24 +270,31 @@ class Optimizer:
         self._lr_callable: Optional[Callable[[int], float]] = None  # the slow path's function
         self.lr = lr
         self._set.set_safeguards(skip_nonfinite, max_grad_norm or 0.0)
+        self._set.set_rounding(self._precision.rounding, self._precision.seed)
         check_learning_rate(self)
 
     def _tensor_set(self, params: list[np.ndarray], state: dict[str, list[np.ndarray]]) -> Any:
+        grad_dtypes = None if self._grad_dtype is None else [self._grad_dtype] * len(params)
         return _core.TensorSet(
-            params, [state.get(name) for name in self._state_names], list(self._state_names), self._declared_by
+            params, [state.get(name) for name in self._state_names], list(self._state_names), self._declared_by,
+            None, grad_dtypes, state.get(MASTER),
         )
 
     def _new_state(self, name: str, p: np.ndarray, options: Any) -> np.ndarray:
         """The state `name` of param p before the first step, in its declared shape."""
         st = next(s for s in self.__gradstep_spec__.states if s.name == name)
         shape = st.shape(p.shape, options)
+        # Float32 for bfloat16/float16 params unless state_dtype="param"; a
+        # state of another extent than the param's is float32 for them always.
+        dtype = self._precision.state_dtype_for(p.dtype) if shape == p.shape else (
+            np.dtype(np.float32) if _precision.is_half(p.dtype) else p.dtype)
         if name in self._copied_states:
             if shape == p.shape:
-                return p.copy()
+                return p.astype(dtype)  # a copy
             if st.extent == "strided" and st.stride is not None:
-                return p.reshape(-1)[::int(getattr(options, st.stride))].copy()
+                return p.reshape(-1)[::int(getattr(options, st.stride))].astype(dtype)
             raise ValueError(f"state {name!r}: a copy of the param needs extent 'full' or 'strided'")
-        return np.full(shape, self._initial_state(name), dtype=p.dtype)
+        return np.full(shape, self._initial_state(name), dtype=dtype)
 
     @property
     def _options(self) -> Any:
@@ -442,6 +465,8 @@ class Optimizer:
                 if self._flat is None:
                     if grads is None:
                         raise TypeError("step() needs grads: one array per parameter")
+                    if self._raw_dtype is not None:  # raw uint16 bits, viewed as the dtype given
+                        grads = [_precision.raw_view(g, self._raw_dtype, f"grads[{i}]") for i, g in enumerate(grads)]
                 elif grads is None or grads is self._flat.grads:
                     grads = self._flat_grads
                 else:
@@ -463,7 +488,20 @@ class Optimizer:
     def hyperparameters(self) -> dict[str, Any]:
         """Every constructor argument but params and lr, as plain values."""
         return {**self._update_hyperparameters(), "skip_nonfinite": self.skip_nonfinite,
-                "max_grad_norm": self.max_grad_norm}  # declared (Lamb) or the safeguard: the same value
+                "max_grad_norm": self.max_grad_norm,  # declared (Lamb) or the safeguard: the same value
+                **self._precision_hyperparameters()}
+
+    def _precision_hyperparameters(self) -> dict[str, Any]:
+        """The storage-precision arguments but the seed (which state_dict carries as the
+        run's, and load_state_dict adopts), as plain values."""
+        grad_dtype = None if self._grad_dtype is None else str(self._grad_dtype)
+        return {"state_dtype": self._precision.state_dtype, "master_weights": self._precision.master_weights,
+                "rounding": self._precision.rounding, "grad_dtype": grad_dtype, "dtype": self._raw_dtype}
+
+    @property
+    def seed(self) -> int:
+        """The seed of stochastic rounding's random bits (see gradstep.precision)."""
+        return int(self._set.seed)
 
     def _update_hyperparameters(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -494,6 +532,7 @@ class Optimizer:
             "min_lr": self.min_lr,
             "hyperparameters": self.hyperparameters(),
             "state": {name: [a.copy() for a in arrays] for name, arrays in self.state.items()},
+            "seed": self.seed,
         }
         if self.__gradstep_spec__.carried:
             out["carried"] = self.carried()
@@ -533,6 +572,8 @@ class Optimizer:
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 0 <= step <= MAX_STEP:
             raise ValueError(f"state_dict['step'] must be an integer in [0, 2**62], got {step!r}")
         hyper = state_dict.get("hyperparameters")
+        if isinstance(hyper, dict):  # saved before the precision arguments existed: their defaults
+            hyper = {**_PRECISION_DEFAULTS, **hyper}
         if hyper != self.hyperparameters():
             raise ValueError(
                 "state_dict hyperparameters differ from this optimizer's: "
@@ -573,6 +614,11 @@ class Optimizer:
                 raise ValueError(f"state_dict[{key!r}] must be a number, got {value!r}")
         _core.plateau_rate(0.0, _real("lr_scale", lr_scale), _real("min_lr", min_lr))  # validates
         carried = self._checked_carried(state_dict)
+        seed = state_dict.get("seed", self.seed)  # absent before stochastic rounding: the optimizer's own
+        try:
+            seed = _precision.checked(seed=seed).seed
+        except ValueError as e:
+            raise ValueError(f"state_dict['seed']: {e}") from None
         if lr is not None:
             self.lr = lr if isinstance(lr, Schedule) else float(lr)
         self.set_plateau(lr_scale, min_lr)
@@ -581,6 +627,7 @@ class Optimizer:
         for key, arrays in states.items():
             for src, dst in zip(arrays, self.state[key]):
                 np.copyto(dst, src)
+        self._set.set_rounding(self._precision.rounding, seed)
         self._step_count = int(step)
 
     def _checked_carried(self, state_dict: dict[str, Any]) -> Any:
@@ -627,7 +674,8 @@ def _optimizer_class(spec: _spec.OptimizerSpec, base: type[Optimizer]) -> type[O
         given = dict(bound.arguments)
         del given["self"]
         safeguards = {name: given.pop(name) for name in spec.safeguards}
-        Optimizer.__init__(self, given.pop("params"), given.pop("lr"), **safeguards, **given)
+        precision = {name: given.pop(name) for name, _, _ in _spec.PRECISION}
+        Optimizer.__init__(self, given.pop("params"), given.pop("lr"), **safeguards, **precision, **given)
 
     __init__.__signature__ = signature  # type: ignore[attr-defined]
     __init__.__qualname__ = f"{spec.name}.__init__"
