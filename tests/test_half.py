@@ -406,3 +406,17 @@ def test_flat_buffers_refuse_half_params_clearly():
     for kwargs in (dict(master_weights=True), dict(grad_dtype="bfloat16")):
         with pytest.raises(ValueError, match="flat buffers"):
             gs.Adam(gs.flatten([np.zeros(3, np.float32)]), lr=1e-3, **kwargs)
+
+
+def test_kernel_functions_take_half_params_and_grads():
+    """gs.kernels: bfloat16 params with float32 states, and float32 params with bfloat16
+    grads (their dtype differing from the param's is what says so)."""
+    p = np.full(9001, 1.0, BF16)
+    m, v = np.zeros(9001, np.float32), np.zeros(9001, np.float32)
+    gs.kernels.adam_step(p, np.full(9001, 1.0, BF16), m, v, lr=0.1, step=1)
+    # step 1 from zero moments: m = 0.1 g, the update -lr * g / (|g| + eps') = -0.1
+    assert np.all(m == np.float32(0.1))
+    assert np.all(p == np.array(0.9, np.float32).astype(BF16))
+    q = np.ones(9001, np.float32)
+    gs.kernels.sgd_step(q, np.full(9001, 0.5, BF16), lr=0.5, step=1)
+    assert np.all(q == np.float32(0.75))

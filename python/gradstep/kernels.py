@@ -33,12 +33,17 @@ def _run(options: Any, param: Any, grad: Any, states: Sequence[Optional[Any]],
     options.validate()  # options.lr is this update's rate
     params = _listed(param)
     states = [_sized(s, params, extent) for s, extent in zip(states, _extents[type(options)])]
+    grads = _listed(grad)
+    # Grads of another dtype than their param's (half grads of float32 params): said so.
+    grad_dtypes = [g.dtype if isinstance(g, np.ndarray) and isinstance(p, np.ndarray) and g.dtype != p.dtype
+                   else None for g, p in zip(grads, params)]
     tensor_set = _core.TensorSet(
-        params, [None if s is None else _listed(s) for s in states], list(names), options
+        params, [None if s is None else _listed(s) for s in states], list(names), options, None,
+        grad_dtypes if any(d is not None for d in grad_dtypes) else None,
     )
     tensor_set.set_options(options)
     tensor_set.set_lr(options.lr)
-    tensor_set.step(_listed(grad), step)
+    tensor_set.step(grads, step)
     if not carried:
         return None
     after = tensor_set.options
