@@ -32,5 +32,7 @@ bool throws_invalid(F&& f, const char* needle) {
 void run_thread_tests();
 // tests/cpp/test_plan.cpp: a set's blocks follow the thread count (white box).
 void run_plan_tests();
+// tests/cpp/test_half.cpp: bf16/f16 params, grads, states and masters against float32 runs.
+void run_half_tests();
 
 }  // namespace gradstep_test

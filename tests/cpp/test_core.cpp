@@ -1,6 +1,7 @@
 // Unit tests of the public C++ API: validation, aliasing checks, per-ISA
 // bit identity, the convenience step(), copies and moves, (test_threads.cpp)
-// threaded steps, and (test_plan.cpp) a set's blocks following the thread count.
+// threaded steps, (test_plan.cpp) a set's blocks following the thread count,
+// and (test_half.cpp) bf16/f16 params, grads, states and masters.
 // Prints "N passed, M failed".
 #include <gradstep/gradstep.hpp>
 
@@ -268,6 +269,7 @@ int main() {
   }
   gradstep_test::run_thread_tests();
   gradstep_test::run_plan_tests();
+  gradstep_test::run_half_tests();
   std::printf("%d passed, %d failed\n", gradstep_test::passed, gradstep_test::failed);
   return gradstep_test::failed == 0 ? 0 : 1;
 }

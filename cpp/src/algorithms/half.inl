@@ -86,7 +86,10 @@ inline std::uint32_t f16_magnitude(std::uint32_t a, Up&& up) {
   const std::uint32_t narrow = select(shift < 32u, shift, 31u);  // keeps the shifts below defined
   const std::uint32_t sub_kept = select(shift < 32u, significand >> narrow, 0u);
   const std::uint32_t below = select(shift < 32u, 0u, select(shift - 32u > 31u, 31u, shift - 32u));
-  const std::uint32_t sub_fraction = select(shift < 32u, (significand & ((1u << narrow) - 1u)) << (32u - narrow),
+  // (32 - narrow) & 31: a normal input (|x| >= 0.5) has narrow 0, and a shift
+  // by 32 is undefined; its masked part is 0 then, and 0 << 0 is that 0.
+  const std::uint32_t sub_fraction = select(shift < 32u,
+                                            (significand & ((1u << narrow) - 1u)) << ((32u - narrow) & 31u),
                                             significand >> below);
   const bool normal = exp >= 113u;
   const std::uint32_t kept = select(normal, normal_kept, sub_kept);
