@@ -235,8 +235,8 @@ def test_every_optimizer_is_in_the_bit_identity_cases():
 @pytest.mark.parametrize("half", ["bfloat16", "float16"])
 @pytest.mark.parametrize("name,lr", BIT_CASES)
 def test_bit_identical_on_every_target_and_thread_count(name, lr, half, precision):
-    if precision.get("state_dtype") == "param" and name == "Adafactor":
-        precision = dict(rounding="stochastic")  # its factored states are float32 always (tested below)
+    if precision.get("state_dtype") == "param" and gs.optim.OPTIMIZERS[name].__gradstep_spec__.reduces:
+        precision = dict(rounding="stochastic")  # its states are float32 always (test_reducing_steps_...)
     baseline = run_bits(name, lr, {}, half, "scalar", 1, **precision)
     for isa in gs.available_isas():
         for threads in (1, 2, 3, 4):
@@ -257,7 +257,7 @@ def test_different_seeds_round_differently():
 def test_resume_is_exact(name, lr, precision, tmp_path):
     """Saved at step 5 (state_dict and checkpoint file), loaded into fresh optimizers, steps
     6..10 are bit-identical to the uninterrupted run: the seed travels with the state."""
-    if name == "Adafactor" and "state_dtype" in precision:
+    if "state_dtype" in precision and gs.optim.OPTIMIZERS[name].__gradstep_spec__.reduces:
         precision = dict(rounding="stochastic", seed=4)
     params, rng = problem(BF16, seed=2)
     grads = [[rng.standard_normal(p.shape).astype(BF16) for p in params] for _ in range(10)]
@@ -420,3 +420,16 @@ def test_kernel_functions_take_half_params_and_grads():
     q = np.ones(9001, np.float32)
     gs.kernels.sgd_step(q, np.full(9001, 0.5, BF16), lr=0.5, step=1)
     assert np.all(q == np.float32(0.75))
+
+
+@pytest.mark.parametrize("name", ["Prodigy", "DAdaptAdam", "DAdaptSGD", "Lamb", "Adafactor"])
+def test_reducing_steps_keep_float32_states(name):
+    """An optimizer whose step sums over its states between passes refuses half states (a
+    later pass would read them rounded, the sums unrounded), before any buffer is made."""
+    assert gs.optim.OPTIMIZERS[name].__gradstep_spec__.reduces
+    p = np.ones(10, BF16)
+    with pytest.raises(ValueError, match="state_dtype='param'"):
+        getattr(gs, name)([p], lr=1e-2, state_dtype="param")
+    assert {a.dtype for arrays in getattr(gs, name)([p], lr=1e-2).state.values() for a in arrays} == {
+        np.dtype(np.float32)}
+    assert not gs.optim.OPTIMIZERS["Adam"].__gradstep_spec__.reduces

@@ -94,6 +94,12 @@ struct PerTensor : std::false_type {};
 template <class D>
 struct PerTensor<D, std::void_t<decltype(D::per_tensor)>> : std::bool_constant<D::per_tensor> {};
 
+// Whether the step reduces over its buffers between passes (Declaration::partial_sums > 0).
+template <class D, class = void>
+struct Reduces : std::false_type {};
+template <class D>
+struct Reduces<D, std::void_t<decltype(D::partial_sums)>> : std::bool_constant<(D::partial_sums > 0)> {};
+
 // The declaration as plain Python data (see python/gradstep/_spec.py).
 template <class Options>
 py::dict spec_of() {
@@ -174,6 +180,7 @@ py::dict spec_of() {
   out["equations"] = D::equations;
   out["torch_step_state"] = D::torch_step_state;
   out["per_tensor"] = PerTensor<D>::value;
+  out["reduces"] = Reduces<D>::value;
   out["fields"] = fields;
   out["states"] = states;
   out["checks"] = checks;

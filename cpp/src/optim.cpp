@@ -233,6 +233,7 @@ TensorSet::TensorSet(const TensorView* tensors, std::size_t count, unsigned slot
         throw std::invalid_argument(tensor_error(t, "state dtype: a state of another extent than the "
                                                     "param's (rows, columns, strided) must be f32"));
       const DType state = full ? v.state_dtype : is_half(v.dtype) ? DType::f32 : v.dtype;
+      if (full && is_half(state) && slot_size(extents.slot[k], v) != 0) s.half_states = true;
       const std::size_t n = slot_size(extents.slot[k], v);  // each state by its own size
       if (n != 0) add(v.state[k], n, state, "a state buffer the optimizer needs is null");
     }
@@ -419,6 +420,11 @@ void check_options(const Options& o, const TensorSetImpl& s) {
 template <class Options>
 void check_step_options(const Options& o, const TensorSetImpl& s) {
   check_options(o, s);
+  // A step that reduces between passes reads its states in a later pass; kept
+  // in bf16/f16 they would be rounded for that pass and not for the sums.
+  if (PartialSums<Declaration<Options>>::value != 0 && s.half_states)
+    throw std::invalid_argument(std::string(Declaration<Options>::name) +
+                                " reduces over its states between passes: they must be f32 for bf16/f16 params");
   if constexpr (HasMode<Options>::value) {
     constexpr Mode<Options> mode = Declaration<Options>::mode;
     if (!(o.*mode.flag)) throw std::logic_error(mode.step_refused);

@@ -26,6 +26,7 @@ struct TensorSetImpl {
   unsigned slot_mask;
   SlotExtents extents;  // what each state slot holds (slot_size)
   bool have_grads = false;
+  bool half_states = false;  // a tensor's full-size states are bf16/f16
 
   // For tests (tests/cpp): the state of a set that has not been moved from.
   static const TensorSetImpl& of(const TensorSet& set) { return *set.impl_; }

@@ -187,6 +187,10 @@ class OptimizerSpec:
     variant_fixed: dict[str, Any] = field(default_factory=dict)  # fixed by the variant
     # The step reduces over each tensor (Lamb's trust ratios): flat buffers are stepped tensor by tensor.
     per_tensor: bool = False
+    # The step reduces over its buffers between passes (Prodigy's sums, Lamb's norms): its
+    # states are float32 for bfloat16/float16 params (rounding them between passes would
+    # make the passes disagree; gradstep.precision).
+    reduces: bool = False
     mode: Optional[Mode] = None  # two states of the params and the pass between them (Schedule-Free)
 
     @property
@@ -368,7 +372,8 @@ def _read(options: type) -> list[OptimizerSpec]:
         equations=spec["equations"], torch_step_state=spec["torch_step_state"],
         fields=tuple(Field(**f) for f in spec["fields"]),
         states=tuple(State(**s) for s in spec["states"]),
-        checks=tuple(spec["checks"]), per_tensor=spec["per_tensor"], reference=spec["reference"],
+        checks=tuple(spec["checks"]), per_tensor=spec["per_tensor"], reduces=spec["reduces"],
+        reference=spec["reference"],
         mode=Mode(**spec["mode"]) if spec["mode"] is not None else None,
     )
     return [base] + [_variant(base, v) for v in spec["variants"]]

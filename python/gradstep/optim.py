@@ -217,7 +217,7 @@ class Optimizer:
             self.params: list[np.ndarray] = [
                 _core.view_array(p, f"params[{i}]") for i, p in enumerate(given)
             ]
-            self._precision.check_params([p.dtype for p in self.params])
+            self._precision.check_params([p.dtype for p in self.params], spec.name, spec.reduces)
             self.state: dict[str, list[np.ndarray]] = {
                 name: [self._new_state(name, p, options) for p in self.params] for name in used
             }

@@ -64,10 +64,15 @@ class Precision:
             raise ValueError(f"state_dtype='float32': the states of a {param_dtype} param are {param_dtype}")
         return np.dtype(param_dtype)
 
-    def check_params(self, dtypes: list[np.dtype]) -> None:
-        """Refuse what these param dtypes cannot have (before any buffer is made)."""
+    def check_params(self, dtypes: list[np.dtype], optimizer: str = "", reduces: bool = False) -> None:
+        """Refuse what these param dtypes cannot have (before any buffer is made); `reduces`:
+        the optimizer's step reduces over its states between passes (its _spec)."""
         for i, d in enumerate(dtypes):
             self.state_dtype_for(d)
+            if reduces and self.state_dtype == "param" and is_half(d):
+                raise ValueError(f"state_dtype='param': {optimizer} sums over its states between the passes of "
+                                 "a step, which would read them rounded to the param's dtype in one pass and "
+                                 "unrounded in another; its states stay float32 (state_dtype=None)")
             if self.master_weights and not is_half(d):
                 raise ValueError(f"master_weights=True: params[{i}] is {d}; a float32 master copy is kept for "
                                  "bfloat16/float16 params, so every param must be one")

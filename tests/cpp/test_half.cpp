@@ -721,6 +721,22 @@ void validation() {
     fs0.assign(n, 0.25f);
     fs1.assign(n, 0.25f);
   }
+  {  // A step that reduces between passes (Lamb's norms) with bf16 states: refused, nothing written.
+    gradstep::LambOptions lamb;
+    lamb.lr = 0.01;
+    TensorView v = bf16_view();
+    v.state[0] = hs0.data();
+    v.state[1] = hs1.data();
+    v.state_dtype = DType::bf16;
+    check(throws_invalid([&] { gradstep::step(lamb, &v, 1, 1); }, "reduces over its states") && all() == before,
+          "lamb with bf16 states is refused (its passes would read them rounded), nothing written");
+    v = bf16_view();
+    gradstep::step(lamb, &v, 1, 1);
+    check(hp != std::vector<std::uint16_t>(n, 0x3f80), "lamb on bf16 params with f32 states steps");
+    hp.assign(n, 0x3f80);
+    fs0.assign(n, 0.25f);
+    fs1.assign(n, 0.25f);
+  }
   {  // An invalid Rounding value: refused by the step, before any write.
     TensorView v = bf16_view();
     v.master = master.data();
