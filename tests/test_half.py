@@ -23,8 +23,9 @@ BF16 = np.dtype(ml_dtypes.bfloat16)
 F16 = np.dtype(np.float16)
 HALVES = {"bfloat16": BF16, "float16": F16}
 # 9001 elements: two chunks (8192) and a tail, so the staging is seen across chunks;
-# (3, 4, 33): Adafactor's batched factored moments.
-SHAPES = [(7,), (13, 5), (9001,), (3, 4, 33), (1,)]
+# (3, 4, 33): Adafactor's batched factored moments; (90, 130): a matrix over two chunks, whose
+# rows and columns Adafactor reads across them.
+SHAPES = [(7,), (13, 5), (9001,), (3, 4, 33), (90, 130), (1,)]
 # The learning-rate-free and package optimizers at their defaults (their option grids are
 # covered in float32/float64 by their own test files; the half path is the same for all).
 PACKAGE_CASES = [("Prodigy", 1.0, {}), ("DAdaptAdam", 1.0, {}), ("DAdaptSGD", 1.0, {}),
@@ -84,8 +85,15 @@ def per_step_mismatch(name, lr, opts, half, steps=8, **precision):
     return differ / total, worst
 
 
+# Adamax with eps=0 and L2 decay divides by |g + wd * p|, which cancels to exactly 0 in
+# float32 for some coarse float16 grads (0/0 = NaN there, in torch's float32 too; float64
+# keeps 2e-18): a degenerate setting, left to the float32/float64 tests.
+PER_STEP_CASES = [c for c in CASES + PACKAGE_CASES
+                  if not (c[0] == "Adamax" and c[2]["eps"] == 0.0 and c[2]["weight_decay"] != 0.0)]
+
+
 @pytest.mark.parametrize("half", ["bfloat16", "float16"])
-@pytest.mark.parametrize("case", CASES + PACKAGE_CASES, ids=case_id)
+@pytest.mark.parametrize("case", PER_STEP_CASES, ids=case_id)
 def test_each_step_is_the_rounded_float32_update(case, half):
     name, lr, opts = case
     fraction, worst = per_step_mismatch(name, lr, opts, HALVES[half])

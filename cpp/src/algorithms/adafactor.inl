@@ -59,9 +59,12 @@ constexpr std::size_t kAdafactorNarrow = 16;
 constexpr std::size_t kAdafactorSide = 16;
 
 // The stats pass over chunk [b, e) of one tensor; out[0] = the chunk's sum of p^2,
-// out[2] = that of the new row_var of the rows it owns (a matrix's).
-template <class T>
-void adafactor_stats(const TensorView& t, std::size_t b, std::size_t e, const AdafactorStep& c, double* out) {
+// out[2] = that of the new row_var of the rows it owns (a matrix's). A matrix's
+// rows and columns reach outside the chunk: their grads are read by grad_at
+// (with_grad_reader), from the tensor's own grad even when the chunk is staged.
+template <class T, class GradAt>
+void adafactor_stats(const TensorView& t, std::size_t b, std::size_t e, const AdafactorStep& c, double* out,
+                     GradAt&& grad_at) {
   const T* __restrict p = param_of<T>(t);
   const T* __restrict g = grad_of<T>(t);
   const T scale = T(c.grad_scale), w_coeff = T(c.w.coeff);
@@ -88,12 +91,12 @@ void adafactor_stats(const TensorView& t, std::size_t b, std::size_t e, const Ad
     double row = 0.0;
     if (C < kAdafactorNarrow) {  // a few elements: in order
       for (std::size_t i = q * C; i < q * C + C; ++i) {
-        const T gi = scale * g[i];
+        const T gi = scale * grad_at(i);
         row += double(gi) * double(gi);
       }
     } else {
       lane_sums<1>(q * C, q * C + C, &row, [&](std::size_t i, double* x) {
-        const T gi = scale * g[i];
+        const T gi = scale * grad_at(i);
         x[0] = double(gi) * double(gi);
       });
     }
@@ -109,11 +112,11 @@ void adafactor_stats(const TensorView& t, std::size_t b, std::size_t e, const Ad
     const std::size_t width = C - c0 < kAdafactorSide ? C - c0 : kAdafactorSide;
     const std::size_t j = batch * C + c0;  // its first column in col_var
     double acc[kAdafactorSide] = {};
-    const T* base = g + batch * R * C + c0;
+    const std::size_t base = batch * R * C + c0;
     for (std::size_t r = 0; r < R; ++r) {
-      const T* row = base + r * C;
+      const std::size_t row = base + r * C;
       for (std::size_t c = 0; c < width; ++c) {
-        const T gi = scale * row[c];
+        const T gi = scale * grad_at(row + c);
         acc[c] += double(gi) * double(gi);
       }
     }
@@ -220,7 +223,9 @@ void step(const AdafactorOptions& o, const detail::Job& job, const detail::Passe
     for_each_indexed_chunk(job, first, last, [&](auto* type, const TensorView& t, std::size_t b, std::size_t e,
                                                  std::size_t chunk) {
       using T = std::remove_pointer_t<decltype(type)>;
-      adafactor_stats<T>(t, b, e, c, passes.partials + chunk * K);
+      with_grad_reader<T>(job.tensors[job.chunks[chunk].tensor], [&](auto grad_at) {
+        adafactor_stats<T>(t, b, e, c, passes.partials + chunk * K, grad_at);
+      });
     });
   });
   partial_totals<K>(job, passes, total, passes.per_tensor);

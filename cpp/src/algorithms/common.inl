@@ -180,6 +180,23 @@ inline void for_each_indexed_chunk(const detail::Job& job, std::size_t first, st
   }
 }
 
+// For a kernel that reads grads outside its chunk (Adafactor's row and column
+// sums), where a staged view holds only the chunk's: f(grad_at), grad_at(i)
+// being element i of `source`'s grad (the tensor as in job.tensors) as T,
+// widened from bf16/f16 storage as staging would.
+template <class T, class F>
+inline void with_grad_reader(const TensorView& source, F&& f) {
+  const auto* h = static_cast<const std::uint16_t*>(source.grad);
+  if (source.grad_dtype == DType::bf16) {
+    f([h](std::size_t i) { return T(bf16_to_float(h[i])); });
+  } else if (source.grad_dtype == DType::f16) {
+    f([h](std::size_t i) { return T(f16_to_float(h[i])); });
+  } else {
+    const T* g = static_cast<const T*>(source.grad);
+    f([g](std::size_t i) { return g[i]; });
+  }
+}
+
 // Call body(type, tensor, begin, end) with typed pointers for each chunk.
 template <class Body>
 inline void for_each_chunk(const detail::Job& job, std::size_t first, std::size_t last, Body&& body) {
