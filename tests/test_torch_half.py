@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -497,3 +498,214 @@ def test_stochastic_rounding_resumes_bit_identically(name):
     for g in grads:
         step_with(nearest, c, g)
     assert not all(torch.equal(x, y) for x, y in zip(c, a))
+
+
+# Test 5: stochastic rounding's statistics. SGD (no momentum) and Adam on bf16 params all
+# 1.0 with grad -1 and lr = 2^-9, a quarter of bf16's ulp above 1.0 (2^-7): each step adds
+# a quarter ulp (Adam: lr * m_hat / (sqrt(v_hat) + eps), a quarter ulp less 1e-8 of one).
+# Nearest never moves; stochastic moves an element up one ulp with probability 1/4, so the
+# mean rises by 2^-9 per step: within 5 standard deviations over 100k elements.
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+def test_stochastic_rounding_moves_by_the_expected_amount(name):
+    n, steps, ulp1 = 100_000, 8, 2.0 ** -7
+    lr = ulp1 / 4
+    runs = {}
+    for rounding in ("nearest", "stochastic"):
+        p = torch.ones(n, dtype=torch.bfloat16, requires_grad=True)
+        opt = getattr(gt, name)([p], lr=lr, rounding=rounding, seed=7)
+        for step in range(1, steps + 1):
+            p.grad = torch.full((n,), -1.0, dtype=torch.bfloat16)
+            opt.step()
+            if rounding == "nearest":
+                assert torch.equal(p.detach(), torch.ones(n, dtype=torch.bfloat16)), step
+            else:
+                up = (p.detach().double() - 1.0) / ulp1  # ulps above 1.0
+                assert up.min().item() >= 0 and (up == up.round()).all()
+                mean = up.mean().item() * ulp1
+                # each step an element moves up by one ulp with probability 1/4, independently
+                sd = (step * 0.25 * 0.75 / n) ** 0.5 * ulp1
+                assert abs(mean - step * lr) < 5 * sd, (step, mean, step * lr, sd)
+                if step == 1:
+                    moved = (up == 1).double().mean().item()
+                    assert abs(moved - 0.25) < 5 * (0.25 * 0.75 / n) ** 0.5, moved
+        runs[rounding] = p.detach().clone()
+    # different seeds, different bits; the same seed, the same
+    again = torch.ones(n, dtype=torch.bfloat16, requires_grad=True)
+    other = torch.ones(n, dtype=torch.bfloat16, requires_grad=True)
+    a = getattr(gt, name)([again], lr=lr, rounding="stochastic", seed=7)
+    b = getattr(gt, name)([other], lr=lr, rounding="stochastic", seed=8)
+    for _ in range(steps):
+        again.grad = torch.full((n,), -1.0, dtype=torch.bfloat16)
+        other.grad = torch.full((n,), -1.0, dtype=torch.bfloat16)
+        a.step()
+        b.step()
+    assert torch.equal(again.detach(), runs["stochastic"])
+    assert not torch.equal(other.detach(), runs["stochastic"])
+
+
+def test_stochastic_keys_per_set():
+    """gradstep.torch's documented keying: in a set starting at flat position 0 a param's key
+    is (seed, step, its position); a set starting at a > 0 has seed mix(seed, a). So the same
+    params in one group or two round alike in the set at 0, differently (and repeatably) in
+    the other."""
+    dtype = torch.bfloat16
+    grads = make_grads(dtype, 3)
+    a = make_params(dtype)
+    b = clones(a)
+    one = gt.Adam(a, lr=1e-3, rounding="stochastic", seed=3)
+    two = gt.Adam([{"params": b[:1]}, {"params": b[1:]}], lr=1e-3, rounding="stochastic", seed=3)
+    for g in grads:
+        step_with(one, a, g)
+        step_with(two, b, g)
+    assert_bits_equal(b[:1], a[:1], "the first set, at 0: the same keys")
+    # the second group's set starts at position 1: its seed is mix(3, 1), unlike the
+    # single set's tensor 1 (keyed (3, step, 1)): a different, still deterministic, draw
+    assert not torch.equal(b[1], a[1])
+    c = clones(make_params(dtype))
+    three = gt.Adam([{"params": c[:1]}, {"params": c[1:]}], lr=1e-3, rounding="stochastic", seed=3)
+    for g in grads:
+        step_with(three, c, g)
+    assert_bits_equal(c, b, "the same groups, the same bits")
+
+
+# Test 6: bit identity across ISA targets and thread counts, bf16, nearest and stochastic, on
+# tensors of several 8192-element chunks.
+ISA_CASES = [("Adam", {"lr": 1e-3, "weight_decay": 0.01}), ("SGD", {"lr": 1e-2, "momentum": 0.9}),
+             ("AdamW", {"lr": 1e-3}), ("Lamb", {"lr": 1e-3})]
+
+
+def run_bits(name: str, opts: dict, rounding: str, master: bool, threads: int) -> list[torch.Tensor]:
+    shapes = [(3, 10001), (8193,), (5,)]
+    before = gs.get_num_threads()
+    gs.set_num_threads(threads)
+    try:
+        p = make_params(torch.bfloat16, shapes=shapes)
+        opt = getattr(gt, name)(p, **opts, rounding=rounding, seed=11, master_weights=master)
+        for g in make_grads(torch.bfloat16, 4, shapes=shapes):
+            step_with(opt, p, g)
+        out = [x.detach().clone() for x in p]
+        if master:
+            out += [opt.state[x]["master_param"].clone() for x in p]
+        return out
+    finally:
+        gs.set_num_threads(before)
+
+
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+@pytest.mark.parametrize("case", ISA_CASES, ids=lambda c: c[0])
+def test_bits_equal_across_isas_and_threads(case, rounding, each_isa):
+    name, opts = case
+    gs.set_isa(gs.available_isas()[0])  # the baseline: the first target, one thread
+    try:
+        base = {m: run_bits(name, opts, rounding, m, 1) for m in (False, True)}
+    finally:
+        gs.set_isa(each_isa)
+    for threads in (1, 2, 3, 4):
+        for master in (False, True):
+            assert_bits_equal(run_bits(name, opts, rounding, master, threads), base[master],
+                              f"{name} {rounding} {each_isa} threads={threads} master={master}")
+
+
+# Test 7: bad input raises, naming the argument, and changes nothing.
+def snapshot(opt: torch.optim.Optimizer, params: list[torch.Tensor]):
+    return ([p.detach().clone() for p in params], copy.deepcopy(opt.state_dict()))
+
+
+def assert_unchanged(opt: torch.optim.Optimizer, params: list[torch.Tensor], before) -> None:
+    assert_bits_equal([p.detach() for p in params], before[0], "params")
+    now = opt.state_dict()
+    assert now["param_groups"] == before[1]["param_groups"]
+    assert_state_dicts_bit_equal(now, before[1])
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"state_dtype": "float16"}, ValueError, "state_dtype must be None, 'param' or 'float32'"),
+    ({"state_dtype": torch.float32}, ValueError, "state_dtype must be"),
+    ({"rounding": "up"}, ValueError, "rounding must be 'nearest' or 'stochastic'"),
+    ({"seed": -1}, ValueError, "seed must be an int"),
+    ({"seed": 2 ** 64}, ValueError, "seed must be an int"),
+    ({"seed": 1.5}, ValueError, "seed must be an int"),
+    ({"master_weights": "yes"}, TypeError, "master_weights must be a bool"),
+])
+@pytest.mark.parametrize("name", ["Adam", "Lion", "Prodigy"])
+def test_bad_options_are_refused_at_construction(name, kwargs, error, match):
+    with pytest.raises(error, match=re.escape(match)):
+        getattr(gt, name)(make_params(torch.bfloat16), **kwargs)
+
+
+def test_options_that_do_not_fit_a_param_are_refused_naming_it():
+    good = make_params(torch.bfloat16)
+    wide = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(ValueError, match=re.escape("param_groups[0]['params'][2]: master_weights=True")):
+        gt.Adam([*good, wide], master_weights=True)
+    with pytest.raises(ValueError, match=re.escape("param_groups[0]['params'][0]: master_weights=True")):
+        gt.SGD([torch.zeros(3, requires_grad=True)], lr=0.1, master_weights=True)  # float32
+    with pytest.raises(ValueError, match=re.escape("param_groups[0]['params'][0]: state_dtype='float32'")):
+        gt.Adam([wide], state_dtype="float32")
+    with pytest.raises(ValueError, match=re.escape("param_groups[0]['params'][0]: state_dtype='param' is not "
+                                                   "supported by gradstep.torch.Prodigy")):
+        gt.Prodigy(good, state_dtype="param")
+    opt = gt.Adam(good, lr=1e-3)
+    before = len(opt.param_groups), copy.deepcopy(opt.defaults)
+    with pytest.raises(ValueError, match=re.escape("param_groups[1]['params'][0]: master_weights=True")):
+        opt.add_param_group({"params": [wide], "master_weights": True})
+    with pytest.raises(ValueError, match=re.escape("param_groups[1]: rounding must be")):
+        opt.add_param_group({"params": [wide], "rounding": "down"})
+    assert (len(opt.param_groups), opt.defaults) == before
+
+
+def corrupt(opt, params, how):
+    p = params[1]
+    state = opt.state[p]
+    if how == "bad rounding":
+        opt.param_groups[1]["rounding"] = "sideways"
+    elif how == "bad seed":
+        opt.param_groups[1]["seed"] = -5
+    elif how == "bad state_dtype":
+        opt.param_groups[1]["state_dtype"] = "bfloat16"
+    elif how == "float64 state":
+        state["exp_avg"] = state["exp_avg"].double()
+    elif how == "bf16 state under float32 states":
+        state["exp_avg_sq"] = state["exp_avg_sq"].bfloat16()
+    elif how == "bf16 master":
+        state["master_param"] = state["master_param"].bfloat16()
+    elif how == "master shape":
+        state["master_param"] = torch.zeros(3)
+    elif how == "master_weights on float32":
+        opt.param_groups[1]["params"][0].data = opt.param_groups[1]["params"][0].data.float()
+        opt.param_groups[1]["params"][0].grad = torch.zeros_like(opt.param_groups[1]["params"][0])
+    elif how == "float32 grad":
+        p.grad.data = p.grad.data.float()  # (torch refuses `p.grad = ` of another dtype)
+
+
+BAD = {"bad rounding": (ValueError, "param_groups[1]: rounding must be"),
+       "bad seed": (ValueError, "param_groups[1]: seed must be"),
+       "bad state_dtype": (ValueError, "param_groups[1]: state_dtype must be"),
+       "float64 state": (TypeError, "param_groups[1]['params'][0]: state 'exp_avg' dtype torch.float64"),
+       "bf16 state under float32 states": (TypeError, "state 'exp_avg_sq' dtype torch.bfloat16 differs from "
+                                                      "torch.float32"),
+       "bf16 master": (TypeError, "param_groups[1]['params'][0]: state 'master_param' must be float32"),
+       "master shape": (ValueError, "param_groups[1]['params'][0]: state 'master_param' shape"),
+       "master_weights on float32": (ValueError, "param_groups[1]['params'][0]: master_weights=True"),
+       "float32 grad": (TypeError, "param_groups[1]['params'][0]: grad dtype torch.float32")}
+
+
+@pytest.mark.parametrize("steady", [False, True], ids=["planned", "after steady steps"])
+@pytest.mark.parametrize("how", list(BAD))
+def test_bad_input_at_a_step_raises_and_changes_nothing(how, steady):
+    """Two groups (the first fine): the step refuses before writing anything, in either."""
+    dtype = torch.bfloat16
+    params = make_params(dtype)
+    opt = gt.Adam([{"params": params[:1]}, {"params": params[1:]}], lr=1e-3, master_weights=True,
+                  rounding="stochastic", seed=5)
+    grads = make_grads(dtype, 3)
+    for g in grads[:2 if steady else 1]:
+        step_with(opt, params, g)
+    for p, g in zip(params, grads[2]):
+        p.grad = g.clone()
+    corrupt(opt, params, how)
+    before = snapshot(opt, params)
+    error, match = BAD[how]
+    with pytest.raises(error, match=re.escape(match)):
+        opt.step()
+    assert_unchanged(opt, params, before)
