@@ -709,3 +709,159 @@ def test_bad_input_at_a_step_raises_and_changes_nothing(how, steady):
     with pytest.raises(error, match=re.escape(match)):
         opt.step()
     assert_unchanged(opt, params, before)
+
+
+# torch's CPU kernels differ by CPU (default, avx2, avx512): the fused comparison again, in a
+# subprocess with each forced.
+@pytest.mark.parametrize("capability", ["default", "avx2"])
+def test_param_states_equal_torch_fused_under_each_cpu_capability(capability, tmp_path):
+    out = tmp_path / "torch_half.pt"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability,
+           "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    subprocess.run([sys.executable, str(HERE / "_torch_half_worker.py"), str(out)], env=env, check=True,
+                   timeout=600)
+    results = torch.load(out, weights_only=False)
+    assert results["capability"].lower() == capability
+    for (name, dtype_name), (opts, steps) in results["runs"].items():
+        params = [t.clone().requires_grad_() for t in steps[0][0][0]]
+        ours = getattr(gt, name)(params, **opts, fused=True, state_dtype="param")
+        for k, ((before, state), grads, after, state_after) in enumerate(steps):
+            with torch.no_grad():
+                for p, b in zip(params, before):
+                    p.copy_(b)
+            if k:
+                ours.load_state_dict(copy.deepcopy(state))  # the same start for this step
+            step_with(ours, params, grads)
+            for i, (p, want) in enumerate(zip(params, after)):
+                what = f"{name} {dtype_name} {capability} step {k} param {i}"
+                assert_rounding_close(p, want, 0.99, what, before[i])
+                for key, value in state_after["state"][i].items():
+                    if key != "step":
+                        assert_rounding_close(ours.state[p][key], value, 0.99, f"{what} {key}",
+                                              state["state"].get(i, {}).get(key))
+
+
+# The package adapters: bf16 params with master_weights; the master is the reference package's
+# optimizer run in float32 from the same values (the grads the same bf16 values, widened).
+PACKAGES = [("Prodigy", {"lr": 1.0}), ("DAdaptAdam", {"lr": 1.0}), ("DAdaptSGD", {"lr": 1.0}),
+            ("Lamb", {"lr": 1e-3}), ("AdamWScheduleFree", {"lr": 1e-3}), ("SGDScheduleFree", {"lr": 1e-2})]
+
+
+def reference_class(name: str):
+    import importlib
+
+    from gradstep import _spec
+    from gradstep.bench.spec import import_reference  # (timm's Lamb without torchvision)
+
+    if name == "Lamb":
+        return import_reference("timm.optim.lamb", "Lamb")
+    return getattr(importlib.import_module(_spec.by_name(name).reference), name)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("case", PACKAGES, ids=lambda c: c[0])
+def test_package_adapters_master_follows_the_reference_in_float32(case, dtype):
+    name, opts = case
+    ours_p = make_params(dtype)
+    ref_p = [p.detach().float().clone().requires_grad_() for p in ours_p]
+    ours = getattr(gt, name)(ours_p, **opts, master_weights=True)
+    ref = reference_class(name)(ref_p, **opts)
+    if "ScheduleFree" in name:
+        ours.train()
+        ref.train()
+    for step, grads in enumerate(make_grads(dtype, 20)):
+        for p, q, g in zip(ours_p, ref_p, grads):
+            p.grad, q.grad = g.clone(), g.float()
+        ours.step()
+        ref.step()
+        for i, (p, q) in enumerate(zip(ours_p, ref_p)):
+            master = ours.state[p]["master_param"]
+            assert torch.equal(p.detach(), master.to(dtype)), (name, step, i)
+            torch.testing.assert_close(master, q.detach(), rtol=2e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", [c for c in PACKAGES if c[0] != "Prodigy"], ids=lambda c: c[0])
+def test_package_adapters_take_half_states(case):
+    """state_dtype="param": the reference's state layout in the param's dtype, and the step
+    is a float32 run's, rounded (one step from the same start, to the dtype's rounding)."""
+    name, opts = case
+    dtype = torch.bfloat16
+    ours_p = make_params(dtype)
+    ref_p = [p.detach().float().clone().requires_grad_() for p in ours_p]
+    ours = getattr(gt, name)(ours_p, **opts, state_dtype="param")
+    ref = reference_class(name)(ref_p, **opts)
+    if "ScheduleFree" in name:
+        ours.train()
+        ref.train()
+    grads = make_grads(dtype, 1)[0]
+    before = [p.detach().clone() for p in ours_p]
+    for p, q, g in zip(ours_p, ref_p, grads):
+        p.grad, q.grad = g.clone(), g.float()
+    ours.step()
+    ref.step()
+    for i, (p, q) in enumerate(zip(ours_p, ref_p)):
+        assert_rounding_close(p, q.detach().to(dtype), 0.99, f"{name} param {i}", before[i])
+        for key, value in ours.state[p].items():
+            if isinstance(value, torch.Tensor) and value.shape == p.shape:
+                assert value.dtype == dtype, key
+
+
+@pytest.mark.parametrize("master", [False, True])
+def test_flat_bf16_parameters_step_as_the_model_s(master):
+    """flatten_parameters takes bf16 members: one flat bf16 parameter, stepped (nearest) as
+    the model's own parameters are, bit for bit (elementwise: the padding changes nothing)."""
+    def model():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(30, 20), torch.nn.Linear(20, 5)).to(torch.bfloat16)
+
+    m1, m2 = model(), model()
+    (flat,) = gt.flatten_parameters(m1)
+    assert flat.dtype == torch.bfloat16
+    o1 = gt.Adam([flat], lr=1e-3, master_weights=master)
+    o2 = gt.Adam(m2.parameters(), lr=1e-3, master_weights=master)
+    g = torch.Generator().manual_seed(2)
+    for _ in range(3):
+        x = torch.randn(8, 30, generator=g).bfloat16()
+        for m, o in ((m1, o1), (m2, o2)):
+            o.zero_grad()
+            m(x).float().pow(2).mean().backward()
+            o.step()
+    assert_bits_equal(list(m1.parameters()), list(m2.parameters()), "flat vs per-parameter")
+
+
+# The steady path (register_torch.cpp's TorchGroup): half params with float32 or half states
+# and masters take it (it checks each state's own dtype); SGD/Lion with stochastic rounding,
+# and Adafactor with state_dtype="param" (float32 copies of its row/col states), do not.
+@pytest.mark.parametrize("name, kwargs, steady", [
+    ("Adam", {}, True), ("Adam", {"state_dtype": "param"}, True), ("Adam", {"master_weights": True}, True),
+    ("Adam", {"rounding": "stochastic", "master_weights": True}, True),
+    ("SGD", {"momentum": 0.9, "master_weights": True}, True),
+    ("SGD", {"momentum": 0.9, "rounding": "stochastic"}, False),
+    ("Adafactor", {}, True), ("Adafactor", {"state_dtype": "param"}, False),
+    ("Prodigy", {"master_weights": True}, True), ("Lamb", {"state_dtype": "param"}, True),
+])
+def test_half_params_take_the_steady_path(name, kwargs, steady):
+    shapes = shapes_for(name)
+    params = make_params(torch.bfloat16, shapes=shapes)
+    opt = getattr(gt, name)(params, lr=1e-3, **kwargs)
+    planned = []
+    method = "_plan" if name in ("Prodigy", "Lamb") else "_planned_step"
+    plan = getattr(opt, method)
+
+    def counted(*args):
+        planned.append(1)
+        return plan(*args)
+
+    setattr(opt, method, counted)
+    ref_p = clones(params)
+    ref = getattr(gt, name)(ref_p, lr=1e-3, **kwargs)
+    for k, g in enumerate(make_grads(torch.bfloat16, 5, shapes=shapes)):
+        step_with(opt, params, g)
+        ref.__dict__["_steady"] = ref.__dict__["_package_steady"] = None  # ref: always the plan
+        step_with(ref, ref_p, g)
+        if k == 2:  # a changed seed is seen: the plan sets it
+            for o in (opt, ref):
+                o.param_groups[0]["seed"] = 99
+    assert len(planned) == (2 if steady else 5), planned
+    # ref took every step through the plan: the same bits
+    assert_bits_equal(params, ref_p, "steady vs planned")
