@@ -29,14 +29,12 @@ import gradstep.torch as gt
 HERE = Path(__file__).parent
 HALF = [torch.bfloat16, torch.float16]
 SHAPES = [(130, 70), (257,)]  # a matrix of more than one 8192-element chunk, and a vector
-# Adafactor's bf16/f16 steps are wrong in the core on a tensor of more than one chunk (its
-# row/column reductions read outside the chunk's float32 scratch: NaN and wrong col_var, with
-# float32 or half states; reported, not gradstep.torch's): it is checked on one-chunk tensors.
-SMALL_SHAPES = [(60, 70), (257,)]
 
 
 def shapes_for(name: str) -> list[tuple[int, ...]]:
-    return SMALL_SHAPES if name == "Adafactor" else SHAPES
+    # (Adafactor's multi-chunk matrix included: gradstep.torch gives it float32 grads, as the
+    # core's stats pass reads grads across chunks; see torch.py's _wide_grads)
+    return SHAPES
 
 
 def ordered(t: torch.Tensor) -> torch.Tensor:
@@ -206,7 +204,10 @@ def test_param_states_equal_torch_per_step(case, dtype):
             assert mine.keys() == want_states[i].keys(), what
             for key, value in mine.items():  # torch's layout: the param's dtype and shape
                 assert value.dtype == dtype and value.shape == want_states[i][key].shape, (what, key)
-                assert_rounding_close(value, want_states[i][key], 0.99, f"{what} state {key}",
+                # Adafactor's row_var/col_var are means of g^2 over a row/column (gradstep's
+                # sums in double, in its own order): one of a few dozen may round the other way
+                exact = 0.9 if key in ("row_var", "col_var") else 0.99
+                assert_rounding_close(value, want_states[i][key], exact, f"{what} state {key}",
                                       before_states[i].get(key))
     print(f"{case_id(case)} {dtype}: worst exact fraction {worst:.5f}")
 
@@ -831,13 +832,14 @@ def test_flat_bf16_parameters_step_as_the_model_s(master):
 
 # The steady path (register_torch.cpp's TorchGroup): half params with float32 or half states
 # and masters take it (it checks each state's own dtype); SGD/Lion with stochastic rounding,
-# and Adafactor with state_dtype="param" (float32 copies of its row/col states), do not.
+# and Adafactor (float32 copies of its half grads; with state_dtype="param", of its row/col
+# states too), do not.
 @pytest.mark.parametrize("name, kwargs, steady", [
     ("Adam", {}, True), ("Adam", {"state_dtype": "param"}, True), ("Adam", {"master_weights": True}, True),
     ("Adam", {"rounding": "stochastic", "master_weights": True}, True),
     ("SGD", {"momentum": 0.9, "master_weights": True}, True),
     ("SGD", {"momentum": 0.9, "rounding": "stochastic"}, False),
-    ("Adafactor", {}, True), ("Adafactor", {"state_dtype": "param"}, False),
+    ("Adafactor", {}, False), ("Adafactor", {"state_dtype": "param"}, False),
     ("Prodigy", {"master_weights": True}, True), ("Lamb", {"state_dtype": "param"}, True),
 ])
 def test_half_params_take_the_steady_path(name, kwargs, steady):

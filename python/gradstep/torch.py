@@ -37,8 +37,11 @@ keeps the optimizer's own):
   ``fused=True`` Adam's) or ``"float32"``. States of another extent than the
   param's (Adafactor's row_var/col_var/variance) are float32 in the kernel;
   with ``"param"`` gradstep.torch keeps them in the param's dtype as torch
-  does and steps float32 copies of them (such groups take the planned step).
-  Prodigy's s and p0 (another extent) stay float32.
+  does and steps float32 copies of them. Adafactor's half params also step
+  float32 copies of their grads (its kernel reads a matrix's grads across
+  chunks, which the core stages one chunk at a time), so they take the
+  planned step, never the steady one. Prodigy's s and p0 (another extent)
+  are float32 and it refuses ``"param"`` for half params.
 * ``master_weights``: a float32 master copy of each bf16/f16 param in its
   state under ``"master_param"``; the param is rounded from it every step. A
   state without one (torch's) starts it from the param.
@@ -53,6 +56,11 @@ keeps the optimizer's own):
   step count: for their stochastic rounding each bf16/f16 param keeps
   ``state["rounding_step"]`` (an int), folded into the set's seed, and their
   groups take the planned step.
+
+Half params otherwise take the steady step (register_torch.cpp), which checks
+each state against its own dtype (float32 or the param's) and the master copy
+like the other states; a change to a group's half-precision options is seen
+there and runs the plan.
 
 ``lr`` may also be a gradstep schedule (or any callable of the 0-based step),
 evaluated at each parameter's own step count (an optimizer that keeps none,
@@ -383,6 +391,15 @@ class _GradstepStep:
                 shape = st.shape(tuple(p.shape))
                 out[st.name] = None if shape == (0,) else torch.Size(shape)
         return out
+
+    # The core stages a bf16/f16 tensor chunk by chunk, but Adafactor's stats pass reads a
+    # matrix's grads across its chunks (the rows and column blocks a chunk owns): with a half
+    # grad staged, outside the chunk's float32 scratch (NaN and wrong col_var on tensors of
+    # more than one 8192-element chunk). So such an optimizer's half params get float32
+    # copies of their grads (read in place; a copied grad keeps them off the steady path).
+    @property
+    def _wide_grads(self) -> bool:
+        return any(st.extent in ("rows", "cols") for st in self.__gradstep_spec__.states)
 
     # NAdam's mu_product (mu_1 * ... * mu_step) is a scalar tensor per param in
     # torch's state, not a buffer the kernel steps. gradstep.torch keeps it as
@@ -727,6 +744,9 @@ class _GradstepStep:
                     same = _dense_strides(g) == layout
                     batch.grads.append(_flat(g if same else _like(g, p)))
                     batch.copied.append(not same)
+                if p.dtype in _HALF_DTYPES and self._wide_grads:
+                    batch.grads[-1] = batch.grads[-1].float()
+                    batch.copied[-1] = True
                 layout = _dense_strides(p)
                 state = self.state.get(p, {}) if stateful else {}
                 # New state only for what is missing: allocating it every step
@@ -783,12 +803,15 @@ class _GradstepStep:
                     if any(m is not None for m in batch.masters):
                         masters = [None if m is None else _numpy(_flat(m), f"state '{_MASTER}'")
                                    for m in batch.masters]
+                    grad_dtypes = None
+                    if self._wide_grads and any(p.dtype in _HALF_DTYPES for p in batch.params):
+                        grad_dtypes = [np.float32 if p.dtype in _HALF_DTYPES else None for p in batch.params]
                     batch.tensor_set = _core.TensorSet(
                         [_numpy(_flat(p), f"params[{j}]") for j, p in enumerate(batch.stepped)],
                         [[_numpy(_flat(b[n]), n) for b in batch.states] if n in needed else None
                          for n in self._state_names],
                         list(self._state_names), batch.options, [tuple(p.shape) for p in batch.params],
-                        masters=masters)
+                        grad_dtypes=grad_dtypes, masters=masters)
                 except (TypeError, ValueError) as e:
                     raise type(e)(_renamed(e, gi, batch.key[1])) from None
             try:  # as the step will: a bad grad here must stop the other groups' steps too
