@@ -779,6 +779,13 @@ def test_package_adapters_master_follows_the_reference_in_float32(case, dtype):
             master = ours.state[p]["master_param"]
             assert torch.equal(p.detach(), master.to(dtype)), (name, step, i)
             torch.testing.assert_close(master, q.detach(), rtol=2e-5, atol=1e-5)
+    if "ScheduleFree" in name:  # the mode switch moves the master, and the param with it
+        ours.eval()
+        ref.eval()
+        for p, q in zip(ours_p, ref_p):
+            master = ours.state[p]["master_param"]
+            assert torch.equal(p.detach(), master.to(dtype))
+            torch.testing.assert_close(master, q.detach(), rtol=2e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("case", [c for c in PACKAGES if c[0] != "Prodigy"], ids=lambda c: c[0])
@@ -867,3 +874,42 @@ def test_half_params_take_the_steady_path(name, kwargs, steady):
     assert len(planned) == (2 if steady else 5), planned
     # ref took every step through the plan: the same bits
     assert_bits_equal(params, ref_p, "steady vs planned")
+
+
+def test_global_package_groups_must_agree_on_rounding():
+    params = make_params(torch.bfloat16)
+    opt = gt.Prodigy([{"params": params[:1]}, {"params": params[1:], "seed": 4}], lr=1.0)
+    for p, g in zip(params, make_grads(torch.bfloat16, 1)[0]):
+        p.grad = g
+    before = snapshot(opt, params)
+    with pytest.raises(NotImplementedError, match=re.escape("param_groups[1]: rounding='nearest', seed=4 differ")):
+        opt.step()
+    assert_unchanged(opt, params, before)
+
+
+def test_state_dtype_float32_is_the_default_for_half_params():
+    grads = make_grads(torch.bfloat16, 3)
+    a, b = make_params(torch.bfloat16), make_params(torch.bfloat16)
+    x = gt.Adam(a, lr=1e-3)
+    y = gt.Adam(b, lr=1e-3, state_dtype="float32")
+    for g in grads:
+        step_with(x, a, g)
+        step_with(y, b, g)
+    assert_bits_equal(b, a, "params")
+    assert all(y.state[p]["exp_avg"].dtype == torch.float32 for p in b)
+
+
+def test_grad_scaler_unscales_half_grads_with_fused():
+    """fused=True: torch's GradScaler contract (grad_scale/found_inf) holds for bf16 too."""
+    grads = make_grads(torch.bfloat16, 1)[0]
+    a, b = make_params(torch.bfloat16), make_params(torch.bfloat16)
+    x = gt.Adam(a, lr=1e-3, fused=True)
+    y = gt.Adam(b, lr=1e-3, fused=True)
+    scale = torch.tensor(4.0)
+    x.grad_scale, x.found_inf = scale, torch.tensor(0.0)
+    for p, q, g in zip(a, b, grads):
+        p.grad = (g.float() * 4).bfloat16()  # exact: a power of two
+        q.grad = g.clone()
+    x.step()
+    y.step()
+    assert_bits_equal(a, b, "scaled then unscaled")
