@@ -352,7 +352,9 @@ def test_torch_adapter_matches_torch(opts, dtype):
     for a, b in zip(mine, theirs):
         np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), **tol)
     sd, tsd = opt.state_dict(), topt.state_dict()
-    assert sd["param_groups"] == tsd["param_groups"]
+    # torch's keys, and gradstep.torch's half-precision options (test_torch_half.py)
+    assert [{k: v for k, v in g.items() if k not in gst._HALF_OPTIONS} for g in sd["param_groups"]] == \
+        tsd["param_groups"]
     for i in tsd["state"]:
         assert sorted(sd["state"][i]) == sorted(tsd["state"][i])
         for key, value in tsd["state"][i].items():

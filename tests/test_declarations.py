@@ -58,9 +58,9 @@ def test_gs_torch_adapter_and_torch_agree_on_names_and_defaults(spec):
     assert extras <= TORCH_IMPLEMENTATION_FLAGS | set(spec.fixed), extras
     for name in set(spec.fixed) & extras:
         assert theirs[name].default == spec.field(name).default
-    # The adapter takes exactly torch's arguments.
+    # The adapter takes exactly torch's arguments, then gradstep.torch's half-precision options.
     assert [(p.name, p.kind, p.default) for p in adapter.values()] == \
-        [(p.name, p.kind, p.default) for p in theirs.values()]
+        [(p.name, p.kind, p.default) for p in theirs.values()] + [(k, inspect.Parameter.KEYWORD_ONLY, v) for k, v in gt._HALF_OPTIONS.items()]
 
 
 @pytest.mark.parametrize("spec", [s for s in SPECS if s.mirrored_in_torch], ids=lambda s: s.name)
@@ -76,7 +76,7 @@ def test_gs_adapter_and_a_package_reference_agree_on_names_and_defaults(spec):
     reference = import_reference(spec.reference + (".lamb" if spec.reference == "timm.optim" else ""), spec.name)
     adapter, theirs = (inspect.signature(c).parameters for c in (getattr(gt, spec.name), reference))
     assert [(p.name, p.kind, p.default) for p in adapter.values()] == \
-        [(p.name, p.kind, p.default) for p in theirs.values()]
+        [(p.name, p.kind, p.default) for p in theirs.values()] + [(k, inspect.Parameter.KEYWORD_ONLY, v) for k, v in gt._HALF_OPTIONS.items()]
     assert issubclass(getattr(gt, spec.name), torch.optim.Optimizer)
     assert not issubclass(getattr(gt, spec.name), reference)  # never imported by gradstep
     # gs.X: the declared parameters, the reference's defaults; beyond them the

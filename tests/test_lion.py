@@ -132,7 +132,7 @@ def test_float64_equals_lion_pytorch_through_gs_and_the_adapter(opts):
         assert got.tobytes() == w.tobytes()
         assert gm.tobytes() == m.tobytes()  # gs.Lion's kernel
     ours, theirs = aopt.state_dict(), ref.state_dict()
-    assert ours["param_groups"] == theirs["param_groups"]
+    assert without_half(ours["param_groups"]) == theirs["param_groups"]
     assert ours["state"].keys() == theirs["state"].keys()
     for i, state in theirs["state"].items():
         assert list(ours["state"][i]) == list(state) == ["exp_avg"]  # no state["step"], as lion_pytorch
@@ -439,7 +439,7 @@ def test_state_dict_moves_to_lion_pytorch_and_back_mid_run(opts, default_dtype):
         for a, b, c in zip(ours, theirs, other):
             assert a.detach().numpy().tobytes() == b.detach().numpy().tobytes() == c.detach().numpy().tobytes()
         got, want = opt.state_dict(), topt.state_dict()
-        assert got["param_groups"] == want["param_groups"]
+        assert without_half(got["param_groups"]) == want["param_groups"]
         for i in want["state"]:
             assert got["state"][i].keys() == want["state"][i].keys() == {"exp_avg"}
             assert got["state"][i]["exp_avg"].dtype == want["state"][i]["exp_avg"].dtype
@@ -448,13 +448,20 @@ def test_state_dict_moves_to_lion_pytorch_and_back_mid_run(opts, default_dtype):
         torch.set_default_dtype(before)
 
 
+def without_half(groups):
+    """gradstep.torch's groups less its half-precision options (test_torch_half.py)."""
+    return [{k: v for k, v in g.items() if k not in gt._HALF_OPTIONS} for g in groups]
+
+
 def test_param_groups_and_defaults_are_lion_pytorchs():
     ts = [torch.zeros(3, requires_grad=True)]
     for args in [(), (3e-4, (0.5, 0.8), 0.1, False, True)]:
         ours, theirs = gt.Lion(ts, *args), lion_pytorch.Lion(ts, *args)
-        assert ours.defaults == theirs.defaults
-        assert list(ours.defaults) == list(theirs.defaults) == ["lr", "betas", "weight_decay"]
-        assert ours.state_dict() == theirs.state_dict()
+        mine = {k: v for k, v in ours.defaults.items() if k not in gt._HALF_OPTIONS}
+        assert mine == theirs.defaults
+        assert list(mine) == list(theirs.defaults) == ["lr", "betas", "weight_decay"]
+        sd = ours.state_dict()
+        assert {**sd, "param_groups": without_half(sd["param_groups"])} == theirs.state_dict()
         assert isinstance(ours, torch.optim.Optimizer)
 
 
@@ -463,7 +470,7 @@ def test_param_groups_and_defaults_are_lion_pytorchs():
 def test_constructor_is_lion_pytorchs_and_use_triton_is_refused():
     ours, theirs = inspect.signature(gt.Lion).parameters, inspect.signature(lion_pytorch.Lion).parameters
     assert [(p.name, p.kind, p.default) for p in ours.values()] == \
-        [(p.name, p.kind, p.default) for p in theirs.values()]
+        [(p.name, p.kind, p.default) for p in theirs.values()] + [(k, inspect.Parameter.KEYWORD_ONLY, v) for k, v in gt._HALF_OPTIONS.items()]
     # lion_pytorch's use_triton=True imports its Triton (CUDA) kernel (without
     # triton installed, lion_pytorch.triton calls exit()); gradstep.torch steps CPU
     # tensors with its own kernel, so it refuses, before anything is made.

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import gradstep.torch as gt
+from gradstep.torch import _HALF_OPTIONS as HALF_OPTIONS
 
 from conftest import reference_optimizer
 
@@ -168,8 +169,8 @@ def test_closure_is_called_and_its_loss_returned():
 def test_unsupported_tensors_get_clear_errors():
     with pytest.raises(TypeError, match="CPU"):
         gt.Adam([torch.nn.Parameter(torch.zeros(3, device="meta"))])
-    with pytest.raises(TypeError, match="float32 and float64"):
-        gt.Adam([torch.nn.Parameter(torch.zeros(3, dtype=torch.float16))])
+    with pytest.raises(TypeError, match="float32, float64, bfloat16 and float16"):
+        gt.Adam([torch.nn.Parameter(torch.zeros(3, dtype=torch.complex64))])
     p = torch.nn.Parameter(torch.zeros(4))
     opt = gt.SGD([p], lr=0.1)
     p.grad = torch.zeros(4).to_sparse()
@@ -224,8 +225,8 @@ def corrupt(ps, opt, how):
         bad.grad.data = bad.grad.data.half()
     elif how == "grad shape":
         bad.grad.data = torch.zeros(7, dtype=bad.dtype)
-    elif how == "float16 param":
-        bad.data = bad.data.half()
+    elif how == "complex param":  # (bf16/f16 params are supported: test_torch_half.py)
+        bad.data = bad.data.to(torch.complex64)
         bad.grad = None
         bad.grad = torch.zeros_like(bad)
     elif how == "negative lr":
@@ -244,7 +245,7 @@ def corrupt(ps, opt, how):
         bad.grad = opt.state[bad]["exp_avg"]
 
 
-BAD_INPUTS = ["sparse grad", "float16 grad", "grad shape", "float16 param", "negative lr",
+BAD_INPUTS = ["sparse grad", "float16 grad", "grad shape", "complex param", "negative lr",
               "bad betas", "capturable", "state shape", "state dtype", "grad aliasing its param",
               "state aliased as grad"]
 
@@ -278,7 +279,7 @@ def test_sparse_grad_in_group_one_leaves_group_zero_and_its_steps_alone():
     assert_unchanged(opt, before)
 
 
-@pytest.mark.parametrize("how", ["float16 param", "duplicate param", "param in another group",
+@pytest.mark.parametrize("how", ["complex param", "duplicate param", "param in another group",
                                  "negative lr", "bad eps", "capturable", "meta param",
                                  "overlapping param"])
 def test_failing_add_param_group_changes_nothing(how):
@@ -287,8 +288,8 @@ def test_failing_add_param_group_changes_nothing(how):
     opt.step()
     new = torch.nn.Parameter(torch.randn(3, dtype=torch.float64))
     group = {"params": [new]}
-    if how == "float16 param":
-        group["params"] = [new, torch.nn.Parameter(torch.zeros(2, dtype=torch.float16))]
+    if how == "complex param":
+        group["params"] = [new, torch.nn.Parameter(torch.zeros(2, dtype=torch.complex64))]
     elif how == "duplicate param":
         group["params"] = [new, new]
     elif how == "param in another group":
@@ -310,9 +311,9 @@ def test_failing_add_param_group_changes_nothing(how):
     opt.step()  # the optimizer still works
 
 
-@pytest.mark.parametrize("how", ["float16 param", "overlapping param", "meta param"])
+@pytest.mark.parametrize("how", ["complex param", "overlapping param", "meta param"])
 def test_construction_errors_name_the_param(how):
-    bad = {"float16 param": torch.zeros(2, dtype=torch.float16),
+    bad = {"complex param": torch.zeros(2, dtype=torch.complex64),
            "overlapping param": torch.zeros(3, 1).expand(3, 4),
            "meta param": torch.zeros(2, device="meta")}[how]
     good = [torch.nn.Parameter(torch.zeros(2)) for _ in range(3)]
@@ -488,8 +489,10 @@ def test_replaced_storage_is_stepped_as_torch_steps_it(how, name):
 def test_constructor_signature_is_torchs(name):
     ours = inspect.signature(getattr(gt, name).__init__).parameters
     theirs = inspect.signature(type(reference_optimizer(name, [torch.zeros(1, requires_grad=True)])).__init__).parameters
+    # torch's, then gradstep's keyword-only half-precision options (test_torch_half.py)
+    half = [(k, inspect.Parameter.KEYWORD_ONLY, v) for k, v in HALF_OPTIONS.items()]
     assert [(p.name, p.kind, p.default) for p in ours.values()] == \
-        [(p.name, p.kind, p.default) for p in theirs.values()]
+        [(p.name, p.kind, p.default) for p in theirs.values()] + half
 
 
 def test_sgd_without_momentum_keeps_no_state_as_torch():
@@ -503,7 +506,8 @@ def test_sgd_without_momentum_keeps_no_state_as_torch():
 
 
 def assert_state_dicts_equal(a, b):
-    assert a["param_groups"] == b["param_groups"]
+    # gradstep's groups: torch's keys and gradstep's half-precision options
+    assert [{k: v for k, v in g.items() if k not in HALF_OPTIONS} for g in a["param_groups"]] == b["param_groups"]
     assert a["state"].keys() == b["state"].keys()
     for key, s in a["state"].items():
         assert s.keys() == b["state"][key].keys()

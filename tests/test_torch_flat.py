@@ -452,8 +452,8 @@ def _bad_inputs():
     (already,) = flatten_parameters(flat_owner)
     shared = torch.nn.Parameter(torch.randn(8))
     return [
-        ("half", torch.nn.Parameter(torch.randn(3).half()), TypeError, "float32 or float64"),
-        ("int", torch.zeros(3, dtype=torch.int64), TypeError, "float32 or float64"),
+        ("complex", torch.nn.Parameter(torch.randn(3).to(torch.complex64)), TypeError, "float16, got"),
+        ("int", torch.zeros(3, dtype=torch.int64), TypeError, "bfloat16 or float16"),
         ("meta", torch.nn.Parameter(torch.empty(3, device="meta")), TypeError, "CPU"),
         ("sparse", torch.randn(3, 3).to_sparse(), TypeError, "sparse"),
         ("non-leaf", torch.randn(3, requires_grad=True) * 2, ValueError, "leaf"),
@@ -505,8 +505,8 @@ def test_bad_arguments():
     with pytest.raises(TypeError, match="not directly"):
         FlatParameter(torch.zeros(3))
     model = net(torch.float32)
-    model.fc.weight.data = model.fc.weight.data.half()
-    with pytest.raises(TypeError, match="fc.weight: flat parameters are float32 or float64"):
+    model.fc.weight.data = model.fc.weight.data.to(torch.complex64)  # (bf16/f16 are flattened)
+    with pytest.raises(TypeError, match="fc.weight: flat parameters are float32, float64, bfloat16 or float16"):
         flatten_parameters(model)
     assert model.emb.weight.grad is None
     flatten_parameters([model.emb.weight])  # it was not registered as flattened

@@ -144,7 +144,10 @@ def test_optim_db_configurations_match_torch():
                 assert a.stride() == b.stride(), f"{where}: params[{i}] strides"
                 torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12,
                                            msg=lambda m, i=i: f"{where}: params[{i}]: {m}")
-            assert_same(o1.state_dict(), o2.state_dict(), f"{where}: state_dict()")
+            ours_dict = o1.state_dict()  # less gradstep's half-precision options (test_torch_half.py)
+            ours_dict["param_groups"] = [{k: v for k, v in g.items() if k not in gt._HALF_OPTIONS}
+                                         for g in ours_dict["param_groups"]]
+            assert_same(ours_dict, o2.state_dict(), f"{where}: state_dict()")
             ran += 1
     # Observed with torch 2.13 for the nine optimizers: 84 configurations run and 87
     # (differentiable=True on the CPU, the CUDA-only capturable ones) are refused

@@ -120,13 +120,15 @@ def run(params, opt, first, last):
 
 # Keys prodigyopt writes for logging only (the sums' values the kernel does not report).
 LOGGED = {"d_denom", "d_hat"}
+# gradstep.torch's half-precision options, in every group (test_torch_half.py)
+HALF = set(gt._HALF_OPTIONS)
 
 
 def assert_same(ours, theirs, params_a, params_b, rtol=1e-10):
     for a, b in zip(params_a, params_b):
         torch.testing.assert_close(a.detach(), b.detach(), rtol=rtol, atol=1e-12)
     for ga, gb in zip(ours.param_groups, theirs.param_groups):
-        keys_a, keys_b = set(ga) - LOGGED - {"params"}, set(gb) - LOGGED - {"params"}
+        keys_a, keys_b = set(ga) - LOGGED - HALF - {"params"}, set(gb) - LOGGED - HALF - {"params"}
         assert keys_a == keys_b
         for key in keys_a:
             va, vb = ga[key], gb[key]
@@ -207,11 +209,14 @@ def test_prodigy_keeps_and_accepts_a_0d_p0():
 def test_signature_and_groups_are_the_references(name):
     ours, theirs = getattr(gt, name), reference_class(name)
     sa, sb = inspect.signature(ours).parameters, inspect.signature(theirs).parameters
-    assert [(p.name, p.kind, p.default) for p in sa.values()] == [(p.name, p.kind, p.default) for p in sb.values()]
+    # the reference's, then gradstep's keyword-only half-precision options
+    half = [(k, inspect.Parameter.KEYWORD_ONLY, v) for k, v in gt._HALF_OPTIONS.items()]
+    assert [(p.name, p.kind, p.default) for p in sa.values()] == \
+        [(p.name, p.kind, p.default) for p in sb.values()] + half
     assert issubclass(ours, torch.optim.Optimizer) and not issubclass(ours, theirs)
     a, b = ours(make_params()), theirs(make_params())
-    assert a.defaults == b.defaults
-    assert [set(g) for g in a.param_groups] == [set(g) for g in b.param_groups]
+    assert {k: v for k, v in a.defaults.items() if k not in HALF} == b.defaults
+    assert [set(g) - HALF for g in a.param_groups] == [set(g) for g in b.param_groups]
     assert getattr(a, "d0", None) == getattr(b, "d0", None)
 
 

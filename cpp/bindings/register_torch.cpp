@@ -155,7 +155,9 @@ class TorchGroup {
   // that is not contiguous, an unexpected type, ...): then the Python plan keeps running.
   // sizes, if not None: per param of the group, None or the (name, numel) of each state
   // buffer that member has (states not the param's size: Adafactor's row_var; Prodigy's
-  // s; names absent for a param without that buffer), in place of names at the param's numel.
+  // s; names absent for a param without that buffer), in place of names at the param's numel;
+  // or (name, numel, dtype) for a buffer not of the param's dtype (a bfloat16 param's float32
+  // states and master copy).
   TorchGroup(py::handle torch, const py::sequence& params, const py::dict& state, const py::list& batches,
              const std::vector<std::string>& names, bool has_step, const py::tuple& param_types,
              const py::object& sizes)
@@ -272,12 +274,14 @@ class TorchGroup {
           if (own.is_none()) throw NotSteady{};
           std::vector<py::object> own_names;
           std::vector<std::size_t> numels;
+          std::vector<py::object> dtypes;  // None: the param's
           for (py::handle pair : own) {
             py::tuple t = py::reinterpret_borrow<py::tuple>(pair);
             own_names.push_back(py::reinterpret_borrow<py::object>(intern(t[0].cast<std::string>().c_str())));
             numels.push_back(t[1].cast<std::size_t>());
+            dtypes.push_back(t.size() > 2 ? py::reinterpret_borrow<py::object>(t[2]) : py::none());
           }
-          members_.push_back(member(params_[i], state, param_types, own_names, &numels));
+          members_.push_back(member(params_[i], state, param_types, own_names, &numels, &dtypes));
         }
       }
       batches_.push_back(std::move(b));
@@ -287,7 +291,8 @@ class TorchGroup {
   }
 
   Member member(py::handle p, const py::dict& state, const py::tuple& param_types,
-                const std::vector<py::object>& names, const std::vector<std::size_t>* numels) {
+                const std::vector<py::object>& names, const std::vector<std::size_t>* numels,
+                const std::vector<py::object>* dtypes = nullptr) {
     bool known = false;
     for (py::handle type : param_types) known = known || Py_TYPE(p.ptr()) == reinterpret_cast<PyTypeObject*>(type.ptr());
     if (!known) throw NotSteady{};
@@ -311,7 +316,8 @@ class TorchGroup {
       }
       m.states.push_back(Watched::of(api_, t));
       const std::size_t expected = numels ? (*numels)[s] : m.param.numel;
-      if (!m.states.back().dtype.is(m.param.dtype) || m.states.back().numel != expected) throw NotSteady{};
+      const py::object& dtype = dtypes && !(*dtypes)[s].is_none() ? (*dtypes)[s] : m.param.dtype;
+      if (!m.states.back().dtype.is(dtype) || m.states.back().numel != expected) throw NotSteady{};
     }
     if (has_step_) {
       PyObject* t = PyDict_GetItemWithError(inner, api_.step);

@@ -190,7 +190,7 @@ class _TorchGroup:
         names: Sequence[str],
         has_step: bool,
         param_types: tuple[type, ...],
-        sizes: Sequence[Sequence[tuple[str, int]] | None] | None = None,
+        sizes: Sequence[Sequence[tuple[str, int] | tuple[str, int, Any]] | None] | None = None,
     ) -> None: ...
     @property
     def steps(self) -> list[int] | None: ...

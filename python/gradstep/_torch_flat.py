@@ -62,7 +62,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 __all__ = ["FlatParameter", "flatten_parameters"]
 
-_FLOAT_DTYPES = (torch.float32, torch.float64)
+_FLOAT_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _GRAD: Any = torch._C.TensorBase.grad  # the C-level .grad, below FlatParameter's property
 _get_grad = _GRAD.__get__
 _set_grad = _GRAD.__set__
@@ -302,7 +302,7 @@ def _check_member(p: Any, where: str) -> None:
     if p.layout != torch.strided:
         raise TypeError(f"{where}: cannot flatten a sparse parameter ({p.layout})")
     if p.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{where}: flat parameters are float32 or float64, got {p.dtype}")
+        raise TypeError(f"{where}: flat parameters are float32, float64, bfloat16 or float16, got {p.dtype}")
     if not p.is_leaf:
         raise ValueError(f"{where}: is not a leaf tensor (an optimizer cannot step it)")
     if _dense_strides(p) is None:
@@ -434,7 +434,7 @@ def flatten_parameters(obj: Any, *, align_bytes: int = 64) -> Any:
 
     >>> opt = gradstep.torch.Adam(flatten_parameters(model), lr=1e-3)
 
-    Members are CPU, dense float32/float64 leaf tensors, each appearing once,
+    Members are CPU, dense float32/float64/bfloat16/float16 leaf tensors, each appearing once,
     not already flattened; each slot starts on an ``align_bytes`` boundary (a
     power of two), padding zero. Bad input raises TypeError or ValueError
     naming the parameter, and changes nothing.

@@ -21,10 +21,46 @@ values, from ``param_groups[0]``, as there). A group whose value of a per-group
 option the kernel does not take (Prodigy's d0, dadaptation's layer_scale)
 differs from the first group's raises NotImplementedError before any write.
 Schedule-Free steps each group alone; ``train()``/``eval()`` are its mode
-switch. These adapters step contiguous parameters only. CPU float32/float64
-dense tensors only, in any non-overlapping layout (channels_last, transposed):
-params, grads and states are stepped as 1-D views of their memory in the
-param's element order.
+switch. These adapters step contiguous parameters only. CPU float32, float64,
+bfloat16 and float16 dense tensors only, in any non-overlapping layout
+(channels_last, transposed): params, grads and states are stepped as 1-D views
+of their memory in the param's element order.
+
+bfloat16/float16 parameters (grads of the param's dtype, as torch makes them)
+are computed in float32 per chunk by the C++ core and rounded back once per
+step. Every optimizer takes four keyword-only options, kept in each param
+group (so they travel in a state_dict; a state_dict without them, torch's,
+keeps the optimizer's own):
+
+* ``state_dtype``: None (float32 states for bf16/f16 params, the param's dtype
+  otherwise), ``"param"`` (the param's dtype: torch's layout, e.g. its
+  ``fused=True`` Adam's) or ``"float32"``. States of another extent than the
+  param's (Adafactor's row_var/col_var/variance) are float32 in the kernel;
+  with ``"param"`` gradstep.torch keeps them in the param's dtype as torch
+  does and steps float32 copies of them. Adafactor's half params also step
+  float32 copies of their grads (its kernel reads a matrix's grads across
+  chunks, which the core stages one chunk at a time), so they take the
+  planned step, never the steady one. Prodigy's s and p0 (another extent)
+  are float32 and it refuses ``"param"`` for half params.
+* ``master_weights``: a float32 master copy of each bf16/f16 param in its
+  state under ``"master_param"``; the param is rounded from it every step. A
+  state without one (torch's) starts it from the param.
+* ``rounding`` (``"nearest"`` or ``"stochastic"``) and ``seed``: how the
+  param is rounded. Stochastic rounding's random bits are keyed by (seed,
+  step, tensor, element) in the core, the tensor by its index in its C++ set;
+  gradstep.torch makes the key unique and independent of ISA and threads by
+  giving each set the seed ``mix(seed, a)`` where ``a`` is the position of its
+  first param in the optimizer's flat order (over all groups), and ``seed``
+  itself when ``a`` is 0: with one set (every param with a grad at the same
+  step) the key is exactly (seed, step, flat position). SGD and Lion keep no
+  step count: for their stochastic rounding each bf16/f16 param keeps
+  ``state["rounding_step"]`` (an int), folded into the set's seed, and their
+  groups take the planned step.
+
+Half params otherwise take the steady step (register_torch.cpp), which checks
+each state against its own dtype (float32 or the param's) and the master copy
+like the other states; a change to a group's half-precision options is seen
+there and runs the plan.
 
 ``lr`` may also be a gradstep schedule (or any callable of the 0-based step),
 evaluated at each parameter's own step count (an optimizer that keeps none,
@@ -41,6 +77,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import ml_dtypes
 import numpy as np
 import torch
 from torch.optim import optimizer as _optimizer
@@ -48,7 +85,84 @@ from torch.optim import optimizer as _optimizer
 from gradstep import _core, _spec
 from gradstep._torch_flat import _CONTIGUOUS, FlatParameter, _dense_strides, flatten_parameters
 
-_FLOAT_DTYPES = (torch.float32, torch.float64)
+_HALF_DTYPES = (torch.bfloat16, torch.float16)
+_FLOAT_DTYPES = (torch.float32, torch.float64, *_HALF_DTYPES)
+
+# The half-precision options (module docstring), with their defaults: keyword-only
+# arguments of every optimizer here, kept in each param group.
+_HALF_OPTIONS: dict[str, Any] = {"state_dtype": None, "master_weights": False, "rounding": "nearest", "seed": 0}
+_MASTER = "master_param"  # state key of a bf16/f16 param's float32 master copy
+_ROUNDING_STEP = "rounding_step"  # state key: the stochastic rounding count of SGD's and Lion's half params
+_M64 = (1 << 64) - 1
+
+
+def _check_half_options(values: dict[str, Any], where: str = "") -> None:
+    """The half-precision options' values (not yet against any param)."""
+    at = f"{where}: " if where else ""
+    sd = values.get("state_dtype")
+    if sd is not None and not (isinstance(sd, str) and sd in ("param", "float32")):
+        raise ValueError(f"{at}state_dtype must be None, 'param' or 'float32', got {sd!r}")
+    mw = values.get("master_weights")
+    if not isinstance(mw, (bool, np.bool_)):
+        raise TypeError(f"{at}master_weights must be a bool, got {mw!r}")
+    r = values.get("rounding")
+    if not (isinstance(r, str) and r in ("nearest", "stochastic")):
+        raise ValueError(f"{at}rounding must be 'nearest' or 'stochastic', got {r!r}")
+    seed = values.get("seed")
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= _M64:
+        raise ValueError(f"{at}seed must be an int in [0, 2**64), got {seed!r}")
+
+
+def _half_values(group: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(map(group.get, _HALF_OPTIONS))
+
+
+def _check_half_param(p: torch.Tensor, group: dict[str, Any], where: str) -> None:
+    """The group's half-precision options hold for p."""
+    if group.get("state_dtype") == "float32" and p.dtype == torch.float64:
+        raise ValueError(f"{where}: state_dtype='float32' is for float32, bfloat16 and float16 parameters; "
+                         "a float64 parameter keeps float64 states (state_dtype=None)")
+    if group.get("master_weights") and p.dtype not in _HALF_DTYPES:
+        raise ValueError(f"{where}: master_weights=True keeps a float32 master copy of bfloat16/float16 "
+                         f"parameters only, got a {p.dtype} one (give it a group with master_weights=False)")
+
+
+def _state_dtype(p: torch.Tensor, group: dict[str, Any]) -> torch.dtype:
+    """The dtype of p's full-size states in this group."""
+    if p.dtype in _HALF_DTYPES and group.get("state_dtype") != "param":
+        return torch.float32
+    return p.dtype
+
+
+def _mix64(x: int) -> int:
+    # splitmix64's finalizer: a bijection of 64-bit ints
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9 & _M64
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EB & _M64
+    return x ^ (x >> 31)
+
+
+def _set_seed(seed: int, first: int, count: int | None = None) -> int:
+    """The seed of a C++ set whose first param is at flat position first (module
+    docstring): unique per set, the group's seed itself for a set starting at 0."""
+    if first == 0 and count is None:
+        return int(seed)
+    out = _mix64(_mix64(int(seed) ^ 0x9E3779B97F4A7C15) ^ first)
+    return out if count is None else _mix64(out ^ _mix64(count + 1))
+
+
+def _master_of(p: torch.Tensor) -> torch.Tensor:
+    """A new float32 master copy of p, laid out as p."""
+    return torch.empty_like(p, dtype=torch.float32, memory_format=torch.preserve_format).copy_(p.detach())
+
+
+def _check_master(t: Any, p: torch.Tensor, where: str) -> None:
+    if not isinstance(t, torch.Tensor) or t.layout != torch.strided or t.device.type != "cpu":
+        raise TypeError(f"{where}: state '{_MASTER}' must be a dense CPU torch.Tensor")
+    if t.dtype != torch.float32:
+        raise TypeError(f"{where}: state '{_MASTER}' must be float32, got {t.dtype}")
+    if t.shape != p.shape:
+        raise ValueError(f"{where}: state '{_MASTER}' shape {tuple(t.shape)} differs from the parameter's "
+                         f"{tuple(p.shape)}")
 
 
 def _where(gi: int, i: int | None = None) -> str:
@@ -81,35 +195,43 @@ def _check_param(p: Any, where: str) -> None:
     if p.layout != torch.strided:
         raise TypeError(f"{where}: gradstep.torch does not support sparse parameters ({p.layout})")
     if p.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{where}: gradstep.torch supports float32 and float64 parameters, got {p.dtype}")
+        raise TypeError(f"{where}: gradstep.torch supports float32, float64, bfloat16 and float16 parameters, "
+                        f"got {p.dtype}")
     if _dense_strides(p) is None:
         raise ValueError(f"{where}: must be dense and non-overlapping to be updated in place, got shape "
                          f"{tuple(p.shape)} with strides {p.stride()} (an expanded or overlapping view)")
 
 
-def _check_like(t: Any, p: torch.Tensor, where: str, what: str) -> None:
-    """t (a grad or a state buffer) can be read or written elementwise with p."""
+def _check_like(t: Any, p: torch.Tensor, where: str, what: str, dtype: torch.dtype | None = None) -> None:
+    """t (a grad or a state buffer, of dtype, default p's) can be read or written elementwise with p."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{where}: {what} must be a torch.Tensor, got {type(t).__name__}")
     if t.layout != torch.strided:
         raise TypeError(f"{where}: gradstep.torch does not support sparse {what}s ({t.layout})")
     if t.device.type != "cpu":
         raise TypeError(f"{where}: {what} is on {t.device}; gradstep.torch runs on the CPU")
-    if t.dtype != p.dtype:
-        raise TypeError(f"{where}: {what} dtype {t.dtype} differs from the parameter's {p.dtype}")
+    if t.dtype != (dtype or p.dtype):
+        raise TypeError(f"{where}: {what} dtype {t.dtype} differs from {_expected(p, dtype)}")
     if t.shape != p.shape:
         raise ValueError(f"{where}: {what} shape {tuple(t.shape)} differs from the parameter's "
                          f"{tuple(p.shape)}")
 
 
-def _check_sized(t: Any, p: torch.Tensor, shape: torch.Size, where: str, what: str) -> None:
-    """t is a state of another extent than p's (Adafactor's row_var), of this shape."""
+def _expected(p: torch.Tensor, dtype: torch.dtype | None) -> str:
+    if dtype is None or dtype == p.dtype:
+        return f"the parameter's {p.dtype}"
+    return f"{dtype} (the states of a {p.dtype} parameter with this group's state_dtype)"
+
+
+def _check_sized(t: Any, p: torch.Tensor, shape: torch.Size, where: str, what: str,
+                 dtype: torch.dtype | None = None) -> None:
+    """t is a state of another extent than p's (Adafactor's row_var), of this shape and dtype (p's)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{where}: {what} must be a torch.Tensor, got {type(t).__name__}")
     if t.layout != torch.strided or t.device.type != "cpu":
         raise TypeError(f"{where}: {what} must be a dense CPU tensor")
-    if t.dtype != p.dtype:
-        raise TypeError(f"{where}: {what} dtype {t.dtype} differs from the parameter's {p.dtype}")
+    if t.dtype != (dtype or p.dtype):
+        raise TypeError(f"{where}: {what} dtype {t.dtype} differs from {_expected(p, dtype)}")
     if t.shape != shape:
         raise ValueError(f"{where}: {what} shape {tuple(t.shape)} is not {tuple(shape)} (for the parameter's "
                          f"{tuple(p.shape)})")
@@ -119,7 +241,7 @@ class _Batch:
     """The params of one group that take the same step, checked and ready to run."""
 
     __slots__ = ("key", "k", "params", "sources", "grads", "copied", "new_states", "states", "options",
-                 "witness", "tensor_set", "skip", "mu", "stepped")
+                 "witness", "tensor_set", "skip", "mu", "stepped", "masters", "copies", "rounding", "counted")
 
     def __init__(self, key: tuple[int, tuple[int, ...]], k: int) -> None:
         self.key, self.k = key, k
@@ -137,9 +259,17 @@ class _Batch:
         # What the set steps: each param, or a contiguous copy of one in another layout whose
         # states are not its size (Adafactor's rows and columns are logical), copied back.
         self.stepped: list[torch.Tensor] = []
+        self.masters: list[torch.Tensor | None] = []  # each param's float32 master, or None
+        # (state tensor, its float32 copy the set steps): Adafactor's row_var of a bf16 param
+        # with state_dtype="param", copied back after the step
+        self.copies: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.rounding: tuple[str, int] = ("nearest", 0)  # the set's set_rounding
+        self.counted = False  # the params keep state["rounding_step"] (SGD, Lion: stochastic)
 
 
 def _numpy(t: torch.Tensor, what: str) -> np.ndarray:
+    if t.dtype == torch.bfloat16:  # numpy has no bfloat16: its bits, viewed as ml_dtypes'
+        return _core.view_array(t.view(torch.int16).numpy().view(ml_dtypes.bfloat16), what)
     return _core.view_array(t.numpy(), what)
 
 
@@ -153,11 +283,13 @@ class _Steady:
     """A group's record for the steady step: the C++ check, and the state
     buffers the options it was made with need."""
 
-    __slots__ = ("group", "names", "options", "flats")
+    __slots__ = ("group", "names", "options", "flats", "half")
 
-    def __init__(self, group: Any, names: list[str], options: Any, flats: list[FlatParameter]) -> None:
+    def __init__(self, group: Any, names: list[str], options: Any, flats: list[FlatParameter],
+                 half: tuple[Any, ...]) -> None:
         self.group, self.names, self.options = group, names, options
         self.flats = flats  # the group's flat parameters: their members' grads are gathered first
+        self.half = half  # the group's half-precision options it was recorded with
 
 
 # The exact classes a parameter may have on the steady path: their methods
@@ -231,14 +363,24 @@ class _GradstepStep:
             state["mu_product"] = _step0(group) + 1.0  # torch's: a CPU scalar of state["step"]'s dtype
         fills = {s: v for v, s in self.__gradstep_spec__.initial_values().items()}
         sized = self._sized_shapes(p)
+        dtype = _state_dtype(p, group)
         for n in needed:
             if n in sized:  # another extent than p's (Adafactor's row_var): torch's shape, or no buffer
                 if sized[n] is not None:
-                    state[n] = p.new_zeros(sized[n])
+                    state[n] = p.new_zeros(sized[n], dtype=dtype)
                 continue
-            state[n] = (torch.full_like(p, group[fills[n]], memory_format=torch.preserve_format)
-                        if n in fills else _zeros(p))
+            state[n] = (torch.full_like(p, group[fills[n]], dtype=dtype, memory_format=torch.preserve_format)
+                        if n in fills else _zeros(p, dtype))
         return state
+
+    def _check_half(self, p: torch.Tensor, group: dict[str, Any], where: str) -> None:
+        _check_half_param(p, group, where)
+
+    def _sized_dtype(self, p: torch.Tensor, group: dict[str, Any]) -> torch.dtype:
+        """The dtype of p's states of another extent than its own (Adafactor's row_var):
+        as the full-size ones (kept in the param's dtype as torch does, stepped as float32
+        copies, with state_dtype="param")."""
+        return _state_dtype(p, group)
 
     def _sized_shapes(self, p: torch.Tensor) -> dict[str, Any]:
         """The states declared with another extent than the param's: name -> their shape for
@@ -249,6 +391,15 @@ class _GradstepStep:
                 shape = st.shape(tuple(p.shape))
                 out[st.name] = None if shape == (0,) else torch.Size(shape)
         return out
+
+    # The core stages a bf16/f16 tensor chunk by chunk, but Adafactor's stats pass reads a
+    # matrix's grads across its chunks (the rows and column blocks a chunk owns): with a half
+    # grad staged, outside the chunk's float32 scratch (NaN and wrong col_var on tensors of
+    # more than one 8192-element chunk). So such an optimizer's half params get float32
+    # copies of their grads (read in place; a copied grad keeps them off the steady path).
+    @property
+    def _wide_grads(self) -> bool:
+        return any(st.extent in ("rows", "cols") for st in self.__gradstep_spec__.states)
 
     # NAdam's mu_product (mu_1 * ... * mu_step) is a scalar tensor per param in
     # torch's state, not a buffer the kernel steps. gradstep.torch keeps it as
@@ -322,6 +473,13 @@ class _GradstepStep:
         # Check first, then let torch add it, then check its hyperparameters
         # (torch fills in the defaults): a failing call leaves param_groups as it was.
         gi = len(self.param_groups)
+        pending = self.__dict__.pop("_half_defaults", None)  # the constructor's (module docstring)
+        if pending is not None:
+            self.defaults.update(pending)
+        if isinstance(param_group, dict):
+            for key, value in _HALF_OPTIONS.items():
+                param_group.setdefault(key, self.defaults.get(key, value))
+            _check_half_options(param_group, _where(gi))
         params = param_group.get("params") if isinstance(param_group, dict) else None
         if params is not None and not isinstance(params, set):
             params = [params] if isinstance(params, torch.Tensor) else list(params)
@@ -332,6 +490,7 @@ class _GradstepStep:
                 p = p[1] if isinstance(p, tuple) and len(p) == 2 else p  # a named param
                 where = _where(gi, i)
                 _check_param(p, where)
+                self._check_half(p, param_group, where)
                 if id(p) in seen:
                     raise ValueError(f"{where}: the same tensor as {_where(gi, seen[id(p)])}; a "
                                      "parameter may appear only once")
@@ -350,6 +509,7 @@ class _GradstepStep:
         before = self.state, self.param_groups
         super().load_state_dict(state_dict)  # type: ignore[misc]
         try:
+            _load_half(self, state_dict, before[1])
             for gi, group in enumerate(self.param_groups):
                 self._checked_options(gi, group, 1)
         except Exception:
@@ -409,6 +569,8 @@ class _GradstepStep:
             if steps is None:  # the record is void (e.g. step counts that no longer agree)
                 return False
             group = groups[gi]
+            if _half_values(group) != record.half:  # e.g. a new seed: the plan sets it
+                return False
             for flat in record.flats:
                 flat._gather_grads()
             # The hyperparameters first (they may run Python: a callable lr), then
@@ -466,33 +628,49 @@ class _GradstepStep:
         if self._has_mu_product or any(any(b.copied) or any(_dense_strides(p) is not _CONTIGUOUS for p in b.params)
                                        for b in batches):
             return None
+        # Copied states, and the per-param rounding count of SGD/Lion, are the plan's to keep.
+        if any(b.copies or b.counted for b in batches):
+            return None
         options = self._checked_options(gi, group, 1)
         names = self._needed_states(options)
         k_next = [b.k + 1 if self._has_step else (2 if names else 1) for b in batches]
         sizes: list[Any] | None = None
-        if any(st.extent != "full" for st in self.__gradstep_spec__.states):
-            # States of another extent than the param's (Adafactor's row_var): each member's
-            # buffers and their sizes, from the declaration's shapes (none where p has no buffer).
+        half = any(p.dtype in _HALF_DTYPES for b in batches for p in b.params)
+        if half or any(st.extent != "full" for st in self.__gradstep_spec__.states):
+            # States of another extent than the param's (Adafactor's row_var), or of another
+            # dtype (a bf16 param's float32 states, its master): each member's buffers, their
+            # sizes and dtypes, from the declaration's shapes (none where p has no buffer).
             sizes = [None] * len(group["params"])
             for b in batches:
-                for i, p in zip(b.key[1], b.params):
+                for i, p, m in zip(b.key[1], b.params, b.masters):
                     sized = self._sized_shapes(p)
-                    sizes[i] = [(n, p.numel()) if n not in sized else (n, sized[n].numel())
+                    dtype = _state_dtype(p, group) if p.dtype in _HALF_DTYPES else p.dtype
+                    if sized and p.dtype in _HALF_DTYPES:
+                        dtype_sized = torch.float32
+                    else:
+                        dtype_sized = dtype
+                    sizes[i] = [(n, p.numel(), dtype) if n not in sized else (n, sized[n].numel(), dtype_sized)
                                 for n in names if n not in sized or sized[n] is not None]
+                    if m is not None:
+                        sizes[i].append((_MASTER, p.numel(), torch.float32))
         try:
             recorded = _core._TorchGroup(torch, group["params"], self.state,
                                          [(b.tensor_set, list(b.key[1]), k) for b, k in zip(batches, k_next)],
                                          names, self._has_step, _PARAM_TYPES, sizes)
         except ValueError:
             return None
-        return _Steady(recorded, names, options, flats)
+        return _Steady(recorded, names, options, flats, _half_values(group))
 
     def _plan_group(self, gi: int, group: dict[str, Any]) -> list[_Batch]:
         # Parameters without a gradient are skipped, as torch does; those with
         # one are batched by their step count so each batch is one C++ call.
         options = self._checked_options(gi, group, 1)
         needed = self._needed_states(options)
-        stateful = bool(needed) or self._has_step
+        _check_half_options(group, _where(gi))
+        masters_on = bool(group["master_weights"])
+        # SGD and Lion keep no step count: their stochastic rounding counts per param
+        counting = not self._has_step and group["rounding"] == "stochastic"
+        stateful = bool(needed) or self._has_step or masters_on or counting
         by_step: dict[Any, list[int]] = {}  # k, or (k, mu_product) with NAdam
         mu_options: dict[Any, tuple[float, Any]] = {}
         for i, p in enumerate(group["params"]):
@@ -500,8 +678,16 @@ class _GradstepStep:
                 continue
             where = _where(gi, i)
             _check_param(p, where)
+            self._check_half(p, group, where)
             _check_like(p.grad, p, where, "grad")
             state = self.state.get(p, {}) if stateful else {}
+            dtype = _state_dtype(p, group)
+            if masters_on and _MASTER in state:
+                _check_master(state[_MASTER], p, where)
+            if counting and _ROUNDING_STEP in state and p.dtype in _HALF_DTYPES:
+                c = state[_ROUNDING_STEP]
+                if isinstance(c, bool) or not isinstance(c, int) or c < 0:
+                    raise ValueError(f"{where}: state '{_ROUNDING_STEP}' must be an int >= 0, got {c!r}")
             sized = self._sized_shapes(p)
             if sized and isinstance(p, FlatParameter):  # one vector: no member's rows and columns
                 raise ValueError(f"{where}: {type(self).__name__} keeps states shaped by each parameter "
@@ -509,9 +695,9 @@ class _GradstepStep:
                                  "give it the model's parameters")
             for n in needed:
                 if n in sized and sized[n] is not None and n in state:
-                    _check_sized(state[n], p, sized[n], where, f"state '{n}'")
+                    _check_sized(state[n], p, sized[n], where, f"state '{n}'", dtype)
                 elif n not in sized and n in state:
-                    _check_like(state[n], p, where, f"state '{n}'")
+                    _check_like(state[n], p, where, f"state '{n}'", dtype)
             if self._has_step:
                 step = state.get("step", 0)
                 k = int(step.item() if isinstance(step, torch.Tensor) else step) + 1
@@ -527,9 +713,17 @@ class _GradstepStep:
                     mu_options[key] = (mu, self._mu_product_options(gi, group, k, value))
             by_step.setdefault(key, []).append(i)
         batches = []
+        first = sum(len(g["params"]) for g in self.param_groups[:gi])  # the group's first flat position
         for key, indices in by_step.items():
             k = key[0] if isinstance(key, tuple) else key
             batch = _Batch((gi, tuple(indices)), k)
+            count = None
+            if counting:  # the first half param's rounding count, as the set's (module docstring)
+                half = [i for i in indices if group["params"][i].dtype in _HALF_DTYPES]
+                batch.counted = bool(half)
+                if half:
+                    count = self.state.get(group["params"][half[0]], {}).get(_ROUNDING_STEP, 0)
+            batch.rounding = (group["rounding"], _set_seed(group["seed"], first + indices[0], count))
             batch.options = options if k == 1 else self._checked_options(gi, group, k)
             if key in mu_options:
                 batch.mu, batch.options = mu_options[key]
@@ -550,6 +744,9 @@ class _GradstepStep:
                     same = _dense_strides(g) == layout
                     batch.grads.append(_flat(g if same else _like(g, p)))
                     batch.copied.append(not same)
+                if p.dtype in _HALF_DTYPES and self._wide_grads:
+                    batch.grads[-1] = batch.grads[-1].float()
+                    batch.copied[-1] = True
                 layout = _dense_strides(p)
                 state = self.state.get(p, {}) if stateful else {}
                 # New state only for what is missing: allocating it every step
@@ -563,30 +760,58 @@ class _GradstepStep:
                 bufs = {}
                 for n in needed:
                     if n in sized:
-                        t = new[n] if n in new else state[n] if n in has else p.new_empty(0)
+                        t = new[n] if n in new else state[n] if n in has else p.new_empty(
+                            0, dtype=torch.float32 if p.dtype in _HALF_DTYPES else p.dtype)
                         if not t.is_contiguous():
                             t = new[n] = t.contiguous()
+                        if p.dtype in _HALF_DTYPES and t.dtype != torch.float32:
+                            # the kernel's are float32 (state_dtype="param" keeps torch's dtype): a copy
+                            copy = t.float()
+                            batch.copies.append((t, copy))
+                            t = copy
                         bufs[n] = t
                         continue
                     t = new[n] if n in new else state[n]
                     if _dense_strides(t) != layout:  # e.g. loaded contiguous
                         t = new[n] = _like(t, p)
                     bufs[n] = t
+                master = None
+                if masters_on:  # made from the param when missing (a state from torch has none)
+                    master = state.get(_MASTER)
+                    if master is None:
+                        master = new[_MASTER] = _master_of(p)
+                    elif _dense_strides(master) != layout:  # e.g. loaded contiguous
+                        master = new[_MASTER] = _like(master, p)
+                    if batch.stepped[-1] is not p:  # the set steps a contiguous copy of p: so of its master
+                        copy = master.contiguous()
+                        if copy is not master:
+                            batch.copies.append((master, copy))
+                        master = copy
+                batch.masters.append(master)
                 batch.new_states.append(new)
                 batch.states.append(bufs)
             names = [n for n in self._state_names if n in needed]
             batch.witness = [_witness(p) for p in batch.stepped] + [
-                _witness(b[n]) for b in batch.states for n in names]
+                _witness(b[n]) for b in batch.states for n in names] + [
+                _witness(m) if m is not None else None for m in batch.masters]
             cached = self._cache.get(batch.key)
             if cached is not None and cached[1] == batch.witness:
                 batch.tensor_set = cached[0]
             else:
                 try:
+                    masters = None
+                    if any(m is not None for m in batch.masters):
+                        masters = [None if m is None else _numpy(_flat(m), f"state '{_MASTER}'")
+                                   for m in batch.masters]
+                    grad_dtypes = None
+                    if self._wide_grads and any(p.dtype in _HALF_DTYPES for p in batch.params):
+                        grad_dtypes = [np.float32 if p.dtype in _HALF_DTYPES else None for p in batch.params]
                     batch.tensor_set = _core.TensorSet(
                         [_numpy(_flat(p), f"params[{j}]") for j, p in enumerate(batch.stepped)],
                         [[_numpy(_flat(b[n]), n) for b in batch.states] if n in needed else None
                          for n in self._state_names],
-                        list(self._state_names), batch.options, [tuple(p.shape) for p in batch.params])
+                        list(self._state_names), batch.options, [tuple(p.shape) for p in batch.params],
+                        grad_dtypes=grad_dtypes, masters=masters)
                 except (TypeError, ValueError) as e:
                     raise type(e)(_renamed(e, gi, batch.key[1])) from None
             try:  # as the step will: a bad grad here must stop the other groups' steps too
@@ -611,15 +836,78 @@ class _GradstepStep:
         tensor_set = batch.tensor_set
         tensor_set.set_options(batch.options)  # checked when planned: cannot fail here
         tensor_set.set_lr(batch.options.lr)
+        tensor_set.set_rounding(*batch.rounding)
         tensor_set.step([_numpy(g, "grad") for g in batch.grads], batch.k)
         for p, stepped in zip(batch.params, batch.stepped):
             if stepped is not p:
                 p.detach().copy_(stepped)
+        for t, copy in batch.copies:
+            t.copy_(copy)
+        if batch.counted:
+            for p in batch.params:
+                if p.dtype in _HALF_DTYPES:
+                    state = self.state[p]
+                    state[_ROUNDING_STEP] = state.get(_ROUNDING_STEP, 0) + 1
         if self._has_step:
             torch._foreach_add_([self.state[p]["step"] for p in batch.params], 1.0)
         if batch.mu is not None:
             for p in batch.params:
                 self.state[p]["mu_product"].mul_(batch.mu)
+
+
+def _load_half(self: Any, state_dict: dict[str, Any], before: list[dict[str, Any]]) -> None:
+    """After torch's load_state_dict: the half-precision options and states as configured.
+
+    A state_dict without the options (torch's) keeps the optimizer's. torch casts every
+    floating state to its param's dtype: a bf16/f16 param's float32 states and master, as
+    saved, are put back (copies). Then each state is made the dtype its group says
+    (widening is exact; narrowing rounds to nearest), a master copy is dropped where the
+    group keeps none (the param is what it was rounded to), and a missing one is made from
+    the param at the next step.
+    """
+    for gi, (group, old) in enumerate(zip(self.param_groups, before)):
+        for key, value in _HALF_OPTIONS.items():
+            if key not in group:
+                group[key] = old.get(key, value)
+        _check_half_options(group, _where(gi))
+    saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+    params = [p for group in self.param_groups for p in group["params"]]
+    saved = state_dict["state"]
+    for pid, p in zip(saved_ids, params):
+        if p.dtype not in _HALF_DTYPES or p not in self.state:
+            continue
+        state = self.state[p]
+        for key, was in saved.get(pid, {}).items():
+            value = state.get(key)
+            if isinstance(was, torch.Tensor) and was.dtype == torch.float32 and isinstance(value, torch.Tensor) \
+                    and value.dtype != torch.float32 and key in _state_keys(self):
+                state[key] = was.detach().to("cpu", copy=True)  # undo torch's cast
+    _conform_states(self)
+
+
+def _state_keys(self: Any) -> set[str]:
+    return {*self.__gradstep_spec__.state_names(), *getattr(self, "_reference_states", ()), _MASTER}
+
+
+def _conform_states(self: Any) -> None:
+    """Each bf16/f16 param's states made the dtype its group says (widening is exact,
+    narrowing rounds to nearest), its master dropped where the group keeps none."""
+    sized = {st.name for st in self.__gradstep_spec__.states if st.extent != "full"}
+    names = _state_keys(self)
+    for group in self.param_groups:
+        for p in group["params"]:
+            if p.dtype not in _HALF_DTYPES or p not in self.state:
+                continue
+            state = self.state[p]
+            for key, value in list(state.items()):
+                if key not in names or not isinstance(value, torch.Tensor) or not value.is_floating_point():
+                    continue
+                want = torch.float32 if key == _MASTER else self._sized_dtype(p, group) if key in sized \
+                    else _state_dtype(p, group)
+                if value.dtype != want:
+                    state[key] = value.to(want)
+            if _MASTER in state and not group["master_weights"]:
+                del state[_MASTER]
 
 
 def _gradstep_step(self: Any, closure: Callable[[], Any] | None) -> Any:
@@ -652,8 +940,8 @@ def _holds_tensor(values: tuple[Any, ...]) -> bool:
                for v in values)
 
 
-def _zeros(p: torch.Tensor) -> torch.Tensor:
-    return torch.zeros_like(p, memory_format=torch.preserve_format)
+def _zeros(p: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    return torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
 
 
 def _step0(group: dict[str, Any]) -> torch.Tensor:
@@ -674,6 +962,12 @@ _IGNORED = """
     GradScaler's ``grad_scale``/``found_inf`` (grads unscaled in place, the step
     skipped on inf). ``capturable=True`` and ``differentiable=True`` raise
     NotImplementedError.
+
+    Keyword-only, for bfloat16/float16 params (gradstep.torch's docstring):
+    ``state_dtype`` (None: float32 states; "param": the param's dtype, torch's
+    layout; "float32"), ``master_weights`` (a float32 copy in
+    state["master_param"]), ``rounding`` ("nearest" or "stochastic") and
+    ``seed``, kept in each param group.
 """
 
 
@@ -686,13 +980,17 @@ def _adapter_class(spec: _spec.OptimizerSpec, base: type) -> type:
     fills param_groups and defaults, after gradstep refused what it cannot do.
     """
     torch_cls = getattr(torch.optim, spec.name)  # _generate skips optimizers torch has not
-    signature = inspect.signature(torch_cls.__init__)  # type: ignore[misc]
+    torch_signature = inspect.signature(torch_cls.__init__)  # type: ignore[misc]
+    signature = _with_half_options(torch_signature)
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         bound = signature.bind(self, *args, **kwargs)
         bound.apply_defaults()
         given = dict(bound.arguments)
         del given["self"]
+        half = {key: given.pop(key) for key in _HALF_OPTIONS}
+        _check_half_options(half)
+        self.__dict__["_half_defaults"] = half  # into defaults and groups by add_param_group
         for flag in ("capturable", "differentiable"):
             if given.get(flag):
                 raise NotImplementedError(f"gradstep.torch does not support {flag}=True (it steps CPU "
@@ -702,6 +1000,8 @@ def _adapter_class(spec: _spec.OptimizerSpec, base: type) -> type:
         if schedule is not None:
             given["lr"] = 1e-3
         torch_cls.__init__(self, **given)  # type: ignore[misc]
+        self.defaults.update(self.__dict__.pop("_half_defaults", half))
+        _conform_states(self)  # torch's Adagrad makes its state in the param's dtype here
         if schedule is not None:
             for group in self.param_groups:
                 group["lr"] = schedule
@@ -717,6 +1017,15 @@ def _adapter_class(spec: _spec.OptimizerSpec, base: type) -> type:
                  "_option_keys": ("capturable", "differentiable", *spec.group_keys),
                  "__module__": __name__, "__qualname__": spec.name}
     return type(spec.name, (base, torch_cls), namespace)
+
+
+def _with_half_options(signature: inspect.Signature) -> inspect.Signature:
+    """signature with the half-precision options as keyword-only parameters at its end."""
+    P = inspect.Parameter
+    params = list(signature.parameters.values())
+    extra = [P(key, P.KEYWORD_ONLY, default=value) for key, value in _HALF_OPTIONS.items()]
+    tail = [p for p in params if p.kind == P.VAR_KEYWORD]
+    return signature.replace(parameters=[p for p in params if p.kind != P.VAR_KEYWORD] + extra + tail)
 
 
 def _reference_adapter_class(spec: _spec.OptimizerSpec, base: type) -> type:
@@ -743,12 +1052,15 @@ def _reference_adapter_class(spec: _spec.OptimizerSpec, base: type) -> type:
         + [P(p.name, P.KEYWORD_ONLY if p.keyword_only else P.POSITIONAL_OR_KEYWORD,
              default=written.get(p.name, p.default), annotation=p.annotation) for p in params],
         return_annotation=None)
+    signature = _with_half_options(signature)
     refused = [p for p in params if p.fields[0].kind == "reference_only"]
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         bound = signature.bind(self, *args, **kwargs)
         bound.apply_defaults()
         given = dict(bound.arguments)
+        half = {key: given.pop(key) for key in _HALF_OPTIONS}
+        _check_half_options(half)
         for p in refused:
             if given[p.name] is not written.get(p.name, p.default) and given[p.name] != written.get(p.name, p.default):
                 raise NotImplementedError(
@@ -766,6 +1078,7 @@ def _reference_adapter_class(spec: _spec.OptimizerSpec, base: type) -> type:
             defaults.update(extras(given))
         if getattr(self, "_keeps_d0", False):
             self.d0 = given["d0"]  # as prodigyopt.Prodigy and dadaptation.DAdaptAdam keep it
+        defaults.update(half)
         torch.optim.Optimizer.__init__(self, given["params"], defaults)
         self._init_gradstep()
 
@@ -821,13 +1134,14 @@ def _copy_options(spec: _spec.OptimizerSpec, options: Any) -> Any:
     return spec.options(**{f.name: getattr(options, f.name) for f in spec.fields if f.option})
 
 
-def _check_buffer(t: Any, p: torch.Tensor, shape: tuple[int, ...], where: str, name: str) -> None:
+def _check_buffer(t: Any, p: torch.Tensor, shape: tuple[int, ...], where: str, name: str,
+                  dtype: torch.dtype | None = None) -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{where}: state '{name}' must be a torch.Tensor, got {type(t).__name__}")
     if t.device.type != "cpu" or t.layout != torch.strided:
         raise TypeError(f"{where}: state '{name}' must be a dense CPU tensor")
-    if t.dtype != p.dtype:
-        raise TypeError(f"{where}: state '{name}' dtype {t.dtype} differs from the parameter's {p.dtype}")
+    if t.dtype != (dtype or p.dtype):
+        raise TypeError(f"{where}: state '{name}' dtype {t.dtype} differs from {_expected(p, dtype)}")
     if tuple(t.shape) != shape:
         raise ValueError(f"{where}: state '{name}' shape {tuple(t.shape)} differs from {shape}, the reference's")
     if not t.is_contiguous():
@@ -920,6 +1234,12 @@ class _PackageStep(_GradstepStep):
         groups = self.param_groups
         g0 = groups[0]
         for gi, group in enumerate(groups):
+            _check_half_options(group, _where(gi))
+            if self._global and gi and _half_values(group)[2:] != _half_values(g0)[2:]:
+                raise NotImplementedError(
+                    f"{_where(gi)}: rounding={group['rounding']!r}, seed={group['seed']!r} differ from "
+                    f"param_groups[0]'s: gradstep.torch.{type(self).__name__} steps every group in one C++ "
+                    "call, rounded as param_groups[0] says")
             for key in self._unit_keys:
                 if group.get(key, 1.0) != 1.0:
                     raise NotImplementedError(f"{_where(gi)}: {key}={group[key]!r}: gradstep.torch."
@@ -954,34 +1274,60 @@ class _PackageStep(_GradstepStep):
     def _shape(self, name: str, p: torch.Tensor) -> tuple[int, ...]:
         return (p.numel(),) if name in self._flat_states else tuple(p.shape)
 
+    def _sized_dtype(self, p: torch.Tensor, group: dict[str, Any]) -> torch.dtype:
+        # The kernel's states of another extent than a bf16/f16 param's (Prodigy's s, p0) are float32.
+        return torch.float32 if p.dtype in _HALF_DTYPES else p.dtype
+
     def _buffers(self, p: torch.Tensor, state: dict[str, Any], needed: list[str], options: Any,
-                 where: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """(the kernel's buffers of p, 1-D, by state name; the state entries to add)."""
+                 where: str, group: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any], Any]:
+        """(the kernel's buffers of p, 1-D, by state name; the state entries to add; p's master
+        copy, 1-D, or None)."""
         new: dict[str, Any] = {} if self._made_key in state else self._made_state(p, options)
+        sized = {st.name for st in self.__gradstep_spec__.states if st.extent != "full"}
+        full = _state_dtype(p, group)
+
+        def dtype_of(n: str) -> torch.dtype:
+            return self._sized_dtype(p, group) if n in sized else full
+
+        if p.dtype in _HALF_DTYPES:  # the reference's state is made in p's dtype: in the group's
+            new = {n: v.to(dtype_of(n)) if isinstance(v, torch.Tensor) and v.dtype == p.dtype else v
+                   for n, v in new.items()}
         bufs = {}
         for n in needed:
             t = new[n] if n in new else state.get(n)
             if t is None:  # e.g. a state the options need now and did not before (beta1 > 0)
-                t = new[n] = torch.zeros(self._shape(n, p), dtype=p.dtype)
+                t = new[n] = torch.zeros(self._shape(n, p), dtype=dtype_of(n))
             if n == "p0" and isinstance(t, torch.Tensor) and t.dim() == 0:
                 # prodigyopt keeps p0 as a 0-d tensor when p is all zeros at its first step:
                 # its dot product broadcasts it; the kernel reads it at full length.
-                _check_buffer(t, p, (), where, n)
-                t = torch.full(self._shape(n, p), float(t.item()), dtype=p.dtype)
+                _check_buffer(t, p, (), where, n, dtype_of(n))
+                t = torch.full(self._shape(n, p), float(t.item()), dtype=dtype_of(n))
             else:
-                _check_buffer(t, p, self._shape(n, p), where, n)
+                _check_buffer(t, p, self._shape(n, p), where, n, dtype_of(n))
             bufs[n] = t.view(-1)
         for n in self._reference_states:  # buffers the reference keeps and the kernel does not read
-            _check_buffer(new[n] if n in new else state.get(n), p, self._shape(n, p), where, n)
-        return bufs, new
+            _check_buffer(new[n] if n in new else state.get(n), p, self._shape(n, p), where, n, dtype_of(n))
+        master = None
+        if group["master_weights"]:  # made from the param when missing (a state from torch has none)
+            master = state.get(_MASTER)
+            if master is None:
+                master = new[_MASTER] = _master_of(p)
+            _check_master(master, p, where)
+            if not master.is_contiguous():
+                master = new[_MASTER] = master.contiguous()
+            master = master.view(-1)
+        return bufs, new, master
 
     def _tensor_set(self, params: list[torch.Tensor], bufs: list[dict[str, torch.Tensor]], needed: list[str],
-                    where: list[str], options: Any) -> Any:
+                    where: list[str], options: Any, masters: list[Any] | None = None) -> Any:
+        given = None
+        if masters is not None and any(m is not None for m in masters):
+            given = [None if m is None else _numpy(m, f"state '{_MASTER}'") for m in masters]
         try:  # the states sized by the extents the options declare (Prodigy's slice_p)
             return _core.TensorSet([_numpy(p.detach().view(-1), f"params[{j}]") for j, p in enumerate(params)],
                                    [[_numpy(b[n], n) for b in bufs] if n in needed else None
                                     for n in self._state_names],
-                                   list(self._state_names), options)
+                                   list(self._state_names), options, masters=given)
         except (TypeError, ValueError) as e:
             raise type(e)(re.sub(r"params\[(\d+)\]", lambda m: where[int(m.group(1))], str(e))) from None
 
@@ -990,17 +1336,24 @@ class _PackageStep(_GradstepStep):
         grads, the kernel's buffers and the state entries to add."""
         needed = self._needed_states(options)
         params, grads, bufs, news, where, group_of = [], [], [], [], [], []
+        masters, positions = [], []
         for gi in gis:
-            for i, p in enumerate(self.param_groups[gi]["params"]):
+            group = self.param_groups[gi]
+            _check_half_options(group, _where(gi))
+            first = sum(len(g["params"]) for g in self.param_groups[:gi])
+            for i, p in enumerate(group["params"]):
                 if p.grad is None:  # skipped, as the references do
                     continue
                 w = _where(gi, i)
                 _check_param(p, w)
+                self._check_half(p, group, w)
                 if not p.is_contiguous():
                     raise ValueError(f"{w}: gradstep.torch.{type(self).__name__} steps contiguous parameters "
                                      f"only, got strides {p.stride()}")
                 _check_like(p.grad, p, w, "grad")
-                b, new = self._buffers(p, self.state.get(p, {}), needed, options, w)
+                b, new, master = self._buffers(p, self.state.get(p, {}), needed, options, w, group)
+                masters.append(master)
+                positions.append(first + i)
                 params.append(p)
                 g = p.grad.detach()
                 grads.append(g.view(-1) if g.is_contiguous() else g.contiguous().view(-1))
@@ -1008,7 +1361,7 @@ class _PackageStep(_GradstepStep):
                 news.append(new)
                 where.append(w)
                 group_of.append(gi)
-        return params, grads, bufs, news, where, needed, group_of
+        return params, grads, bufs, news, where, needed, group_of, masters, positions
 
     # -- stepping --------------------------------------------------------------
     def _locked_step(self) -> None:  # (_GradstepStep._step: the closure run, the lock held)
@@ -1086,15 +1439,21 @@ class _PackageStep(_GradstepStep):
                     if not isinstance(t, torch.Tensor):
                         return None
                     if t.data_ptr() == witness[len(params) + j * len(names) + s][0]:
-                        own.append((n, int(np.prod(self._shape(n, p)))))
-                    elif n == "p0" and type(t) is torch.Tensor and t.dim() == 0 and t.dtype == p.dtype:
-                        own.append((n, 1))
+                        own.append((n, int(np.prod(self._shape(n, p))), t.dtype))
+                    elif n == "p0" and type(t) is torch.Tensor and t.dim() == 0:
+                        own.append((n, 1, t.dtype))
                         scalars.append((t, t.item()))
                     else:  # the set steps a buffer that is not the state's
                         return None
                 if type(state.get(self._made_key)) is not int and self._made_key not in watched:
                     return None
-                own += [(n, int(np.prod(self._shape(n, p)))) for n in watched if n not in names]
+                own += [(n, int(np.prod(self._shape(n, p))), state[n].dtype) for n in watched if n not in names]
+                seen = witness[len(params) * (1 + len(names)) + j]
+                if seen is not None:  # its master copy, which the set steps
+                    m = state.get(_MASTER)
+                    if not isinstance(m, torch.Tensor) or m.data_ptr() != seen[0]:
+                        return None
+                    own.append((_MASTER, p.numel(), torch.float32))
                 sizes[position[id(p)]] = own
                 dicts.append(state)
             try:
@@ -1173,15 +1532,16 @@ class _PackageStep(_GradstepStep):
             options = self._carried_of(gis[0], g, self._checked_options(gis[0], g, 1))
             options.lr = rate
             self._check_step_options(gis[0], g, options)  # may adjust the step's options (Lamb's clip)
-            params, grads, bufs, news, where, needed, group_of = self._members(gis, options)
+            params, grads, bufs, news, where, needed, group_of, masters, positions = self._members(gis, options)
             # The TensorSet of the last step, while it views the same buffers (building one costs
             # more than a small step); the cache keeps the buffers it views alive.
-            witness = [_witness(p) for p in params] + [_witness(b[n]) for b in bufs for n in needed]
+            witness = [_witness(p) for p in params] + [_witness(b[n]) for b in bufs for n in needed] + [
+                None if m is None else _witness(m) for m in masters]
             cached = self._cache.get(("groups", tuple(gis)))  # type: ignore[arg-type]
             if cached is not None and cached[1] == witness:
                 ts = cached[0]
             else:
-                ts = self._tensor_set(params, bufs, needed, where, options) if params else None
+                ts = self._tensor_set(params, bufs, needed, where, options, masters) if params else None
             per_group = None
             if self._group_options and len(gis) > 1:  # each group's options, checked, with its lr
                 per_group = ([self._carried_of(gi, groups[gi], self._checked_options(gi, groups[gi], 1))
@@ -1192,6 +1552,9 @@ class _PackageStep(_GradstepStep):
                 except (TypeError, ValueError) as e:
                     raise type(e)(f"{_where(gis[0])}: {e}") from None
                 ts.set_lr(rate)
+                # One set per call: param_groups[0]'s rounding (equal in every group: _check_groups),
+                # the seed unique per set (module docstring).
+                ts.set_rounding(g["rounding"], _set_seed(g["seed"], positions[0]))
                 try:  # as the step will: a bad grad in a later group must stop the earlier ones' steps
                     ts.check_grads([_numpy(g, "grad") for g in grads])
                 except (TypeError, ValueError) as e:
@@ -1227,6 +1590,7 @@ class _PackageStep(_GradstepStep):
         before = self.state, self.param_groups
         torch.optim.Optimizer.load_state_dict(self, state_dict)  # type: ignore[arg-type]
         try:
+            _load_half(self, state_dict, before[1])
             for gi, group in enumerate(self.param_groups):
                 self._carried_of(gi, group, self._checked_options(gi, group, 1))
         except Exception:
@@ -1271,6 +1635,14 @@ class _ProdigyStep(_LearningRateFree):
     def _group_extras(given: dict[str, Any]) -> dict[str, Any]:
         d0 = given["d0"]
         return {"d": d0, "d_max": d0, "d_numerator": 0.0, "k": 0}
+
+    def _check_half(self, p: torch.Tensor, group: dict[str, Any], where: str) -> None:
+        _check_half_param(p, group, where)
+        if p.dtype in _HALF_DTYPES and group.get("state_dtype") == "param":
+            # the core steps a half param's states of another extent (s, p0) in float32, and
+            # then its full-size ones too
+            raise ValueError(f"{where}: state_dtype='param' is not supported by gradstep.torch.Prodigy for "
+                             f"{p.dtype} parameters (its s and p0 are float32): use state_dtype=None")
 
     def _shape(self, name: str, p: torch.Tensor) -> tuple[int, ...]:
         # s and p0: p.flatten()[::slice_p], as prodigyopt keeps them (slice_p equal in every group)
@@ -1392,10 +1764,13 @@ class _ScheduleFreeStep(_PackageStep):
                 ts = None
                 if members:
                     needed = self._needed_states(options)
-                    params, bufs, where = [], [], []
+                    params, bufs, where, masters, news = [], [], [], [], []
+                    _check_half_options(group, _where(gi))
+                    first = sum(len(g["params"]) for g in self.param_groups[:gi])
                     for i, p in members:
                         w = _where(gi, i)
                         _check_param(p, w)
+                        self._check_half(p, group, w)
                         if not p.is_contiguous():
                             raise ValueError(f"{w}: gradstep.torch.{type(self).__name__} steps contiguous "
                                              f"parameters only, got strides {p.stride()}")
@@ -1403,19 +1778,26 @@ class _ScheduleFreeStep(_PackageStep):
                         for n in needed:
                             if n not in state:
                                 raise ValueError(f"{w}: state '{n}' is missing")
-                        b, _ = self._buffers(p, state, needed, options, w)
+                        b, new, master = self._buffers(p, state, needed, options, w, group)
                         params.append(p)
                         bufs.append(b)
                         where.append(w)
-                    ts = self._tensor_set(params, bufs, needed, where, options)
+                        masters.append(master)
+                        news.append((p, {_MASTER: new[_MASTER]} if _MASTER in new else {}))
+                    ts = self._tensor_set(params, bufs, needed, where, options, masters)
                     try:
                         ts.set_options(options)
                     except (TypeError, ValueError) as e:
                         raise type(e)(f"{_where(gi)}: {e}") from None
-                plans.append((group, ts))
-            for group, ts in plans:
+                    ts.set_rounding(group["rounding"], _set_seed(group["seed"], first + members[0][0]))
+                    plans.append((group, ts, news))
+                else:
+                    plans.append((group, None, []))
+            for group, ts, news in plans:
                 if ts is not None:
                     ts.switch_mode(on)
+                for p, new in news:  # a master made from the param (a state from schedulefree has none)
+                    self.state[p].update(new)
                 group["train_mode"] = on
 
     def train(self) -> None:
