@@ -620,7 +620,7 @@ def assert_unchanged(opt: torch.optim.Optimizer, params: list[torch.Tensor], bef
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
-    ({"state_dtype": "float16"}, ValueError, "state_dtype must be None, 'param' or 'float32'"),
+    ({"state_dtype": "float16"}, ValueError, "state_dtype must be None, 'float32' or 'param'"),
     ({"state_dtype": torch.float32}, ValueError, "state_dtype must be"),
     ({"rounding": "up"}, ValueError, "rounding must be 'nearest' or 'stochastic'"),
     ({"seed": -1}, ValueError, "seed must be an int"),
@@ -788,7 +788,21 @@ def test_package_adapters_master_follows_the_reference_in_float32(case, dtype):
             torch.testing.assert_close(master, q.detach(), rtol=2e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("case", [c for c in PACKAGES if c[0] != "Prodigy"], ids=lambda c: c[0])
+# Prodigy, D-Adaptation and Lamb sum over their states between the passes of a step: their
+# states stay float32 for half params (test_reducing_adapters_refuse_half_states).
+REDUCING = ("Prodigy", "DAdaptAdam", "DAdaptSGD", "Lamb")
+
+
+@pytest.mark.parametrize("name", REDUCING)
+def test_reducing_adapters_refuse_half_states(name):
+    opts = dict(PACKAGES)[name]
+    with pytest.raises(ValueError, match=re.escape(f"state_dtype='param' is not supported by gradstep.torch.{name}")):
+        getattr(gt, name)(make_params(torch.bfloat16), **opts, state_dtype="param")
+    opt = getattr(gt, name)(make_params(torch.bfloat16), **opts)  # float32 states: fine
+    assert opt.param_groups[0]["state_dtype"] is None
+
+
+@pytest.mark.parametrize("case", [c for c in PACKAGES if c[0] not in REDUCING], ids=lambda c: c[0])
 def test_package_adapters_take_half_states(case):
     """state_dtype="param": the reference's state layout in the param's dtype, and the step
     is a float32 run's, rounded (one step from the same start, to the dtype's rounding)."""
@@ -839,15 +853,14 @@ def test_flat_bf16_parameters_step_as_the_model_s(master):
 
 # The steady path (register_torch.cpp's TorchGroup): half params with float32 or half states
 # and masters take it (it checks each state's own dtype); SGD/Lion with stochastic rounding,
-# and Adafactor (float32 copies of its half grads; with state_dtype="param", of its row/col
-# states too), do not.
+# and Adafactor with state_dtype="param" (float32 copies of its row/col states), do not.
 @pytest.mark.parametrize("name, kwargs, steady", [
     ("Adam", {}, True), ("Adam", {"state_dtype": "param"}, True), ("Adam", {"master_weights": True}, True),
     ("Adam", {"rounding": "stochastic", "master_weights": True}, True),
     ("SGD", {"momentum": 0.9, "master_weights": True}, True),
     ("SGD", {"momentum": 0.9, "rounding": "stochastic"}, False),
-    ("Adafactor", {}, False), ("Adafactor", {"state_dtype": "param"}, False),
-    ("Prodigy", {"master_weights": True}, True), ("Lamb", {"state_dtype": "param"}, True),
+    ("Adafactor", {}, True), ("Adafactor", {"state_dtype": "param"}, False),
+    ("Prodigy", {"master_weights": True}, True), ("Lamb", {"master_weights": True}, True),
 ])
 def test_half_params_take_the_steady_path(name, kwargs, steady):
     shapes = shapes_for(name)

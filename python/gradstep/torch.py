@@ -37,11 +37,8 @@ keeps the optimizer's own):
   ``fused=True`` Adam's) or ``"float32"``. States of another extent than the
   param's (Adafactor's row_var/col_var/variance) are float32 in the kernel;
   with ``"param"`` gradstep.torch keeps them in the param's dtype as torch
-  does and steps float32 copies of them. Adafactor's half params also step
-  float32 copies of their grads (its kernel reads a matrix's grads across
-  chunks, which the core stages one chunk at a time), so they take the
-  planned step, never the steady one. Prodigy's s and p0 (another extent)
-  are float32 and it refuses ``"param"`` for half params.
+  does and steps float32 copies of them (such groups take the planned step).
+  Prodigy's s and p0 (another extent) stay float32.
 * ``master_weights``: a float32 master copy of each bf16/f16 param in its
   state under ``"master_param"``; the param is rounded from it every step. A
   state without one (torch's) starts it from the param.
@@ -56,11 +53,6 @@ keeps the optimizer's own):
   step count: for their stochastic rounding each bf16/f16 param keeps
   ``state["rounding_step"]`` (an int), folded into the set's seed, and their
   groups take the planned step.
-
-Half params otherwise take the steady step (register_torch.cpp), which checks
-each state against its own dtype (float32 or the param's) and the master copy
-like the other states; a change to a group's half-precision options is seen
-there and runs the plan.
 
 ``lr`` may also be a gradstep schedule (or any callable of the 0-based step),
 evaluated at each parameter's own step count (an optimizer that keeps none,
@@ -83,6 +75,7 @@ import torch
 from torch.optim import optimizer as _optimizer
 
 from gradstep import _core, _spec
+from gradstep import precision as _precision
 from gradstep._torch_flat import _CONTIGUOUS, FlatParameter, _dense_strides, flatten_parameters
 
 _HALF_DTYPES = (torch.bfloat16, torch.float16)
@@ -97,20 +90,12 @@ _M64 = (1 << 64) - 1
 
 
 def _check_half_options(values: dict[str, Any], where: str = "") -> None:
-    """The half-precision options' values (not yet against any param)."""
-    at = f"{where}: " if where else ""
-    sd = values.get("state_dtype")
-    if sd is not None and not (isinstance(sd, str) and sd in ("param", "float32")):
-        raise ValueError(f"{at}state_dtype must be None, 'param' or 'float32', got {sd!r}")
-    mw = values.get("master_weights")
-    if not isinstance(mw, (bool, np.bool_)):
-        raise TypeError(f"{at}master_weights must be a bool, got {mw!r}")
-    r = values.get("rounding")
-    if not (isinstance(r, str) and r in ("nearest", "stochastic")):
-        raise ValueError(f"{at}rounding must be 'nearest' or 'stochastic', got {r!r}")
-    seed = values.get("seed")
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= _M64:
-        raise ValueError(f"{at}seed must be an int in [0, 2**64), got {seed!r}")
+    """The half-precision options' values (not yet against any param): gradstep.precision's rules."""
+    try:
+        _precision.checked(values.get("state_dtype"), values.get("master_weights"), values.get("rounding"),
+                           values.get("seed"))
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{where}: {e}" if where else str(e)) from None
 
 
 def _half_values(group: dict[str, Any]) -> tuple[Any, ...]:
@@ -375,6 +360,15 @@ class _GradstepStep:
 
     def _check_half(self, p: torch.Tensor, group: dict[str, Any], where: str) -> None:
         _check_half_param(p, group, where)
+        spec = self.__gradstep_spec__
+        if (p.dtype in _HALF_DTYPES and group.get("state_dtype") == "param" and spec.reduces
+                and any(st.extent == "full" for st in spec.states)):
+            # Its step sums over its states between passes: kept in the param's dtype they would
+            # be read rounded by a later pass and unrounded by the sums (the core refuses them).
+            # (Adafactor's states are all of other extents: stepped as float32 copies.)
+            raise ValueError(f"{where}: state_dtype='param' is not supported by gradstep.torch.{spec.name} for "
+                             f"{p.dtype} parameters (its step sums over its states between passes; they stay "
+                             "float32): use state_dtype=None")
 
     def _sized_dtype(self, p: torch.Tensor, group: dict[str, Any]) -> torch.dtype:
         """The dtype of p's states of another extent than its own (Adafactor's row_var):
@@ -391,15 +385,6 @@ class _GradstepStep:
                 shape = st.shape(tuple(p.shape))
                 out[st.name] = None if shape == (0,) else torch.Size(shape)
         return out
-
-    # The core stages a bf16/f16 tensor chunk by chunk, but Adafactor's stats pass reads a
-    # matrix's grads across its chunks (the rows and column blocks a chunk owns): with a half
-    # grad staged, outside the chunk's float32 scratch (NaN and wrong col_var on tensors of
-    # more than one 8192-element chunk). So such an optimizer's half params get float32
-    # copies of their grads (read in place; a copied grad keeps them off the steady path).
-    @property
-    def _wide_grads(self) -> bool:
-        return any(st.extent in ("rows", "cols") for st in self.__gradstep_spec__.states)
 
     # NAdam's mu_product (mu_1 * ... * mu_step) is a scalar tensor per param in
     # torch's state, not a buffer the kernel steps. gradstep.torch keeps it as
@@ -744,9 +729,6 @@ class _GradstepStep:
                     same = _dense_strides(g) == layout
                     batch.grads.append(_flat(g if same else _like(g, p)))
                     batch.copied.append(not same)
-                if p.dtype in _HALF_DTYPES and self._wide_grads:
-                    batch.grads[-1] = batch.grads[-1].float()
-                    batch.copied[-1] = True
                 layout = _dense_strides(p)
                 state = self.state.get(p, {}) if stateful else {}
                 # New state only for what is missing: allocating it every step
@@ -803,15 +785,12 @@ class _GradstepStep:
                     if any(m is not None for m in batch.masters):
                         masters = [None if m is None else _numpy(_flat(m), f"state '{_MASTER}'")
                                    for m in batch.masters]
-                    grad_dtypes = None
-                    if self._wide_grads and any(p.dtype in _HALF_DTYPES for p in batch.params):
-                        grad_dtypes = [np.float32 if p.dtype in _HALF_DTYPES else None for p in batch.params]
                     batch.tensor_set = _core.TensorSet(
                         [_numpy(_flat(p), f"params[{j}]") for j, p in enumerate(batch.stepped)],
                         [[_numpy(_flat(b[n]), n) for b in batch.states] if n in needed else None
                          for n in self._state_names],
                         list(self._state_names), batch.options, [tuple(p.shape) for p in batch.params],
-                        grad_dtypes=grad_dtypes, masters=masters)
+                        masters=masters)
                 except (TypeError, ValueError) as e:
                     raise type(e)(_renamed(e, gi, batch.key[1])) from None
             try:  # as the step will: a bad grad here must stop the other groups' steps too
@@ -1635,14 +1614,6 @@ class _ProdigyStep(_LearningRateFree):
     def _group_extras(given: dict[str, Any]) -> dict[str, Any]:
         d0 = given["d0"]
         return {"d": d0, "d_max": d0, "d_numerator": 0.0, "k": 0}
-
-    def _check_half(self, p: torch.Tensor, group: dict[str, Any], where: str) -> None:
-        _check_half_param(p, group, where)
-        if p.dtype in _HALF_DTYPES and group.get("state_dtype") == "param":
-            # the core steps a half param's states of another extent (s, p0) in float32, and
-            # then its full-size ones too
-            raise ValueError(f"{where}: state_dtype='param' is not supported by gradstep.torch.Prodigy for "
-                             f"{p.dtype} parameters (its s and p0 are float32): use state_dtype=None")
 
     def _shape(self, name: str, p: torch.Tensor) -> tuple[int, ...]:
         # s and p0: p.flatten()[::slice_p], as prodigyopt keeps them (slice_p equal in every group)
