@@ -140,8 +140,10 @@ def test_non_contiguous_param_is_rejected():
 
 
 def test_wrong_param_dtype_is_rejected():
-    with pytest.raises(TypeError, match=r"params\[1\].*float32 or float64"):
-        gs.SGD([np.zeros(3, np.float32), np.zeros(3, np.float16)])
+    # float16 and bfloat16 are taken (tests/test_half.py); integers and float128 are not.
+    for wrong in (np.int32, np.longdouble, np.complex64):
+        with pytest.raises(TypeError, match=r"params\[1\].*float32, float64, float16 or bfloat16"):
+            gs.SGD([np.zeros(3, np.float32), np.zeros(3, wrong)], lr=0.1)
 
 
 def test_params_aliasing_each_other_are_rejected():

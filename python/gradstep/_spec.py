@@ -31,8 +31,9 @@ PACKAGE_LAYOUTS = ("Prodigy", "DAdaptAdam", "DAdaptSGD", "Lamb", "AdamWScheduleF
 # Arguments every gs.X takes after its declared ones (gradstep's own, not torch's).
 SAFEGUARDS = ("skip_nonfinite", "max_grad_norm")
 # Then the storage-precision arguments (gradstep.precision): name, default, annotation.
-PRECISION = (("state_dtype", None, Optional[str]), ("master_weights", False, bool), ("rounding", "nearest", str),
-             ("seed", 0, int), ("grad_dtype", None, Any), ("dtype", None, Optional[str]))
+PRECISION: tuple[tuple[str, Any, Any], ...] = (
+    ("state_dtype", None, Optional[str]), ("master_weights", False, bool), ("rounding", "nearest", str),
+    ("seed", 0, int), ("grad_dtype", None, Any), ("dtype", None, Optional[str]))
 
 
 @dataclass(frozen=True)
@@ -318,8 +319,8 @@ class OptimizerSpec:
         for name in self.safeguards:
             default, annotation = safeguards[name]
             out.append(P(name, P.KEYWORD_ONLY, default=default, annotation=annotation))
-        for name, default, annotation in PRECISION:
-            out.append(P(name, P.KEYWORD_ONLY, default=default, annotation=annotation))
+        for name, value, kind in PRECISION:
+            out.append(P(name, P.KEYWORD_ONLY, default=value, annotation=kind))
         return inspect.Signature(out, return_annotation=None)
 
     def doc(self) -> str:

@@ -442,7 +442,8 @@ class _Reader:
         out = {}
         for key in self.keys:
             dtype, shape = self.manifest[key] if self.manifest is not None else (None, None)
-            out[key] = self.read_member(f"{key}.npy", _STORED_AS.get(dtype, dtype), shape)
+            stored = _STORED_AS.get(dtype, dtype) if dtype is not None else None
+            out[key] = self.read_member(f"{key}.npy", stored, shape)
         return out
 
     def state_dict(self, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
