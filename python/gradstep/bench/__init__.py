@@ -23,6 +23,15 @@ are medians over rounds of the time per step, Python call included. Cases
 of 4M elements and more get new buffers every round (physical placement
 matters to DRAM-bound steps; see measure).
 
+With ``--dtype bfloat16`` or ``float16`` every case runs at each precision of
+``--precision`` (default all): ``f32-states`` (float32 states, gradstep's
+default for half params), ``param-states`` (states in the param's dtype, the
+layout of torch.optim's half path, timed beside it), ``f32-master`` (a float32
+master copy too) and ``stochastic`` (stochastic rounding), a row each with its
+own bytes per element and a roof streaming that configuration's buffers;
+DeepSpeedCPUAdam is timed with float32 states beside ``f32-states`` and with
+half states beside ``param-states``.
+
 With several thread counts (``--threads 1,2``) every case runs at each, gradstep
 and torch alike, and a table of the scaling per case follows.
 
@@ -49,12 +58,16 @@ from gradstep.bench.record import FORMAT, FORMATS, machine_info, upgrade, versio
 from gradstep.bench.report import chart, compare, fmt_time, scaling, table
 from gradstep.bench.spec import (
     DEFAULT_CASES,
+    HALF_DTYPES,
     OPTIMIZERS,
+    PRECISIONS,
     QUICK_CASES,
     SPECS,
     Case,
     Spec,
+    bench_dtype,
     bytes_per_element,
+    parse_precisions,
     parse_threads,
     ready,
     state_count,
@@ -67,10 +80,12 @@ __all__ = [
     "FORMAT",
     "FORMATS",
     "FRESH_ELEMENTS",
+    "HALF_DTYPES",
     "MODELS",
     "MODEL_CANDIDATES",
     "OPTIMIZERS",
     "PEERS",
+    "PRECISIONS",
     "QUICK_CASES",
     "SPECS",
     "TORCH_SETTLE_S",
@@ -79,6 +94,7 @@ __all__ = [
     "NumpyState",
     "Spec",
     "add_arguments",
+    "bench_dtype",
     "bytes_per_element",
     "chart",
     "compare",
@@ -87,6 +103,7 @@ __all__ = [
     "machine_info",
     "make_candidates",
     "measure",
+    "parse_precisions",
     "parse_threads",
     "ready",
     "run",

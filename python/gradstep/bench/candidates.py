@@ -12,6 +12,17 @@ parameters (``gradstep.torch.flatten_parameters``, where this gradstep has
 it), gs.X on numpy arrays of the same shapes (allocated as the torch
 candidates' tensors are: numpy copies of the same params, the very same grad
 arrays), deepspeed where it imports, and the roof.
+
+Half params (bfloat16, float16) are benched per precision (spec.PRECISIONS, a
+row each): gs.X with that configuration, its roof (the core's stream probe
+over a gs.X of the same configuration's buffers: param and grad in the half
+dtype, states in theirs, the master), gs.X with safeguards, and the peers of
+the same layout: torch.optim (loop, foreach, fused), whose half path keeps its
+states in the param's dtype, beside ``param-states``; DeepSpeedCPUAdam with
+float32 states (``fp32_optimizer_states=True``) beside ``f32-states`` and with
+states in the param's dtype beside ``param-states``. Neither has a master copy
+or stochastic rounding: those rows have no peer. gradstep.torch is not benched
+on half params yet.
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ import numpy as np
 import gradstep as gs
 from gradstep import _core
 from gradstep.bench.numpy_steps import NumpyState
-from gradstep.bench.spec import Case, Spec, import_reference, ready, state_count
+from gradstep.bench.spec import PRECISIONS, Case, Spec, import_reference, is_half, ready, state_count
 
 # The peers gradstep is compared with, in report order.
 PEERS = ("numpy", "reference", "torch-loop", "torch-foreach", "torch-fused", "deepspeed")
@@ -54,6 +65,10 @@ class Candidate:
 def _problem(case: Case, dtype: np.dtype, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
     rng = np.random.default_rng(seed)
     dtype = np.dtype(dtype)
+    if is_half(dtype):  # drawn in float32, rounded to the half dtype
+        params = [rng.standard_normal(shape, dtype=np.float32).astype(dtype) for shape in case.shapes]
+        grads = [(rng.standard_normal(shape, dtype=np.float32) * 1e-2).astype(dtype) for shape in case.shapes]
+        return params, grads
     params = [rng.standard_normal(shape, dtype=dtype) for shape in case.shapes]
     grads = [rng.standard_normal(shape, dtype=dtype) for shape in case.shapes]
     for g in grads:
@@ -61,9 +76,15 @@ def _problem(case: Case, dtype: np.dtype, seed: int = 0) -> tuple[list[np.ndarra
     return params, grads
 
 
-def gradstep_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray]) -> Candidate:
+def _precision(precision: Optional[str]) -> dict[str, Any]:
+    """gs.X's keyword arguments for a precision of PRECISIONS (none for float32/float64)."""
+    return {} if precision is None else PRECISIONS[precision]
+
+
+def gradstep_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray],
+                       precision: Optional[str] = None) -> Candidate:
     mine = [p.copy() for p in params]
-    opt = ready(spec, getattr(gs, spec.gradstep)(mine, **spec.hyper))
+    opt = ready(spec, getattr(gs, spec.gradstep)(mine, **spec.hyper, **_precision(precision)))
     return Candidate("gradstep", lambda: opt.step(grads), lambda: mine)
 
 
@@ -75,13 +96,14 @@ def gradstep_flat_candidate(spec: Spec, params: list[np.ndarray], grads: list[np
     return Candidate("gradstep-flat", opt.step, lambda: flat.params)
 
 
-def gradstep_checked_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray]) -> Candidate:
+def gradstep_checked_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray],
+                               precision: Optional[str] = None) -> Candidate:
     """The cost of the safeguards: the non-finite check and global-norm clipping (one more
     read of the gradients before the update)."""
     mine = [p.copy() for p in params]
     # Lamb's max_grad_norm is its own (timm's clip), in spec.hyper: the safeguard's value wins.
     opt = ready(spec, getattr(gs, spec.gradstep)(mine, **{**spec.hyper, "skip_nonfinite": True,
-                                                           "max_grad_norm": 1e9}))
+                                                           "max_grad_norm": 1e9}, **_precision(precision)))
     return Candidate("gradstep-checked", lambda: opt.step(grads), lambda: mine)
 
 
@@ -100,9 +122,18 @@ def numpy_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray
     return Candidate("numpy", step, lambda: [x.p for x in states])
 
 
-def probe_candidate(spec: Spec, case: Case, dtype: np.dtype) -> Candidate:
-    """The roof: the core's stream probe over one contiguous tensor of the case's elements."""
+def probe_candidate(spec: Spec, case: Case, dtype: np.dtype, precision: Optional[str] = None) -> Candidate:
+    """The roof: the core's stream probe over one contiguous tensor of the case's elements.
+
+    Half params: over the buffers of a gs.X of that precision (param, its master and
+    states as that configuration holds them), so that the probe moves a step's bytes."""
     n, states = case.elements, state_count(spec)
+    if is_half(dtype):
+        param = np.ones(n, dtype)
+        grad = np.full(n, 0.5, dtype)
+        opt = getattr(gs, spec.gradstep)([param], **spec.hyper, **_precision(precision))
+        probe_set = opt._set  # the core's TensorSet of the optimizer's own buffers
+        return Candidate("roof", lambda: probe_set.stream([grad]))
     names = [f"s{i}" for i in range(states)]
     param = np.ones(n, dtype)
     grad = np.full(n, 0.5, dtype)
@@ -119,17 +150,39 @@ def torch_optimizer(cls: Callable[..., Any], spec: Spec, params: list[np.ndarray
     would change every other candidate's grads."""
     import torch
 
-    tensors = [torch.from_numpy(p.copy()).requires_grad_() for p in params]
+    tensors = [to_torch(p.copy()).requires_grad_() for p in params]
     for t, g in zip(tensors, grads):
-        t.grad = torch.from_numpy(g.copy())
+        t.grad = to_torch(g.copy())
     opt = ready(spec, cls(tensors, **spec.hyper, **extra))
     opt.step()
     return opt
 
 
+def to_torch(a: np.ndarray) -> Any:
+    """A torch tensor sharing ``a``'s memory (a bfloat16 array through its bits: torch's
+    from_numpy does not know ml_dtypes' bfloat16)."""
+    import torch
+
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.uint16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+def from_torch(t: Any) -> np.ndarray:
+    """``t``'s values as a numpy array sharing its memory (bfloat16 as ml_dtypes')."""
+    import torch
+
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        from gradstep.precision import BFLOAT16
+
+        return t.view(torch.int16).numpy().view(BFLOAT16)
+    return t.numpy()
+
+
 def _torch_values(opt: Any) -> Callable[[], list[np.ndarray]]:
     tensors = list(opt.param_groups[0]["params"])
-    return lambda: [t.detach().numpy() for t in tensors]
+    return lambda: [from_torch(t) for t in tensors]
 
 
 def torch_candidates(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray],
@@ -222,10 +275,18 @@ def deepspeed_available() -> bool:
     return importlib.util.find_spec("deepspeed") is not None
 
 
-def deepspeed_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray]) -> Optional[Candidate]:
-    if spec.deepspeed is None or not deepspeed_available():
+def deepspeed_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.ndarray],
+                        precision: Optional[str] = None) -> Optional[Candidate]:
+    """DeepSpeed's CPU optimizer over torch copies of params. Half params: DeepSpeedCPUAdam
+    steps them with float32 states (``fp32_optimizer_states=True``, for ``f32-states``) or
+    states in the param's dtype (False, for ``param-states``); no other precision."""
+    if spec.deepspeed is None or not deepspeed_available() or precision not in DEEPSPEED_PRECISIONS:
         return None
     module_name, class_name, extra = spec.deepspeed
+    if precision is not None:
+        if class_name != "DeepSpeedCPUAdam":
+            return None
+        extra = {**extra, "fp32_optimizer_states": precision == "f32-states"}
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
         opt = torch_optimizer(cls, spec, params, grads, **extra)
@@ -238,10 +299,20 @@ def deepspeed_candidate(spec: Spec, params: list[np.ndarray], grads: list[np.nda
 
 
 _DEEPSPEED_FAILED: set[str] = set()
+# The precisions with a DeepSpeed peer (None: float32/float64 params).
+DEEPSPEED_PRECISIONS = (None, "f32-states", "param-states")
+# The precision whose layout torch.optim's half path has (states in the param's dtype).
+TORCH_PRECISION = "param-states"
 
 
-def make_candidates(spec: Spec, case: Case, dtype: np.dtype, peers: bool = True) -> list[Candidate]:
-    """Every candidate for one case, gradstep first, the roof second."""
+def make_candidates(spec: Spec, case: Case, dtype: np.dtype, peers: bool = True,
+                    precision: Optional[str] = None) -> list[Candidate]:
+    """Every candidate for one case, gradstep first, the roof second. Half params
+    (``dtype`` bfloat16 or float16) at one precision of PRECISIONS (default f32-states)."""
+    if is_half(dtype):
+        return half_candidates(spec, case, dtype, precision or "f32-states", peers)
+    if precision is not None:
+        raise ValueError(f"precision {precision!r} is for bfloat16/float16 params, not {np.dtype(dtype)}")
     params, grads = _problem(case, dtype)
     if case.model:
         return model_candidates(spec, case, dtype, params, grads, peers)
@@ -259,6 +330,24 @@ def make_candidates(spec: Spec, case: Case, dtype: np.dtype, peers: bool = True)
             cands.append(ds)
     return cands
 
+
+
+def half_candidates(spec: Spec, case: Case, dtype: np.dtype, precision: str,
+                    peers: bool = True) -> list[Candidate]:
+    """Half params at one precision: gradstep, the roof of its buffers, gradstep-checked,
+    then the peers of the same layout (see the module's docstring)."""
+    params, grads = _problem(case, dtype)
+    cands = [gradstep_candidate(spec, params, grads, precision), probe_candidate(spec, case, dtype, precision)]
+    if not case.model:
+        cands.append(gradstep_checked_candidate(spec, params, grads, precision))
+    if peers:
+        if precision == TORCH_PRECISION:
+            names = ("torch-foreach", "torch-fused") if case.model else ("torch-loop", "torch-foreach", "torch-fused")
+            cands += torch_candidates(spec, params, grads, names=names)
+        ds = deepspeed_candidate(spec, params, grads, precision)
+        if ds is not None:
+            cands.append(ds)
+    return cands
 
 
 def model_candidates(spec: Spec, case: Case, dtype: np.dtype, params: list[np.ndarray],

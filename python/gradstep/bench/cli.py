@@ -15,7 +15,8 @@ from gradstep.bench.candidates import memory_needed
 from gradstep.bench.models import MODELS
 from gradstep.bench.record import upgrade
 from gradstep.bench.report import chart, compare, table
-from gradstep.bench.spec import DEFAULT_CASES, OPTIMIZERS, QUICK_CASES, SPECS, Case, parse_threads
+from gradstep.bench.spec import (DEFAULT_CASES, HALF_DTYPES, OPTIMIZERS, PRECISIONS, QUICK_CASES, SPECS, Case,
+                                 bench_dtype, parse_precisions, parse_threads)
 from gradstep.bench.timing import TORCH_SETTLE_S, run_all
 
 
@@ -29,7 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"({', '.join(MODELS)}; default {DEFAULT_CASES})")
     parser.add_argument("--threads", help="threads for gradstep and torch, or a comma list (1,2): every "
                         "case at each, and the scaling reported (default: gradstep's)")
-    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--dtype", choices=["float32", "float64", *HALF_DTYPES], default="float32",
+                        help="the params' dtype; bfloat16/float16 are benched at each --precision")
+    parser.add_argument("--precision", help="bfloat16/float16 params: comma-separated, from "
+                        f"{', '.join(PRECISIONS)} (default all): float32 states (gradstep's default), "
+                        "states in the param's dtype (torch's layout), a float32 master copy, "
+                        "stochastic rounding; a row each, with its own bytes and roof")
     parser.add_argument("--rounds", type=int, help="interleaved samples per candidate (default 9)")
     parser.add_argument("--isa", help="force gradstep's ISA target for the run (e.g. scalar)")
     parser.add_argument("--compare", type=Path, metavar="OLD_JSON",
@@ -46,11 +52,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         cases = [Case.parse(c) for c in (args.cases or (QUICK_CASES if args.quick else DEFAULT_CASES)).split(",")]
         threads = parse_threads(args.threads) if args.threads else [gs.get_num_threads()]
+        precisions = parse_precisions(args.precision) if args.precision else None
+        if precisions and args.dtype not in HALF_DTYPES:
+            raise ValueError(f"--precision is for --dtype bfloat16 or float16, not {args.dtype}")
     except ValueError as e:
         raise SystemExit(f"gradstep bench: {e}") from None
     rounds = args.rounds or (3 if args.quick else 9)
     if not args.load:
-        _check_memory(optimizers, cases, np.dtype(args.dtype))
+        _check_memory(optimizers, cases, bench_dtype(args.dtype))
     old = _read(args.compare) if args.compare else None
     if args.load:
         record = _read(args.load)
@@ -59,11 +68,12 @@ def run(args: argparse.Namespace) -> int:
         if args.isa:
             gs.set_isa(args.isa)
         try:
-            record = run_all(optimizers, cases, np.dtype(args.dtype), threads, rounds,
+            record = run_all(optimizers, cases, bench_dtype(args.dtype), threads, rounds,
                              sample_s=0.001 if args.quick else 0.02,
                              warm_s=0.0003 if args.quick else 0.002,
                              settle_s=TORCH_SETTLE_S / 2 if args.quick else TORCH_SETTLE_S,
-                             progress=lambda msg: print(f"  timing {msg} ...", file=sys.stderr, flush=True))
+                             progress=lambda msg: print(f"  timing {msg} ...", file=sys.stderr, flush=True),
+                             precisions=precisions)
         finally:
             gs.set_isa(isa_before)
     text = table(record)

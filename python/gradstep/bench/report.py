@@ -26,6 +26,8 @@ def table(record: dict[str, Any]) -> str:
     counts = s["threads"]
     results = record["results"]
     many = len(counts) > 1
+    # Half params: a row per precision (spec.PRECISIONS), keyed by it after the case.
+    half = any("precision" in r for r in results)
     lines = [
         f"gradstep bench: {m['cpu']}, {m['affinity_cpus']} CPUs usable, ISA {m['isa']}, "
         f"{_threads(counts)}, {s['dtype']}",
@@ -35,9 +37,10 @@ def table(record: dict[str, Any]) -> str:
     ]
 
     def key(r: dict[str, Any]) -> list[str]:
-        return [r["optimizer"], r["case"], *([str(r["threads"])] if many else [])]
+        return [r["optimizer"], r["case"], *([r.get("precision", "-")] if half else []),
+                *([str(r["threads"])] if many else [])]
 
-    keys = ["optimizer", "case", *(["threads"] if many else [])]
+    keys = ["optimizer", "case", *(["precision"] if half else []), *(["threads"] if many else [])]
     peers = [p for p in PEERS if any(p in r["speedup"] for r in results)]
     head = [*keys, "B/elem", "gradstep", "GB/s", "roof GB/s", "% roof",
             *[f"vs {p}" for p in peers], "checks cost"]
@@ -53,6 +56,8 @@ def table(record: dict[str, Any]) -> str:
                      *[_ratio(r["speedup"][p]) if p in r["speedup"] else "-" for p in peers],
                      checks])
     lines += _grid(head, rows)
+    if half:
+        lines += ["", *HALF_LEGEND]
 
     adapted = [r for r in results if "gradstep.torch" in r["median_seconds"]]
     if adapted:
@@ -83,6 +88,17 @@ def table(record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# What the precisions of half params' rows are, and which peers share their layout.
+HALF_LEGEND = (
+    "precision: f32-states = float32 states (gradstep's default for half params); "
+    "param-states = states in the param's dtype",
+    "  (state_dtype=\"param\", torch.optim's half layout: torch-* are timed beside it); "
+    "f32-master = float32 states and master copy",
+    "  (master_weights=True); stochastic = f32-states with rounding=\"stochastic\". deepspeed "
+    "(DeepSpeedCPUAdam) is timed beside f32-states",
+    "  (fp32_optimizer_states=True) and param-states (False); the roof streams each row's own buffers.",
+)
+
 # gradstep's own variants, reported beside gradstep, in this order.
 EXTRA = ("gradstep-flat", "gradstep-checked", "gradstep.torch", "gradstep.torch-flat")
 # The candidates whose scaling with threads is reported.
@@ -95,11 +111,13 @@ def scaling(record: dict[str, Any]) -> list[str]:
     record = upgrade(record)
     counts = record["settings"]["threads"]
     base = counts[0]
-    runs: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
+    half = any("precision" in r for r in record["results"])
+    runs: dict[tuple[str, ...], dict[int, dict[str, float]]] = {}
     for r in record["results"]:
-        runs.setdefault((r["optimizer"], r["case"]), {})[r["threads"]] = r["median_seconds"]
+        runs.setdefault((r["optimizer"], r["case"], *([r.get("precision", "-")] if half else [])),
+                        {})[r["threads"]] = r["median_seconds"]
     rows = []
-    for (opt, case), at in runs.items():
+    for run_key, at in runs.items():
         for name in SCALING:
             if not any(name in med for med in at.values()):
                 continue
@@ -113,10 +131,11 @@ def scaling(record: dict[str, Any]) -> list[str]:
                     cells.append(fmt_time(t))
                 else:
                     cells.append(f"{fmt_time(t)} ({t0 / t:.2f}x)")
-            rows.append([opt, case, name, *cells])
+            rows.append([*run_key, name, *cells])
     title = (f"scaling with threads: time per step (speedup over {base} thread"
              f"{'' if base == 1 else 's'})")
-    return [title, *_grid(["optimizer", "case", "candidate", *[_threads([n]) for n in counts]], rows)]
+    return [title, *_grid(["optimizer", "case", *(["precision"] if half else []), "candidate",
+                           *[_threads([n]) for n in counts]], rows)]
 
 
 def _threads(counts: list[int]) -> str:
@@ -145,17 +164,23 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> str:
     """gradstep's time and roof fraction, old run vs this one, for the cases (and thread
     counts) both have. Either record may be of an earlier format."""
     old, new = upgrade(old), upgrade(new)
-    before = {(r["optimizer"], r["case"], r["threads"]): r for r in old.get("results", [])}
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return r["optimizer"], r["case"], r.get("precision"), r["threads"]
+
+    half = any("precision" in r for r in new["results"])
+    before = {key(r): r for r in old.get("results", [])}
     rows = []
     for r in new["results"]:
-        o = before.get((r["optimizer"], r["case"], r["threads"]))
+        o = before.get(key(r))
         if o is None:
             continue
         t_old, t_new = o["median_seconds"]["gradstep"], r["median_seconds"]["gradstep"]
-        rows.append([r["optimizer"], r["case"], str(r["threads"]), fmt_time(t_old), fmt_time(t_new),
+        rows.append([r["optimizer"], r["case"], *([r.get("precision", "-")] if half else []),
+                     str(r["threads"]), fmt_time(t_old), fmt_time(t_new),
                      f"{t_new / t_old:.2f}", f"{100 * o['roof_fraction']:.0f}%",
                      f"{100 * r['roof_fraction']:.0f}%"])
-    head = ["optimizer", "case", "threads", "old", "new", "new/old", "old % roof", "new % roof"]
+    head = ["optimizer", "case", *(["precision"] if half else []), "threads", "old", "new", "new/old",
+            "old % roof", "new % roof"]
     title = f"compared with {old.get('created', '?')} ({old.get('machine', {}).get('cpu', '?')})"
     if not rows:
         return f"{title}: no optimizer, case and thread count in common\n"
@@ -205,9 +230,11 @@ def chart(record: dict[str, Any], path: Path) -> None:
                       linewidth=1.5, label="roof (stream probe)" if i == 0 else None)
         ax.set_yscale("log")
         many = len(record["settings"]["threads"]) > 1
-        ax.set_xticks(range(len(mine)), [_short(r["case"]) + (f"\n{r['threads']}t" if many else "")
+        ax.set_xticks(range(len(mine)), [_short(r["case"]) + (f"\n{r['precision']}" if "precision" in r else "")
+                                         + (f"\n{r['threads']}t" if many else "")
                                          for r in mine], fontsize=8)
-        ax.set_title(f"{opt} ({mine[0]['bytes_per_element']} B/element)", fontsize=10)
+        per_element = sorted({r["bytes_per_element"] for r in mine})
+        ax.set_title(f"{opt} ({'/'.join(map(str, per_element))} B/element)", fontsize=10)
         ax.set_ylabel("µs per step", fontsize=8)
         ax.tick_params(axis="y", labelsize=8)
         ax.grid(axis="y", which="major", alpha=0.3)

@@ -193,7 +193,49 @@ def state_count(spec: Spec) -> int:
     return sum(1 for arrays in opt.state.values() if arrays[0].size)
 
 
-def bytes_per_element(spec: Spec, itemsize: int) -> int:
-    """Memory traffic of one element's update: param, grad and states read; param and states written."""
+def bytes_per_element(spec: Spec, itemsize: int, precision: Optional[str] = None) -> int:
+    """Memory traffic of one element's update: param, grad and states read; param and states written.
+
+    With a ``precision`` (half params, ``itemsize`` 2): the states are float32 unless
+    it keeps them in the param's dtype, and a float32 master is read and written too.
+    """
     states = state_count(spec)
-    return itemsize * ((2 + states) + (1 + states))
+    if precision is None:
+        return itemsize * ((2 + states) + (1 + states))
+    kw = PRECISIONS[precision]
+    state_size = itemsize if kw.get("state_dtype") == "param" else 4
+    master = 8 if kw.get("master_weights") else 0
+    return itemsize * 3 + state_size * 2 * states + master
+
+
+# The half-param configurations of `gradstep bench --dtype bfloat16|float16`: each a row of
+# the report, with its own bytes per element and roof, and the peers of the same layout.
+PRECISIONS: dict[str, dict[str, Any]] = {
+    "f32-states": {},  # gradstep's default: float32 states, round to nearest
+    "param-states": dict(state_dtype="param"),  # states in the param's dtype (torch's layout)
+    "f32-master": dict(master_weights=True),  # float32 states and a float32 master copy
+    "stochastic": dict(rounding="stochastic"),  # float32 states, stochastic rounding of the param
+}
+HALF_DTYPES = ("bfloat16", "float16")
+
+
+def bench_dtype(name: str) -> np.dtype:
+    """``--dtype``'s numpy dtype (bfloat16: ml_dtypes')."""
+    from gradstep.precision import HALF_DTYPES as half
+
+    return half[name] if name in half else np.dtype(name)
+
+
+def is_half(dtype: np.dtype) -> bool:
+    return np.dtype(dtype).name in HALF_DTYPES
+
+
+def parse_precisions(text: str) -> list[str]:
+    """``--precision``: a comma list of PRECISIONS' names (``all``: every one), in PRECISIONS' order."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if names == ["all"]:
+        return list(PRECISIONS)
+    bad = [n for n in names if n not in PRECISIONS]
+    if bad or not names:
+        raise ValueError(f"bad precision list {text!r}: choose from {', '.join(PRECISIONS)} (or all)")
+    return [n for n in PRECISIONS if n in names]

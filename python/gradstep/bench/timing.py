@@ -17,7 +17,7 @@ import numpy as np
 import gradstep as gs
 from gradstep.bench.candidates import PEERS, Candidate, make_candidates, torch_present
 from gradstep.bench.record import FORMAT, machine_info, versions
-from gradstep.bench.spec import SPECS, Case, Spec, bytes_per_element
+from gradstep.bench.spec import PRECISIONS, SPECS, Case, Spec, bytes_per_element, is_half
 
 # Cases of at least this many elements (DRAM-resident) get new buffers every round.
 FRESH_ELEMENTS = 1 << 22
@@ -82,23 +82,29 @@ def measure(make: Callable[[], list[Candidate]], rounds: int, sample_s: float, w
 
 
 def run_case(spec: Spec, case: Case, dtype: np.dtype, rounds: int, sample_s: float,
-             warm_s: float, settle_s: float, threads: Optional[int] = None) -> dict[str, Any]:
-    """One case at the thread counts set now (``threads``, for the record: gradstep's by default)."""
+             warm_s: float, settle_s: float, threads: Optional[int] = None,
+             precision: Optional[str] = None) -> dict[str, Any]:
+    """One case at the thread counts set now (``threads``, for the record: gradstep's by default);
+    half params (bfloat16, float16) at one ``precision`` of PRECISIONS (default f32-states)."""
+    if is_half(dtype) and precision is None:
+        precision = "f32-states"
     # Large cases live in DRAM: fresh buffers every round (see measure).
     fresh = case.elements >= FRESH_ELEMENTS
-    samples, steps = measure(lambda: make_candidates(spec, case, dtype), rounds, sample_s, warm_s,
+    samples, steps = measure(lambda: make_candidates(spec, case, dtype, precision=precision), rounds, sample_s, warm_s,
                              settle_s if torch_present() else 0.0, fresh)
     medians = {name: statistics.median(v) for name, v in samples.items()}
-    per_step = bytes_per_element(spec, dtype.itemsize) * case.elements
+    per_element = bytes_per_element(spec, dtype.itemsize, precision)
+    per_step = per_element * case.elements
     gbps = {name: per_step / t / 1e9 for name, t in medians.items()}
     ours = medians["gradstep"]
     result = {
         "optimizer": spec.name,
         "case": case.label,
+        **({"precision": precision} if precision is not None else {}),
         "threads": threads if threads is not None else gs.get_num_threads(),
         "tensors": case.tensors,
         "elements": case.elements,
-        "bytes_per_element": bytes_per_element(spec, dtype.itemsize),
+        "bytes_per_element": per_element,
         "bytes_per_step": per_step,
         "median_seconds": medians,
         "samples": samples,
@@ -115,11 +121,19 @@ def run_case(spec: Spec, case: Case, dtype: np.dtype, rounds: int, sample_s: flo
 
 def run_all(optimizers: Sequence[str], cases: Sequence[Case], dtype: np.dtype,
             threads: Union[int, Sequence[int]], rounds: int, sample_s: float, warm_s: float,
-            settle_s: float, progress: Callable[[str], None]) -> dict[str, Any]:
+            settle_s: float, progress: Callable[[str], None],
+            precisions: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """Every optimizer and case at every thread count (``threads``: one or a list), the
     same count for gradstep and torch; a case's runs at its thread counts follow one
-    another, so that they see the same machine load as far as can be."""
+    another, so that they see the same machine load as far as can be. Half params:
+    every case at each of ``precisions`` (default: all of PRECISIONS), one after another."""
     counts = [threads] if isinstance(threads, int) else list(threads)
+    if is_half(dtype):
+        runs: list[Optional[str]] = list(precisions or PRECISIONS)
+    elif precisions:
+        raise ValueError(f"precisions are for bfloat16/float16 params, not {np.dtype(dtype)}")
+    else:
+        runs = [None]
     torch_before = None
     if importlib.util.find_spec("torch") is not None:
         import torch
@@ -132,13 +146,15 @@ def run_all(optimizers: Sequence[str], cases: Sequence[Case], dtype: np.dtype,
     try:
         for name in optimizers:
             for case in cases:
-                for n in counts:
-                    gs.set_num_threads(n)
-                    if torch_before is not None:
-                        torch.set_num_threads(n)
-                    progress(f"{name} {case.label}" + (f" at {n} thread{'s' if n > 1 else ''}" if len(counts) > 1 else ""))
-                    results.append(run_case(SPECS[name], case, dtype, rounds, sample_s, warm_s,
-                                            settle_s, threads=n))
+                for precision in runs:
+                    for n in counts:
+                        gs.set_num_threads(n)
+                        if torch_before is not None:
+                            torch.set_num_threads(n)
+                        progress(f"{name} {case.label}" + (f" {precision}" if precision else "")
+                                 + (f" at {n} thread{'s' if n > 1 else ''}" if len(counts) > 1 else ""))
+                        results.append(run_case(SPECS[name], case, dtype, rounds, sample_s, warm_s,
+                                                settle_s, threads=n, precision=precision))
     finally:
         gs.set_num_threads(gs_before)
         if torch_before is not None:
@@ -155,6 +171,7 @@ def run_all(optimizers: Sequence[str], cases: Sequence[Case], dtype: np.dtype,
             "threads": counts,
             "torch_threads": counts if torch_before is not None else None,
             "dtype": str(dtype),
+            **({"precisions": runs} if is_half(dtype) else {}),
             "rounds": rounds,
             "sample_seconds": sample_s,
             "warmup_seconds": warm_s,
