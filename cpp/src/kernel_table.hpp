@@ -32,6 +32,11 @@ struct Job {
   Rounding rounding = Rounding::nearest;
   std::uint64_t seed = 0;
   std::size_t tensor_count = 0;
+  // The optimizer's step is its one element-wise pass (chunks(), steps.inl),
+  // which writes the param and every state it has: a staged chunk is stored
+  // back without first checking that it changed (that check is for the
+  // passes of a multi-pass step that only read).
+  bool one_pass = false;
 };
 
 // Float32 scratch of at least `floats` elements, 64-byte aligned, owned by

@@ -36,9 +36,10 @@ inline T maximum_nan(T a, T b) {
 // place, with float32's bits on every target; the element arithmetic is the
 // float32 kernel's.
 //
-// A buffer is written back only if its chunk changed (a pass that only reads
-// the param, as a reduction does, writes nothing): compared as bits with
-// what it was widened from, so the check is exact for NaN and -0 too.
+// In a step of several passes a buffer is written back only if its chunk
+// changed (a pass that only reads the param, as a reduction does, writes
+// nothing): compared as bits with what it was widened from, so the check is
+// exact for NaN and -0 too. A one-pass step writes back what it staged.
 //
 // The kernel sees a view whose staged pointers are offset by -begin, so its
 // indices [begin, end) land in the scratch: the element index stays the
@@ -146,7 +147,11 @@ inline void staged_chunk(const detail::Job& job, const TensorView& t, std::size_
   staged_tensor = tensor;
   body(static_cast<float*>(nullptr), static_cast<const TensorView&>(v), b, e, c);
   staged_tensor = kNotStaged;
-  if (param_staged && changed(param_source, param_from, n, p)) {
+  // A one-pass step writes every buffer it has (Job::one_pass); a state of the
+  // set the options leave unused is stored as it was widened: the same bits
+  // (a signaling NaN comes back quiet).
+  const bool check = !job.one_pass;
+  if (param_staged && (!check || changed(param_source, param_from, n, p))) {
     if (t.master != nullptr) narrow_nearest(DType::f32, p, n, t.master + b);
     if (is_half(t.dtype)) {
       void* to = offset(t.param, t.dtype, b);
@@ -159,7 +164,7 @@ inline void staged_chunk(const detail::Job& job, const TensorView& t, std::size_
   for (int j = 0; j < halves; ++j) {
     const float* s = scratch + n * std::size_t(2 + j);
     void* to = offset(t.state[full_half[j]], t.state_dtype, b);
-    if (changed(t.state_dtype, to, n, s)) narrow_nearest(t.state_dtype, s, n, to);
+    if (!check || changed(t.state_dtype, to, n, s)) narrow_nearest(t.state_dtype, s, n, to);
   }
 }
 

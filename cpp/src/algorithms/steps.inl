@@ -5,7 +5,9 @@
 // conversion) runs its passes itself.
 template <class Options>
 void step(const Options& o, const detail::Job& job, const detail::Passes& passes, StepReport&) {
-  for_all_chunks(passes, [&](std::size_t first, std::size_t last) { chunks(o, job, first, last); });
+  detail::Job one = job;
+  one.one_pass = true;
+  for_all_chunks(passes, [&](std::size_t first, std::size_t last) { chunks(o, one, first, last); });
 }
 
 // The mode switch of an optimizer without a Mode: never called (the driver
