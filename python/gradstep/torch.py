@@ -38,7 +38,8 @@ keeps the optimizer's own):
   param's (Adafactor's row_var/col_var/variance) are float32 in the kernel;
   with ``"param"`` gradstep.torch keeps them in the param's dtype as torch
   does and steps float32 copies of them (such groups take the planned step).
-  Prodigy's s and p0 (another extent) stay float32.
+  Prodigy, D-Adaptation and Lamb refuse ``"param"`` for half params: their
+  step sums over their states between passes, so the states stay float32.
 * ``master_weights``: a float32 master copy of each bf16/f16 param in its
   state under ``"master_param"``; the param is rounded from it every step. A
   state without one (torch's) starts it from the param.
