@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import gradstep as gs
+from gradstep import _spec
 from gradstep.bench.spec import import_reference
 
 import float32_accuracy
@@ -159,7 +160,8 @@ def test_signature_follows_timm():
     for name in positional[1:]:
         assert ours[name].default == theirs[name].default, name
     # gradstep's own keywords; max_grad_norm is Lamb's own (timm's formula), not the safeguard.
-    assert [n for n, p in ours.items() if p.kind == p.KEYWORD_ONLY] == ["maximize", "skip_nonfinite"]
+    precision = [name for name, _, _ in _spec.PRECISION]  # gradstep's storage-precision arguments
+    assert [n for n, p in ours.items() if p.kind == p.KEYWORD_ONLY] == ["maximize", "skip_nonfinite", *precision]
     assert gs.Lamb([np.ones(2)]).max_grad_norm == 1.0
     assert gs.Lamb([np.ones(2)], max_grad_norm=None).hyperparameters()["max_grad_norm"] is None
 

@@ -38,6 +38,7 @@ import numpy as np
 
 import gradstep as gs
 from gradstep import _core
+from gradstep.optim import MASTER
 from gradstep.bench.numpy_steps import NumpyState
 from gradstep.bench.spec import PRECISIONS, Case, Spec, import_reference, is_half, ready, state_count
 
@@ -132,7 +133,11 @@ def probe_candidate(spec: Spec, case: Case, dtype: np.dtype, precision: Optional
         param = np.ones(n, dtype)
         grad = np.full(n, 0.5, dtype)
         opt = getattr(gs, spec.gradstep)([param], **spec.hyper, **_precision(precision))
-        probe_set = opt._set  # the core's TensorSet of the optimizer's own buffers
+        # Its buffers as that configuration holds them (public: params, state), the full-size
+        # states and the master streamed as their own dtypes.
+        full = [name for name, arrays in opt.state.items() if name != MASTER and arrays[0].shape == param.shape]
+        probe_set = _core.TensorSet([param], [opt.state[name] for name in full], full, None, None, None,
+                                    opt.state.get(MASTER))
         return Candidate("roof", lambda: probe_set.stream([grad]))
     names = [f"s{i}" for i in range(states)]
     param = np.ones(n, dtype)
